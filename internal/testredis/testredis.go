@@ -4,6 +4,7 @@ package testredis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -122,7 +123,8 @@ func (s *Server) start() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		err := c.Ping(ctx).Err()
 		cancel()
-		if err == nil {
+		var answered redis.Error // NOAUTH and the like: the server is up
+		if err == nil || errors.As(err, &answered) {
 			s.cmd, s.done = cmd, exited
 			return nil
 		}

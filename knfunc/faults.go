@@ -1,0 +1,43 @@
+package knfunc
+
+import (
+	"context"
+	"errors"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ksaga/ksaga/saga"
+)
+
+// FaultKey is the Redis key that makes a function fail events of a type when
+// fault injection is on (KSAGA_FAULT_INJECTION=true): an integer N fails the
+// next N deliveries with 503, "-1" fails every one. Tests use it to drive
+// compensations through retries and dead letters.
+func FaultKey(service, eventType string) string {
+	return "ksaga:fault:" + service + ":" + eventType
+}
+
+var faultLua = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+if v == '-1' then return 1 end
+if tonumber(v) > 0 then redis.call('DECR', KEYS[1]) return 1 end
+return 0`)
+
+// ErrInjected is the error of an injected fault.
+var ErrInjected = errors.New("injected fault")
+
+// WithFaults wraps step so that it fails as FaultKey says.
+func WithFaults(step saga.Step, rdb redis.UniversalClient, service string) saga.Step {
+	return saga.StepFunc(func(ctx context.Context, e event.Event) (*event.Event, error) {
+		hit, err := faultLua.Run(ctx, rdb, []string{FaultKey(service, e.Type())}).Int()
+		if err != nil {
+			return nil, saga.Transient(err, "redis")
+		}
+		if hit == 1 {
+			return nil, saga.Transient(ErrInjected, "%s for %s", service, e.Type())
+		}
+		return step.Handle(ctx, e)
+	})
+}

@@ -1,0 +1,114 @@
+package knfunc
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ksaga/ksaga/redisstore"
+	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/telemetry"
+)
+
+// Env is what a function's setup gets: its config and ready-made clients.
+type Env struct {
+	Config Config
+	Getenv func(string) string // for the function's own settings
+	Redis  redis.UniversalClient
+	Logger *slog.Logger
+	Sink   *Sink // nil without K_SINK
+}
+
+// NewStore returns a saga store on the function's Redis with the given
+// effects, its scripts loaded (a load failure is only logged: scripts are
+// loaded again on first use).
+func (e *Env) NewStore(ctx context.Context, effects ...saga.EffectScript) (*redisstore.Store, error) {
+	s, err := redisstore.New(e.Redis, redisstore.Options{Retention: e.Config.Retention, Effects: effects})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Load(ctx); err != nil {
+		e.Logger.Warn("could not load scripts at start; they will load on first use", "error", err.Error())
+	}
+	return s, nil
+}
+
+// Function is what a setup returns: the step and, optionally, more routes.
+type Function struct {
+	// Step serves CloudEvents POSTed to "/". Nil for a function without one.
+	Step saga.Step
+	// Routes adds handlers to the function's mux (e.g. "GET /orders/{id}").
+	Routes map[string]http.Handler
+	// Handler, if set, serves everything the mux does not match (e.g. gRPC).
+	Handler http.Handler
+	// HTTP2 serves h2c too (gRPC on a port named h2c).
+	HTTP2 bool
+	// Close is called after the server has drained.
+	Close func() error
+}
+
+// Setup builds a function from its environment.
+type Setup func(ctx context.Context, env *Env) (*Function, error)
+
+// Run is a function's whole life: read the config from getenv, log JSON to
+// stdout, connect Redis, build the function with setup, serve until ctx is
+// cancelled (SIGTERM), drain, and clean up. A function's run calls it.
+func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setup Setup) error {
+	cfg, err := ConfigFromEnv(getenv)
+	if err != nil {
+		return err
+	}
+	logger := telemetry.NewLogger(stdout, cfg.LogLevel).With("service", cfg.Service)
+	rdb, err := redisstore.NewClient(cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	env := &Env{Config: cfg, Getenv: getenv, Redis: rdb, Logger: logger}
+	if cfg.Sink != "" {
+		env.Sink = NewSink(cfg.Sink, cfg.CEOverrides)
+	}
+	fn, err := setup(ctx, env)
+	if err != nil {
+		return fmt.Errorf("set up %s: %w", cfg.Service, err)
+	}
+	if fn.Close != nil {
+		defer func() {
+			if err := fn.Close(); err != nil {
+				logger.Error("close", "error", err.Error())
+			}
+		}()
+	}
+
+	health := NewHealth(func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
+	mux := http.NewServeMux()
+	health.Register(mux)
+	for pattern, h := range fn.Routes {
+		mux.Handle(pattern, h)
+	}
+	if fn.Step != nil {
+		step := fn.Step
+		if cfg.FaultInjection {
+			logger.Warn("fault injection is on (KSAGA_FAULT_INJECTION): events fail when " + FaultKey(cfg.Service, "<type>") + " says so")
+			step = WithFaults(step, rdb, cfg.Service)
+		}
+		mux.Handle("/{$}", NewHandler(step, HandlerOptions{Logger: logger, Overrides: cfg.CEOverrides, MaxBodyBytes: cfg.MaxBodyBytes}))
+	}
+	if fn.Handler != nil {
+		mux.Handle("/", fn.Handler)
+	}
+	logger.Info("starting", "revision", cfg.Revision, "sink", cfg.Sink)
+
+	serveCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		health.Drain()
+		stop()
+	}()
+	return Serve(serveCtx, cfg.ListenAddress, mux, ServeOptions{Logger: logger, ShutdownTimeout: cfg.ShutdownTimeout, HTTP2: fn.HTTP2})
+}

@@ -1,0 +1,290 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ksaga/ksaga/internal/testredis"
+	"github.com/ksaga/ksaga/redisstore"
+	"github.com/ksaga/ksaga/saga"
+)
+
+// debit is a domain write: take amount from a balance, or fail with a reason.
+var debit = saga.EffectScript{Name: "test.debit", Lua: `
+local bal = tonumber(redis.call('GET', keys[1]) or '-1')
+local amount = tonumber(args[1])
+if bal < 0 then return 'unknown account' end
+if bal < amount then return 'insufficient funds' end
+redis.call('DECRBY', keys[1], amount)
+`}
+
+// count increments a counter: a commutative write for the concurrency test.
+var count = saga.EffectScript{Name: "test.count", Lua: `redis.call('INCR', keys[1])`}
+
+type backend struct {
+	name string
+	new  func(t *testing.T) redis.UniversalClient
+}
+
+func backends() []backend {
+	return []backend{
+		{"redis-server", func(t *testing.T) redis.UniversalClient { return testredis.Start(t).Client(t) }},
+		{"miniredis", func(t *testing.T) redis.UniversalClient {
+			m := miniredis.RunT(t)
+			c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+			t.Cleanup(func() { _ = c.Close() })
+			return c
+		}},
+	}
+}
+
+func newStore(t *testing.T, rdb redis.UniversalClient, now func() time.Time) *redisstore.Store {
+	t.Helper()
+	s, err := redisstore.New(rdb, redisstore.Options{Retention: time.Hour, Effects: []saga.EffectScript{debit, count}, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func start(id string) saga.Transition {
+	return saga.Transition{
+		SagaID: id, EventSource: "/test", EventID: "create-" + id, EventType: "io.ksaga.test.create",
+		Create: true, Data: []byte(`{"n":1}`), Deadline: time.Now().Add(time.Minute),
+		Step: "order", OnSuccess: saga.Outcome{Outcome: "created", Compensable: true, Reply: &saga.Reply{Type: "io.ksaga.test.created"}},
+	}
+}
+
+func pay(id, eventID string, amount int, balanceKey string) saga.Transition {
+	return saga.Transition{
+		SagaID: id, EventSource: "/test", EventID: eventID, EventType: "io.ksaga.test.created",
+		Step: "payment", Effect: debit.Call([]string{balanceKey}, amount),
+		OnSuccess: saga.Outcome{Outcome: "authorized", Compensable: true, Reply: &saga.Reply{Type: "io.ksaga.test.paid"}},
+		OnFailure: &saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating, Reply: &saga.Reply{Type: "io.ksaga.test.payfailed"}},
+	}
+}
+
+func mustApply(t *testing.T, s saga.Store, tr saga.Transition) saga.Result {
+	t.Helper()
+	r, err := s.Apply(context.Background(), tr)
+	if err != nil {
+		t.Fatalf("apply %s: %v", tr.EventID, err)
+	}
+	return r
+}
+
+func mustGet(t *testing.T, s saga.Store, id string) saga.State {
+	t.Helper()
+	st, err := s.Get(context.Background(), id)
+	if err != nil {
+		t.Fatalf("get %s: %v", id, err)
+	}
+	return st
+}
+
+func TestStore(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Run("redelivery returns the stored reply and changes nothing", func(t *testing.T) {
+				rdb := b.new(t)
+				s := newStore(t, rdb, nil)
+				ctx := context.Background()
+				rdb.Set(ctx, "bal:1", 100, 0)
+				first := mustApply(t, s, start("s1"))
+				if !first.Applied || first.Version != 1 || first.Status != saga.StatusRunning || string(first.Reply.Data) != `{"n":1}` {
+					t.Fatalf("create: %+v", first)
+				}
+				p1 := mustApply(t, s, pay("s1", "e2", 30, "bal:1"))
+				p2 := mustApply(t, s, pay("s1", "e2", 30, "bal:1"))
+				if !p1.Applied || !p2.Duplicate || p2.Applied {
+					t.Fatalf("want applied then duplicate, got %+v / %+v", p1, p2)
+				}
+				if p1.Version != p2.Version || p1.Reply.Type != p2.Reply.Type || !p1.Reply.Time.Equal(p2.Reply.Time) || string(p1.Reply.Data) != string(p2.Reply.Data) {
+					t.Fatalf("replies differ: %+v vs %+v", p1.Reply, p2.Reply)
+				}
+				if bal, _ := rdb.Get(ctx, "bal:1").Int(); bal != 70 {
+					t.Fatalf("balance %d, want 70 (debited once)", bal)
+				}
+				st := mustGet(t, s, "s1")
+				if st.Version != 2 || len(st.Steps) != 2 || st.Steps[1].Outcome != "authorized" {
+					t.Fatalf("state after duplicate: %+v", st)
+				}
+				if fmt.Sprint(st.Compensate) != "[payment order]" {
+					t.Fatalf("compensation stack %v, want [payment order]", st.Compensate)
+				}
+			})
+
+			t.Run("business failure takes the failure outcome with the effect's reason", func(t *testing.T) {
+				rdb := b.new(t)
+				s := newStore(t, rdb, nil)
+				rdb.Set(context.Background(), "bal:2", 10, 0)
+				mustApply(t, s, start("s2"))
+				r := mustApply(t, s, pay("s2", "e2", 30, "bal:2"))
+				if !r.Failed || r.Reason != "insufficient funds" || r.Status != saga.StatusCompensating || r.Reply.Type != "io.ksaga.test.payfailed" {
+					t.Fatalf("failure: %+v", r)
+				}
+				st := mustGet(t, s, "s2")
+				if st.FailedStep != "payment" || st.Reason != "insufficient funds" || fmt.Sprint(st.Compensate) != "[order]" {
+					t.Fatalf("state: %+v", st)
+				}
+				if bal, _ := rdb.Get(context.Background(), "bal:2").Int(); bal != 10 {
+					t.Fatalf("balance %d, want 10 untouched", bal)
+				}
+			})
+
+			t.Run("version and status guards refuse without changing anything", func(t *testing.T) {
+				s := newStore(t, b.new(t), nil)
+				mustApply(t, s, start("s3"))
+				stale := pay("s3", "e-stale", 1, "nobal")
+				stale.ExpectVersion = 7
+				if r := mustApply(t, s, stale); r.Skipped != "version" || r.Version != 1 {
+					t.Fatalf("stale: %+v", r)
+				}
+				guarded := saga.Transition{SagaID: "s3", EventSource: "/t", EventID: "g", Step: "x", Allow: []saga.Status{saga.StatusCompensating}}
+				if r := mustApply(t, s, guarded); r.Skipped != "status" {
+					t.Fatalf("status guard: %+v", r)
+				}
+				if r := mustApply(t, s, start("s3")); r.Skipped != "" && !r.Duplicate {
+					t.Fatalf("create again with the same event must be a duplicate: %+v", r)
+				}
+				again := start("s3")
+				again.EventID = "another-create"
+				if r := mustApply(t, s, again); r.Skipped != "exists" {
+					t.Fatalf("second create: %+v", r)
+				}
+				unknown := pay("nope", "e", 1, "nobal")
+				if r := mustApply(t, s, unknown); r.Skipped != "unknown saga" {
+					t.Fatalf("unknown saga: %+v", r)
+				}
+				if st := mustGet(t, s, "s3"); st.Version != 1 || len(st.Steps) != 1 {
+					t.Fatalf("guards changed the saga: %+v", st)
+				}
+			})
+
+			t.Run("compensation leaves the stack; terminal sagas get the retention", func(t *testing.T) {
+				rdb := b.new(t)
+				s := newStore(t, rdb, nil)
+				mustApply(t, s, start("s4"))
+				r := mustApply(t, s, saga.Transition{SagaID: "s4", EventSource: "/t", EventID: "c1", Step: "order",
+					OnSuccess: saga.Outcome{Outcome: "cancelled", Status: saga.StatusCompensated, Compensates: "order"}})
+				if r.Status != saga.StatusCompensated || r.Reply != nil {
+					t.Fatalf("cancel: %+v", r)
+				}
+				st := mustGet(t, s, "s4")
+				if len(st.Compensate) != 0 || !st.Status.Terminal() {
+					t.Fatalf("state: %+v", st)
+				}
+				ttl := rdb.TTL(context.Background(), redisstore.Key("s4")).Val()
+				if ttl <= 59*time.Minute || ttl > time.Hour {
+					t.Fatalf("ttl %v, want the 1h retention", ttl)
+				}
+				// a duplicate of the no-reply transition is still recognised
+				if r := mustApply(t, s, saga.Transition{SagaID: "s4", EventSource: "/t", EventID: "c1", Step: "order"}); !r.Duplicate || r.Reply != nil {
+					t.Fatalf("duplicate without reply: %+v", r)
+				}
+			})
+
+			t.Run("unfinished sagas expire at deadline plus retention", func(t *testing.T) {
+				rdb := b.new(t)
+				s := newStore(t, rdb, nil)
+				mustApply(t, s, start("s5"))
+				ttl := rdb.TTL(context.Background(), redisstore.Key("s5")).Val()
+				if ttl < time.Hour || ttl > time.Hour+time.Minute+time.Second {
+					t.Fatalf("ttl %v, want about 1h1m", ttl)
+				}
+			})
+
+			t.Run("100 concurrent events end as a serial order would", func(t *testing.T) {
+				rdb := b.new(t)
+				s := newStore(t, rdb, nil)
+				mustApply(t, s, start("s6"))
+				const n = 100
+				var wg sync.WaitGroup
+				errs := make(chan error, 2*n)
+				for i := range n {
+					for range 2 { // every event twice, concurrently: at-least-once delivery
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							_, err := s.Apply(context.Background(), saga.Transition{
+								SagaID: "s6", EventSource: "/t", EventID: fmt.Sprintf("e%03d", i), EventType: "io.ksaga.test.tick",
+								Step: fmt.Sprintf("tick%03d", i), Effect: count.Call([]string{"ticks"}),
+								OnSuccess: saga.Outcome{Outcome: "done", Reply: &saga.Reply{Type: "io.ksaga.test.ticked", Data: []byte(fmt.Sprintf(`{"i":%d}`, i))}},
+							})
+							errs <- err
+						}()
+					}
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				st := mustGet(t, s, "s6")
+				if st.Version != n+1 || len(st.Steps) != n+1 {
+					t.Fatalf("version %d, %d steps; want %d", st.Version, len(st.Steps), n+1)
+				}
+				var names []string
+				for _, r := range st.Steps[1:] {
+					names = append(names, r.Step)
+				}
+				sort.Strings(names)
+				for i, name := range names {
+					if name != fmt.Sprintf("tick%03d", i) {
+						t.Fatalf("step %d is %s", i, name)
+					}
+				}
+				if got, _ := rdb.Get(context.Background(), "ticks").Int(); got != n {
+					t.Fatalf("effect ran %d times, want %d", got, n)
+				}
+			})
+		})
+	}
+}
+
+func TestRedisDownIsTransient(t *testing.T) {
+	srv := testredis.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	s := newStore(t, rdb, nil)
+	srv.Stop()
+	_, err := s.Apply(context.Background(), start("down"))
+	if saga.Code(err) != saga.ETransient {
+		t.Fatalf("err %v (code %q), want transient", err, saga.Code(err))
+	}
+	srv.Restart() // a restarted server has lost the scripts: Run falls back to EVAL
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, err := s.Apply(context.Background(), start("down"))
+		if err == nil {
+			if !r.Applied {
+				t.Fatalf("after restart: %+v", r)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still failing after restart: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestGetUnknown(t *testing.T) {
+	s := newStore(t, testredis.Start(t).Client(t), nil)
+	if _, err := s.Get(context.Background(), "missing"); !errors.Is(err, saga.ErrNotFound) {
+		t.Fatalf("err %v, want ErrNotFound", err)
+	}
+}

@@ -1,0 +1,81 @@
+package saga
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
+)
+
+// CloudEvents extension attributes of the saga protocol (docs/protocol.md).
+const (
+	// ExtCorrelationID carries the saga id (CloudEvents correlation extension).
+	ExtCorrelationID = "correlationid"
+	// ExtCausationID carries the id of the event that caused this one.
+	ExtCausationID = "causationid"
+	// ExtSagaVersion carries the saga's version after the transition that
+	// emitted the event; the next step applies its transition only at that
+	// version (compare-and-set across steps).
+	ExtSagaVersion = "sagaversion"
+)
+
+// TypePrefix prefixes every event type of ksaga's own catalogue.
+const TypePrefix = "io.ksaga."
+
+// replyNamespace scopes deterministic reply ids.
+var replyNamespace = uuid.MustParse("6f1c2a52-7b1e-4c0e-9a55-3a0b8f3e2d11")
+
+// ReplyID is the id of the reply of type replyType to the event (source, id):
+// a UUIDv5, so every redelivery of that event gets a reply with the same id.
+func ReplyID(source, id, replyType string) string {
+	return uuid.NewSHA1(replyNamespace, []byte(source+"\n"+id+"\n"+replyType)).String()
+}
+
+// SagaIDOf returns the event's correlationid extension, or "".
+func SagaIDOf(e event.Event) string {
+	v, _ := e.Extensions()[ExtCorrelationID].(string)
+	return v
+}
+
+// SagaVersionOf returns the event's sagaversion extension (0 if absent).
+// A present but malformed value is an Invalid error.
+func SagaVersionOf(e event.Event) (int64, error) {
+	raw, ok := e.Extensions()[ExtSagaVersion]
+	if !ok {
+		return 0, nil
+	}
+	var s string
+	switch v := raw.(type) {
+	case string:
+		s = v
+	case int32:
+		return int64(v), nil
+	default:
+		return 0, Invalid("extension %s: unexpected type %T", ExtSagaVersion, raw)
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, Invalid("extension %s: %q is not a version", ExtSagaVersion, s)
+	}
+	return n, nil
+}
+
+// mergeReason returns JSON object data with "reason" added as its first
+// member, deterministically; other data is returned unchanged.
+func mergeReason(data []byte, reason string) []byte {
+	trimmed := bytes.TrimSpace(data)
+	if reason == "" || len(trimmed) < 2 || trimmed[0] != '{' {
+		return data
+	}
+	r, _ := json.Marshal(reason)
+	out := make([]byte, 0, len(trimmed)+len(r)+12)
+	out = append(out, `{"reason":`...)
+	out = append(out, r...)
+	rest := bytes.TrimSpace(trimmed[1:])
+	if len(rest) > 0 && rest[0] != '}' {
+		out = append(out, ',')
+	}
+	return append(out, rest...)
+}
