@@ -78,7 +78,7 @@ func TestDrainFinishesInFlightRequests(t *testing.T) {
 func TestConfigFromEnv(t *testing.T) {
 	env := map[string]string{
 		"PORT": "9090", "K_SERVICE": "payment", "K_REVISION": "payment-00001", "K_CONFIGURATION": "payment",
-		"K_SINK": "http://broker-ingress.knative-eventing.svc.cluster.local/saga/default",
+		"K_SINK":         "http://broker-ingress.knative-eventing.svc.cluster.local/saga/default",
 		"K_CE_OVERRIDES": `{"extensions":{"team":"payments"}}`, "REDIS_URL": "rediss://u:p@redis:6380/1",
 		"LOG_LEVEL": "debug", "KSAGA_SHUTDOWN_TIMEOUT": "5s", "KSAGA_RETENTION": "1h", "KSAGA_SAGA_TIMEOUT": "2m",
 	}
