@@ -1,0 +1,34 @@
+// Command inventory is the inventory step of the order saga: it reserves every item
+// of an order atomically (or fails the saga with no partial reservation), and
+// releases the reservation when the saga compensates.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ksaga/ksaga/knfunc"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "inventory:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	return knfunc.Run(ctx, getenv, stdout, func(ctx context.Context, env *knfunc.Env) (*knfunc.Function, error) {
+		store, err := env.NewStore(ctx, reserve, release)
+		if err != nil {
+			return nil, err
+		}
+		return &knfunc.Function{Step: newStep(store, env.Logger)}, nil
+	})
+}

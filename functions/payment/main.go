@@ -1,0 +1,34 @@
+// Command payment is the payment step of the order saga: it authorises an
+// order's total against the user's balance (or fails the saga), and refunds
+// it, exactly once, when the saga compensates.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ksaga/ksaga/knfunc"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "payment:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	return knfunc.Run(ctx, getenv, stdout, func(ctx context.Context, env *knfunc.Env) (*knfunc.Function, error) {
+		store, err := env.NewStore(ctx, authorize, refund)
+		if err != nil {
+			return nil, err
+		}
+		return &knfunc.Function{Step: newStep(store, env.Logger)}, nil
+	})
+}

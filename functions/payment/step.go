@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/saga"
+)
+
+// authorize takes the total from the balance. keys: balance, charge;
+// args: amount, user id. A saga is charged at most once whatever the event.
+var authorize = saga.EffectScript{Name: "payment.authorize", Lua: `
+if redis.call('EXISTS', keys[2]) == 1 then return end
+local balance = tonumber(redis.call('GET', keys[1]) or '')
+if balance == nil then return 'unknown account' end
+if balance < tonumber(args[1]) then return 'insufficient funds' end
+redis.call('DECRBY', keys[1], args[1])
+redis.call('HSET', keys[2], 'amount_cents', args[1], 'user_id', args[2], 'status', 'authorized')
+`}
+
+// refund gives an authorised charge back, once; no charge, nothing to do.
+// keys: balance, charge.
+var refund = saga.EffectScript{Name: "payment.refund", Lua: `
+if redis.call('HGET', keys[2], 'status') ~= 'authorized' then return end
+redis.call('INCRBY', keys[1], redis.call('HGET', keys[2], 'amount_cents'))
+redis.call('HSET', keys[2], 'status', 'refunded')
+`}
+
+// newStep serves both modes with one implementation: the choreography event
+// and the orchestration command of each action share it.
+func newStep(store saga.Store, logger *slog.Logger) *saga.Participant {
+	return &saga.Participant{
+		Source: ordersaga.SourcePayment, Store: store, Logger: logger,
+		Actions: map[string]saga.Action{
+			ordersaga.Created:      authorizeAction,
+			ordersaga.AuthorizePay: authorizeAction,
+			ordersaga.StockFailed:  refundAction,
+			ordersaga.RefundPay:    refundAction,
+		},
+	}
+}
+
+func authorizeAction(_ context.Context, in saga.Input) (saga.Transition, error) {
+	var o ordersaga.Order
+	if err := in.Decode(&o); err != nil {
+		return saga.Transition{}, err
+	}
+	if o.TotalCents <= 0 || o.UserID <= 0 {
+		return saga.Transition{}, saga.Invalid("order %q: total_cents and user_id must be positive", o.OrderID)
+	}
+	return saga.Transition{
+		Step:   ordersaga.StepPayment,
+		Allow:  []saga.Status{saga.StatusRunning},
+		Effect: authorize.Call([]string{ordersaga.BalanceKey(o.UserID), ordersaga.ChargeKey(in.SagaID)}, o.TotalCents, o.UserID),
+		OnSuccess: saga.Outcome{Outcome: "authorized", Compensable: true,
+			Reply: &saga.Reply{Type: ordersaga.PayAuthorized}},
+		OnFailure: &saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating,
+			Reply: &saga.Reply{Type: ordersaga.PayFailed}},
+	}, nil
+}
+
+func refundAction(_ context.Context, in saga.Input) (saga.Transition, error) {
+	var o ordersaga.Order
+	if err := in.Decode(&o); err != nil {
+		return saga.Transition{}, err
+	}
+	return saga.Transition{
+		Step:   ordersaga.StepPayment,
+		Allow:  []saga.Status{saga.StatusCompensating},
+		Effect: refund.Call([]string{ordersaga.BalanceKey(o.UserID), ordersaga.ChargeKey(in.SagaID)}),
+		OnSuccess: saga.Outcome{Outcome: "refunded", Compensates: ordersaga.StepPayment,
+			Reply: &saga.Reply{Type: ordersaga.PayRefunded}},
+	}, nil
+}

@@ -1,0 +1,186 @@
+// Package fntest runs a function's run(ctx, getenv, stdout) in-process on a
+// free loopback port, as its main would, and talks to it with real
+// CloudEvents over real HTTP.
+package fntest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+)
+
+// Run is a function's entry point.
+type Run func(ctx context.Context, getenv func(string) string, stdout io.Writer) error
+
+// Buffer collects a function's stdout safely across goroutines.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+
+// String returns everything written so far.
+func (s *Buffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// Lines returns the JSON log lines written so far; a line that is not JSON
+// fails the test.
+func (s *Buffer) Lines(t testing.TB) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(s.String()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("log line is not JSON: %s", sc.Text())
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// Func is a running function.
+type Func struct {
+	URL    string // http://127.0.0.1:port
+	Out    *Buffer
+	Cancel context.CancelFunc // SIGTERM
+	Done   chan error         // Run's result, once
+}
+
+// Start runs run with env (plus LISTEN_ADDRESS=127.0.0.1:0) until the test
+// ends, and waits until it listens.
+func Start(t testing.TB, run Run, env map[string]string) *Func {
+	t.Helper()
+	e := map[string]string{"LISTEN_ADDRESS": "127.0.0.1:0"}
+	for k, v := range env {
+		e[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Func{Out: &Buffer{}, Cancel: cancel, Done: make(chan error, 1)}
+	go func() { f.Done <- run(ctx, func(k string) string { return e[k] }, f.Out) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-f.Done:
+			if err != nil {
+				t.Errorf("function returned %v", err)
+			}
+			f.Done <- err
+		case <-time.After(15 * time.Second):
+			t.Error("function did not stop")
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		sc := bufio.NewScanner(strings.NewReader(f.Out.String()))
+		for sc.Scan() {
+			var line struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
+				f.URL = "http://" + line.Addr
+				return f
+			}
+		}
+		select {
+		case err := <-f.Done:
+			f.Done <- err
+			t.Fatalf("function exited: %v\n%s", err, f.Out.String())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	t.Fatalf("function not listening:\n%s", f.Out.String())
+	return nil
+}
+
+// Event builds a CloudEvent; data is JSON-encoded unless it is []byte or
+// json.RawMessage. Extensions are given as key, value pairs.
+func Event(id, typ string, data any, ext ...string) event.Event {
+	e := event.New()
+	e.SetID(id)
+	e.SetSource("/fntest")
+	e.SetType(typ)
+	for i := 0; i+1 < len(ext); i += 2 {
+		e.SetExtension(ext[i], ext[i+1])
+	}
+	switch d := data.(type) {
+	case nil:
+	case []byte:
+		_ = e.SetData(event.ApplicationJSON, json.RawMessage(d))
+	default:
+		_ = e.SetData(event.ApplicationJSON, d)
+	}
+	return e
+}
+
+// Response is a function's answer.
+type Response struct {
+	Status int
+	Body   string
+	Reply  *event.Event
+}
+
+// Post sends e in binary mode (structured if asked) and decodes the reply.
+func Post(t testing.TB, url string, e event.Event, structured bool) Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if structured {
+		ctx = binding.WithForceStructured(ctx)
+	}
+	if err := cehttp.WriteRequest(ctx, binding.ToMessage(&e), req); err != nil {
+		t.Fatal(err)
+	}
+	return Do(t, req)
+}
+
+// Do sends a request and decodes a CloudEvent reply if there is one.
+func Do(t testing.TB, req *http.Request) Response {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	r := Response{Status: resp.StatusCode, Body: string(body)}
+	msg := cehttp.NewMessage(resp.Header, io.NopCloser(bytes.NewReader(body)))
+	if msg.ReadEncoding() != binding.EncodingUnknown {
+		ev, err := binding.ToEvent(context.Background(), msg)
+		if err != nil {
+			t.Fatalf("reply: %v", err)
+		}
+		r.Reply = ev
+	}
+	return r
+}
+
+// Eventually polls cond every few milliseconds until it returns nil or the
+// timeout passes, then fails with its last error.
+func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
