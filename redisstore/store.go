@@ -126,9 +126,10 @@ func (s *Store) Apply(ctx context.Context, t saga.Transition) (saga.Result, erro
 	if !t.Deadline.IsZero() {
 		deadline = t.Deadline.UnixMilli()
 	}
+	expect := max(t.ExpectVersion, 0)
 	args := make([]any, 0, 28+len(eargs))
 	args = append(args,
-		dedupeField(t.EventSource, t.EventID), now.UnixMilli(), flag(t.Create), t.ExpectVersion, allow,
+		dedupeField(t.EventSource, t.EventID), now.UnixMilli(), flag(t.Create), expect, allow,
 		t.Step, t.Data, deadline, int64(s.retention/time.Second), t.EventType, len(eargs))
 	args = appendOutcome(args, &t.OnSuccess)
 	args = append(args, flag(t.OnFailure != nil))

@@ -31,6 +31,8 @@ type Transition struct {
 	Deadline time.Time
 
 	// ExpectVersion, when > 0, must equal the saga's version (compare-and-set).
+	// 0 lets the Participant take it from the event's sagaversion; AnyVersion
+	// (< 0) applies at whatever version the saga is.
 	ExpectVersion int64
 	// Allow lists the statuses the saga must be in; empty means any
 	// non-terminal status (running or compensating).
@@ -48,6 +50,10 @@ type Transition struct {
 	// if the effect can fail.
 	OnFailure *Outcome
 }
+
+// AnyVersion as a Transition's ExpectVersion applies it at any version, e.g.
+// for dead letters, which arrive late by nature.
+const AnyVersion = -1
 
 // Outcome is where a transition leads.
 type Outcome struct {

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ksaga/ksaga/internal/fntest"
+	"github.com/ksaga/ksaga/internal/testredis"
+	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/redisstore"
+	"github.com/ksaga/ksaga/saga"
+)
+
+// broker records what the dead-letter sink publishes; it can be made to fail.
+type broker struct {
+	mu     sync.Mutex
+	events []event.Event
+	down   atomic.Bool
+}
+
+func (b *broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if b.down.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	ev, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
+	if err != nil {
+		http.Error(w, err.Error(), 400)
+		return
+	}
+	b.mu.Lock()
+	b.events = append(b.events, *ev)
+	b.mu.Unlock()
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (b *broker) got() []event.Event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]event.Event(nil), b.events...)
+}
+
+type env struct {
+	rdb    *redis.Client
+	store  *redisstore.Store
+	fn     *fntest.Func
+	broker *broker
+}
+
+func setup(t *testing.T) env {
+	t.Helper()
+	srv := testredis.Start(t)
+	rdb := srv.Client(t)
+	store, _ := redisstore.New(rdb, redisstore.Options{})
+	b := &broker{}
+	hs := httptest.NewServer(b)
+	t.Cleanup(hs.Close)
+	fn := fntest.Start(t, run, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "deadletter", "K_SINK": hs.URL})
+	return env{rdb, store, fn, b}
+}
+
+var order = ordersaga.Order{OrderID: "o1", UserID: 1, TotalCents: 1250, Items: []ordersaga.Item{{SKU: "book", Qty: 1}}}
+
+type step struct {
+	name    string
+	outcome saga.Outcome
+}
+
+// saga drives a saga through steps.
+func (e env) saga(t *testing.T, id string, steps ...step) {
+	t.Helper()
+	for i, s := range steps {
+		if _, err := e.store.Apply(context.Background(), saga.Transition{SagaID: id, EventSource: "/t", EventID: id + string(rune('a'+i)),
+			Create: i == 0, Data: order.Marshal(), Deadline: time.Now().Add(time.Minute), Step: s.name, OnSuccess: s.outcome}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func deadLetter(id, typ, sagaID, dest string, code string, body string) event.Event {
+	e := fntest.Event(id, typ, order, saga.ExtCorrelationID, sagaID, saga.ExtSagaVersion, "2",
+		extDest, dest, extCode, code, extData, base64.StdEncoding.EncodeToString([]byte(body)))
+	return e
+}
+
+func (e env) deadletters(t *testing.T) []redis.XMessage {
+	t.Helper()
+	m, err := e.rdb.XRange(context.Background(), StreamKey, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestCompensationDeadLetteredMarksCompensationFailed(t *testing.T) {
+	e := setup(t)
+	e.saga(t, "s1",
+		step{ordersaga.StepOrder, saga.Outcome{Outcome: "created", Compensable: true}},
+		step{ordersaga.StepPayment, saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating}})
+	dl := deadLetter("cancel-1", ordersaga.Cancel, "s1", "http://order.saga.svc.cluster.local", "503", "injected fault")
+	r := fntest.Post(t, e.fn.URL, dl, false)
+	if r.Status != 200 || r.Reply != nil {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	st, _ := e.store.Get(context.Background(), "s1")
+	if st.Status != saga.StatusCompensationFailed || st.FailedStep != ordersaga.StepOrder ||
+		!strings.Contains(st.Reason, "HTTP 503") || !strings.Contains(st.Reason, "injected fault") || !strings.Contains(st.Reason, "order.saga") {
+		t.Fatalf("saga %+v", st)
+	}
+	fntest.Post(t, e.fn.URL, dl, false) // redelivered dead letter
+	if n := len(e.deadletters(t)); n != 1 {
+		t.Fatalf("%d dead-letter records, want 1", n)
+	}
+	if len(e.broker.got()) != 0 {
+		t.Fatal("a failed compensation must not publish anything")
+	}
+}
+
+func TestForwardStepDeadLetteredFailsTheSagaIntoCompensation(t *testing.T) {
+	e := setup(t)
+	e.saga(t, "s2",
+		step{ordersaga.StepOrder, saga.Outcome{Outcome: "created", Compensable: true}},
+		step{ordersaga.StepPayment, saga.Outcome{Outcome: "authorized", Compensable: true}})
+	// payment.authorized could not reach inventory: inventory's step failed
+	dl := deadLetter("auth-1", ordersaga.PayAuthorized, "s2", "http://inventory.saga.svc.cluster.local", "500", "boom")
+	e.broker.down.Store(true)
+	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != http.StatusServiceUnavailable {
+		t.Fatalf("broker down: %d %s, want 503 so the dead letter is retried", r.Status, r.Body)
+	}
+	e.broker.down.Store(false)
+	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	got := e.broker.got()
+	if len(got) != 1 || got[0].Type() != ordersaga.StockFailed || saga.SagaIDOf(got[0]) != "s2" {
+		t.Fatalf("published %v", got)
+	}
+	st, _ := e.store.Get(context.Background(), "s2")
+	if st.Status != saga.StatusCompensating || st.FailedStep != ordersaga.StepInventory {
+		t.Fatalf("saga %+v", st)
+	}
+	if got[0].Extensions()[saga.ExtSagaVersion] != "3" {
+		t.Fatalf("sagaversion %v", got[0].Extensions()[saga.ExtSagaVersion])
+	}
+}
+
+func TestDeadLetterWithoutSagaIsKept(t *testing.T) {
+	e := setup(t)
+	ev := fntest.Event("x", "com.example.other", map[string]int{"a": 1}, extCode, "400")
+	if r := fntest.Post(t, e.fn.URL, ev, false); r.Status != 200 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	m := e.deadletters(t)
+	if len(m) != 1 || m[0].Values["type"] != "com.example.other" || m[0].Values["code"] != "400" {
+		t.Fatalf("%v", m)
+	}
+}
+
+func TestStepThatAlreadySucceededIsOnlyNoted(t *testing.T) {
+	e := setup(t)
+	e.saga(t, "s3",
+		step{ordersaga.StepOrder, saga.Outcome{Outcome: "created", Compensable: true}},
+		step{ordersaga.StepPayment, saga.Outcome{Outcome: "authorized", Compensable: true}})
+	dl := deadLetter("created-1", ordersaga.Created, "s3", "http://payment.saga.svc.cluster.local", "502", "")
+	fntest.Post(t, e.fn.URL, dl, false)
+	st, _ := e.store.Get(context.Background(), "s3")
+	if st.Status != saga.StatusRunning || st.Steps[len(st.Steps)-1].Outcome != "dead_lettered" || len(e.broker.got()) != 0 {
+		t.Fatalf("saga %+v, published %v", st, e.broker.got())
+	}
+}
