@@ -67,7 +67,11 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
+	defer func() {
+		if err := rdb.Close(); err != nil {
+			logger.Warn("close redis", "error", err.Error())
+		}
+	}()
 	env := &Env{Config: cfg, Getenv: getenv, Redis: rdb, Logger: logger}
 	if cfg.Sink != "" {
 		env.Sink = NewSink(cfg.Sink, cfg.CEOverrides)

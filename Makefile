@@ -1,0 +1,71 @@
+# ksaga — sagas built from scale-to-zero Knative functions.
+# `make help` lists the targets.
+
+SHELL := /usr/bin/env bash
+GO ?= go
+PORT ?= 8080
+MODE ?= choreography
+FUZZTIME ?= 5s
+# package:FuzzTarget pairs run briefly by `make test`
+FUZZ := ./knfunc:FuzzDecode ./internal/manifest:FuzzLoad ./internal/devbroker:FuzzIngress
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+ERRCHECK := github.com/kisielk/errcheck@v1.30.0
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: ## Run the whole order saga locally (ksaga dev; embedded Redis unless REDIS_URL is set)
+	$(GO) run ./cmd/ksaga dev --port $(PORT) --mode $(MODE) $(if $(REDIS_URL),--redis-url $(REDIS_URL))
+
+.PHONY: test
+test: redis-server ## go vet, all tests with the race detector, a short fuzz of each decoder
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+	@set -e; for f in $(FUZZ); do pkg=$${f%%:*}; target=$${f##*:}; \
+	  if grep -qs "func $$target(" $$pkg/*_test.go; then \
+	    echo "fuzz $$pkg $$target ($(FUZZTIME))"; \
+	    $(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) $$pkg >/dev/null; fi; done
+
+.PHONY: redis-server
+redis-server: # make sure redis-server is on PATH (tests start their own on free ports)
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is required: install it (Debian/Ubuntu: sudo apt-get install -y redis-server; macOS: brew install redis)"; exit 1; \
+	  fi; }
+
+.PHONY: bench
+bench: redis-server ## Saga throughput/latency vs this machine's floor (writes bench/results)
+	$(GO) run ./cmd/ksaga bench $(BENCHFLAGS)
+
+.PHONY: lint
+lint: ## gofmt, go vet, staticcheck, errcheck
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+	$(GO) run $(ERRCHECK) -ignoretests ./...
+
+.PHONY: fmt
+fmt: ## gofmt the tree
+	gofmt -w .
+
+.PHONY: build
+build: ## Build ksaga and every function into bin/
+	$(GO) build -o bin/ ./cmd/ksaga ./functions/...
+
+.PHONY: validate
+validate: ## Validate brokers/, triggers/ and manifests/ with Knative's own validation code
+	$(GO) run ./cmd/ksaga validate
+
+.PHONY: proto
+proto: ## Regenerate proto/user from user.proto (needs protoc)
+	@command -v protoc >/dev/null || { echo "protoc is required (Debian: apt-get install -y protobuf-compiler)"; exit 1; }
+	$(GO) build -o bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	$(GO) build -o bin/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	cd proto/user && $(GO) generate ./
