@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -63,6 +64,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 		return err
 	}
 	logger := telemetry.NewLogger(stdout, cfg.LogLevel).With("service", cfg.Service)
+	// go-redis logs through a process-wide logger (plain text on stderr by
+	// default); a function is one process, so route it into the JSON log.
+	redis.SetLogger(redisLogger{logger})
 	rdb, err := redisstore.NewClient(cfg.RedisURL)
 	if err != nil {
 		return err
@@ -115,4 +119,11 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 		stop()
 	}()
 	return Serve(serveCtx, cfg.ListenAddress, mux, ServeOptions{Logger: logger, ShutdownTimeout: cfg.ShutdownTimeout, HTTP2: fn.HTTP2})
+}
+
+// redisLogger adapts go-redis's internal logging to slog.
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.WarnContext(ctx, "redis: "+strings.TrimSpace(fmt.Sprintf(format, v...)))
 }

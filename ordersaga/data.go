@@ -6,7 +6,13 @@ import (
 	"strings"
 )
 
-// Item is one line of an order.
+// LineItem is one line of an order request: prices are never the client's.
+type LineItem struct {
+	SKU string `json:"sku"`
+	Qty int    `json:"qty"`
+}
+
+// Item is one line of a priced order.
 type Item struct {
 	SKU        string `json:"sku"`
 	Qty        int    `json:"qty"`
@@ -15,8 +21,8 @@ type Item struct {
 
 // OrderRequest is the body of POST /orders and the data of a Create command.
 type OrderRequest struct {
-	UserID int32  `json:"user_id"`
-	Items  []Item `json:"items"`
+	UserID int32      `json:"user_id"`
+	Items  []LineItem `json:"items"`
 }
 
 // Validate reports what is wrong with a request as field → message.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -96,4 +97,17 @@ func typeName(c redis.UniversalClient) string {
 		return "*redis.ClusterClient"
 	}
 	return "?"
+}
+
+func TestNewClientFailsFastByDefault(t *testing.T) {
+	c, _ := redisstore.NewClient("redis://127.0.0.1:1/0")
+	o := c.(*redis.Client).Options()
+	if o.DialTimeout != time.Second || o.MaxRetries != 1 {
+		t.Fatalf("dial timeout %v, max retries %d", o.DialTimeout, o.MaxRetries)
+	}
+	c, _ = redisstore.NewClient("redis://127.0.0.1:1/0?dial_timeout=3s&max_retries=5")
+	o = c.(*redis.Client).Options()
+	if o.DialTimeout != 3*time.Second || o.MaxRetries != 5 {
+		t.Fatalf("URL overrides: dial timeout %v, max retries %d", o.DialTimeout, o.MaxRetries)
+	}
 }

@@ -62,14 +62,27 @@ func SagaVersionOf(e event.Event) (int64, error) {
 	return n, nil
 }
 
-// mergeReason returns JSON object data with "reason" added as its first
-// member, deterministically; other data is returned unchanged.
+// mergeReason returns JSON object data with "reason" set, deterministically:
+// added as the first member, or replacing one the data already has (then
+// members are re-encoded in sorted order). Other data is returned unchanged.
 func mergeReason(data []byte, reason string) []byte {
 	trimmed := bytes.TrimSpace(data)
 	if reason == "" || len(trimmed) < 2 || trimmed[0] != '{' {
 		return data
 	}
 	r, _ := json.Marshal(reason)
+	if bytes.Contains(trimmed, []byte(`"reason"`)) {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(trimmed, &m); err != nil {
+			return data
+		}
+		m["reason"] = r
+		out, err := json.Marshal(m)
+		if err != nil {
+			return data
+		}
+		return out
+	}
 	out := make([]byte, 0, len(trimmed)+len(r)+12)
 	out = append(out, `{"reason":`...)
 	out = append(out, r...)

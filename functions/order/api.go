@@ -1,0 +1,262 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
+
+	"github.com/ksaga/ksaga/knfunc"
+	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/telemetry"
+)
+
+// maxIdempotencyKey is the longest Idempotency-Key header accepted.
+const maxIdempotencyKey = 255
+
+// api is the order function's REST API. Every answer is JSON; errors are
+// apiError.
+//
+// POST /orders answers 202 once the Create command is in the broker; the
+// order record is written when the broker delivers it to the Create step, so
+// GET /orders/{id} may answer 404 for a few milliseconds after the 202
+// (eventual consistency: poll, or follow the saga's events).
+type api struct {
+	orders  *orders
+	store   saga.Store
+	sink    *knfunc.Sink // nil without K_SINK
+	logger  *slog.Logger
+	maxBody int64
+}
+
+// apiError is the body of every error answer.
+type apiError struct {
+	Error  string            `json:"error"`
+	Fields map[string]string `json:"fields,omitempty"` // request field → problem
+}
+
+// accepted is the body of 202 Accepted from POST /orders.
+type accepted struct {
+	OrderID string `json:"order_id"`
+	SagaID  string `json:"saga_id"`
+}
+
+// orderView is the body of GET /orders/{id}.
+type orderView struct {
+	ID         string           `json:"id"`
+	UserID     int32            `json:"user_id"`
+	Items      []ordersaga.Item `json:"items"` // priced
+	TotalCents int64            `json:"total_cents"`
+	Status     string           `json:"status"` // pending, confirmed or cancelled
+	Reason     string           `json:"reason,omitempty"`
+	Saga       *sagaView        `json:"saga"` // null once the saga has expired
+}
+
+// sagaView is an order's saga in GET /orders/{id}.
+type sagaView struct {
+	ID         string            `json:"id"`
+	Status     saga.Status       `json:"status"`
+	Version    int64             `json:"version"`
+	Step       string            `json:"step"`
+	Reason     string            `json:"reason"`
+	FailedStep string            `json:"failed_step"`
+	Deadline   time.Time         `json:"deadline"`
+	Compensate []string          `json:"compensate"`
+	Steps      []saga.StepRecord `json:"steps"`
+}
+
+// routes returns the API's handlers, for knfunc.Function.Routes.
+func (a *api) routes() map[string]http.Handler {
+	return map[string]http.Handler{
+		"POST /orders":     http.HandlerFunc(a.postOrder),
+		"GET /orders/{id}": http.HandlerFunc(a.getOrder),
+		"GET /sagas/{id}":  http.HandlerFunc(a.getSaga),
+	}
+}
+
+// postOrder starts an order saga. Body: an ordersaga.OrderRequest, strict.
+// 400: not JSON, unknown fields, or invalid (with fields); 422: unknown user
+// or SKU (with fields); 503: no K_SINK, or the users function, Redis or the
+// broker unavailable; 202: the Create command is in the broker, answer
+// accepted with Location: /orders/<order_id>.
+//
+// With an Idempotency-Key header the saga id, and so the order id and the
+// Create event's id, derive from the user and the key: a retried POST
+// answers the same ids and its command is deduplicated by the Create step,
+// so it starts no second saga (the first request's items win). Without the
+// header every POST starts a new saga.
+func (a *api) postOrder(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeJSON(w, http.StatusRequestEntityTooLarge, apiError{Error: "request body larger than " + strconv.FormatInt(tooBig.Limit, 10) + " bytes"})
+			return
+		}
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "read body: " + err.Error()})
+		return
+	}
+	req, err := ordersaga.DecodeOrderRequest(body)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid JSON: " + err.Error()})
+		return
+	}
+	if p := req.Validate(); len(p) > 0 {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid order", Fields: p})
+		return
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > maxIdempotencyKey {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "Idempotency-Key longer than " + strconv.Itoa(maxIdempotencyKey) + " bytes"})
+		return
+	}
+	if a.sink == nil {
+		a.logger.ErrorContext(r.Context(), "POST /orders without K_SINK")
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "cannot start sagas: K_SINK is not set; " +
+			"bind the order function to the broker with a SinkBinding (or set K_SINK to the broker's URL)"})
+		return
+	}
+
+	sagaID := uuid.NewString()
+	if key != "" {
+		sagaID = sagaIDForIdempotencyKey(req.UserID, key)
+	}
+	orderID := orderIDFor(sagaID)
+	ctx := telemetry.WithAttrs(r.Context(), slog.String(telemetry.AttrCorrelationID, sagaID))
+	q, err := a.orders.quote(ctx, orderID, req)
+	if err != nil {
+		a.fail(w, r.WithContext(ctx), err)
+		return
+	}
+	if q.Rejected() {
+		writeJSON(w, http.StatusUnprocessableEntity, apiError{Error: "order rejected: " + q.Reason(), Fields: q.Problems})
+		return
+	}
+
+	e := event.New()
+	e.SetID(createEventID(sagaID))
+	e.SetSource(ordersaga.SourceOrderAPI)
+	e.SetType(ordersaga.Create)
+	e.SetTime(a.orders.now())
+	e.SetExtension(saga.ExtCorrelationID, sagaID)
+	if err := e.SetData(event.ApplicationJSON, req); err != nil {
+		a.fail(w, r.WithContext(ctx), err)
+		return
+	}
+	if err := a.sink.Send(ctx, e); err != nil {
+		if saga.Code(err) == saga.EInvalid { // the broker refused the command: not the client's fault
+			a.logger.ErrorContext(ctx, "broker refused the Create command", "error", err.Error())
+			writeJSON(w, http.StatusBadGateway, apiError{Error: "the broker refused the order"})
+			return
+		}
+		a.fail(w, r.WithContext(ctx), err)
+		return
+	}
+	a.logger.InfoContext(ctx, "order accepted", "order_id", orderID, "ce_id", e.ID())
+	w.Header().Set("Location", "/orders/"+orderID)
+	writeJSON(w, http.StatusAccepted, accepted{OrderID: orderID, SagaID: sagaID})
+}
+
+// getOrder answers an order and its saga: 200 orderView, 404 unknown (or
+// not written yet), 503 Redis unavailable.
+func (a *api) getOrder(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	m, err := a.orders.rdb.HGetAll(r.Context(), ordersaga.OrderKey(id)).Result()
+	if err != nil {
+		a.fail(w, r, saga.Transient(err, "redis"))
+		return
+	}
+	if len(m) == 0 {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "order " + strconv.Quote(id) + " not found"})
+		return
+	}
+	v, err := parseOrder(id, m)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	st, err := a.store.Get(r.Context(), m["saga_id"])
+	switch {
+	case errors.Is(err, saga.ErrNotFound): // expired after its retention
+	case err != nil:
+		a.fail(w, r, err)
+		return
+	default:
+		v.Saga = &sagaView{
+			ID: st.ID, Status: st.Status, Version: st.Version, Step: st.Step, Reason: st.Reason,
+			FailedStep: st.FailedStep, Deadline: st.Deadline, Compensate: st.Compensate, Steps: st.Steps,
+		}
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// parseOrder reads an order hash as written by the step's effects.
+func parseOrder(id string, m map[string]string) (orderView, error) {
+	v := orderView{ID: id, Status: m["status"], Reason: m["reason"]}
+	user, err := strconv.ParseInt(m["user_id"], 10, 32)
+	if err != nil {
+		return orderView{}, fmt.Errorf("order %s: user_id: %w", id, err)
+	}
+	v.UserID = int32(user)
+	if v.TotalCents, err = strconv.ParseInt(m["total_cents"], 10, 64); err != nil {
+		return orderView{}, fmt.Errorf("order %s: total_cents: %w", id, err)
+	}
+	if err := json.Unmarshal([]byte(m["items"]), &v.Items); err != nil {
+		return orderView{}, fmt.Errorf("order %s: items: %w", id, err)
+	}
+	return v, nil
+}
+
+// getSaga answers any saga's state (saga.State as JSON): 404 unknown or
+// expired, 503 Redis unavailable.
+func (a *api) getSaga(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	st, err := a.store.Get(r.Context(), id)
+	if errors.Is(err, saga.ErrNotFound) {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "saga " + strconv.Quote(id) + " not found"})
+		return
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// fail answers an error by its saga code: 503 (with Retry-After) for a
+// transient one, 400 for an invalid one, 500 for anything else, whose
+// details are only logged.
+func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status := saga.StatusCode(err)
+	msg := "internal error"
+	var se *saga.Error
+	if errors.As(err, &se) {
+		msg = se.Message
+	}
+	level := slog.LevelWarn
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	a.logger.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "error", err.Error())
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+		msg += " unavailable, retry later"
+	}
+	writeJSON(w, status, apiError{Error: msg})
+}
+
+// writeJSON answers v as JSON with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the client has gone if this fails
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+)
+
+// config is the order function's own settings, read from env next to
+// knfunc.Config.
+type config struct {
+	// Users is USERS_URL, the users function's URL (default http://users,
+	// the Knative Service of that name in the same namespace; e.g.
+	// http://users.saga.svc.cluster.local, or http://users.saga.localhost:8080
+	// under `ksaga dev`). The gRPC client dials its host and port (80 for
+	// http, 443 with TLS for https) and sends its host as the :authority, as
+	// an HTTP client sends Host, so that Knative's ingress routes the call.
+	Users usersTarget
+	// UsersTimeout is USERS_TIMEOUT: the deadline of one GetUser call,
+	// retries included (default 2s).
+	UsersTimeout time.Duration
+}
+
+// usersTarget is where the users function listens.
+type usersTarget struct {
+	Addr      string // host:port to dial
+	Authority string // the URL's host as written (no default port)
+	TLS       bool
+}
+
+// configFromEnv reads the config with getenv.
+func configFromEnv(getenv func(string) string) (config, error) {
+	c := config{UsersTimeout: 2 * time.Second}
+	var errs []error
+	raw := getenv("USERS_URL")
+	if raw == "" {
+		raw = "http://users"
+	}
+	t, err := parseUsersURL(raw)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("USERS_URL=%q: %w", raw, err))
+	}
+	c.Users = t
+	if v := getenv("USERS_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("USERS_TIMEOUT=%q: want a positive duration like 2s", v))
+		}
+		c.UsersTimeout = d
+	}
+	if len(errs) > 0 {
+		return config{}, fmt.Errorf("order config: %w", errors.Join(errs...))
+	}
+	return c, nil
+}
+
+// parseUsersURL turns http://host[:port] or https://host[:port] into a dial
+// target.
+func parseUsersURL(raw string) (usersTarget, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return usersTarget{}, err
+	}
+	port := ""
+	switch u.Scheme {
+	case "http":
+		port = "80"
+	case "https":
+		port = "443"
+	default:
+		return usersTarget{}, errors.New("want an http:// or https:// URL")
+	}
+	if u.Hostname() == "" {
+		return usersTarget{}, errors.New("no host")
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return usersTarget{}, errors.New("want only scheme, host and port")
+	}
+	if p := u.Port(); p != "" {
+		port = p
+	}
+	return usersTarget{Addr: net.JoinHostPort(u.Hostname(), port), Authority: u.Host, TLS: u.Scheme == "https"}, nil
+}

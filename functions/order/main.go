@@ -1,0 +1,52 @@
+// Command order is the order step of the order saga and its REST API.
+//
+// REST (api.go): POST /orders validates a request (the user with a gRPC call
+// to the users function, the items against the catalogue) and sends an
+// io.ksaga.order.create command to the broker (K_SINK); GET /orders/{id}
+// answers an order and its saga; GET /sagas/{id} answers any saga's state.
+//
+// CloudEvents (step.go): the saga's first step (create the order, or reject
+// it) and its last (confirm it), and the compensation that cancels it, each
+// reachable by the choreography event and by the orchestration command.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ksaga/ksaga/knfunc"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "order:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	return knfunc.Run(ctx, getenv, stdout, func(ctx context.Context, env *knfunc.Env) (*knfunc.Function, error) {
+		cfg, err := configFromEnv(env.Getenv)
+		if err != nil {
+			return nil, err
+		}
+		store, err := env.NewStore(ctx, writeOrder, confirmOrder, cancelOrder)
+		if err != nil {
+			return nil, err
+		}
+		users, err := dialUsers(cfg.Users, cfg.UsersTimeout)
+		if err != nil {
+			return nil, err
+		}
+		o := &orders{users: users, rdb: env.Redis, sagaTimeout: env.Config.SagaTimeout, now: time.Now}
+		a := &api{orders: o, store: store, sink: env.Sink, logger: env.Logger, maxBody: env.Config.MaxBodyBytes}
+		return &knfunc.Function{Step: newStep(o, store, env.Logger), Routes: a.routes(), Close: users.Close}, nil
+	})
+}
