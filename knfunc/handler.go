@@ -28,10 +28,12 @@ type HandlerOptions struct {
 }
 
 // Observer hears about every event a handler serves (metrics, traces).
+// telemetry.StepObserver is the one knfunc.Run installs.
 type Observer interface {
 	// Start is called when an event is decoded; the returned context is
-	// passed to the step and to the returned func, called when it is done.
-	Start(ctx context.Context, r *http.Request, e *event.Event) (context.Context, func(reply *event.Event, status int, err error))
+	// passed to the step, and the returned func is called with the outcome
+	// before anything is written to w (so it may set response headers).
+	Start(ctx context.Context, w http.ResponseWriter, r *http.Request, e *event.Event) (context.Context, func(reply *event.Event, status int, err error))
 	// Rejected is called for a request that is not a valid CloudEvent.
 	Rejected(r *http.Request, status int, err error)
 }
@@ -84,7 +86,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := telemetry.WithEvent(r.Context(), e)
 	done := func(*event.Event, int, error) {}
 	if h.o.Observer != nil {
-		ctx, done = h.o.Observer.Start(ctx, r, e)
+		ctx, done = h.o.Observer.Start(ctx, w, r, e)
 	}
 	reply, err := h.handle(ctx, e)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -17,11 +18,13 @@ import (
 
 // Env is what a function's setup gets: its config and ready-made clients.
 type Env struct {
-	Config Config
-	Getenv func(string) string // for the function's own settings
-	Redis  redis.UniversalClient
-	Logger *slog.Logger
-	Sink   *Sink // nil without K_SINK
+	Config  Config
+	Getenv  func(string) string // for the function's own settings
+	Redis   redis.UniversalClient
+	Logger  *slog.Logger
+	Sink    *Sink              // nil without K_SINK
+	Metrics *telemetry.Metrics // served at GET /metrics; register the function's own collectors here
+	Tracing telemetry.Tracing  // from OTEL_*; a no-op provider without an endpoint
 }
 
 // NewStore returns a saga store on the function's Redis with the given
@@ -76,7 +79,15 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 			logger.Warn("close redis", "error", err.Error())
 		}
 	}()
-	env := &Env{Config: cfg, Getenv: getenv, Redis: rdb, Logger: logger}
+	tracing := telemetry.NewTracing(ctx, cfg.Service, getenv, logger)
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tracing.Shutdown(sctx); err != nil {
+			logger.Warn("flush traces", "error", err.Error())
+		}
+	}()
+	env := &Env{Config: cfg, Getenv: getenv, Redis: rdb, Logger: logger, Metrics: telemetry.NewMetrics(), Tracing: tracing}
 	if cfg.Sink != "" {
 		env.Sink = NewSink(cfg.Sink, cfg.CEOverrides)
 	}
@@ -95,6 +106,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 	health := NewHealth(func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 	mux := http.NewServeMux()
 	health.Register(mux)
+	mux.Handle("GET /metrics", env.Metrics.Handler())
 	for pattern, h := range fn.Routes {
 		mux.Handle(pattern, h)
 	}
@@ -104,7 +116,11 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 			logger.Warn("fault injection is on (KSAGA_FAULT_INJECTION): events fail when " + FaultKey(cfg.Service, "<type>") + " says so")
 			step = WithFaults(step, rdb, cfg.Service)
 		}
-		mux.Handle("/{$}", NewHandler(step, HandlerOptions{Logger: logger, Overrides: cfg.CEOverrides, MaxBodyBytes: cfg.MaxBodyBytes}))
+		obs := &telemetry.StepObserver{Service: cfg.Service, Metrics: env.Metrics, Tracer: tracing.Provider.Tracer("github.com/ksaga/ksaga/knfunc")}
+		if h, ok := fn.Step.(interface{ Handles(string) bool }); ok {
+			obs.Known = h.Handles
+		}
+		mux.Handle("/{$}", NewHandler(step, HandlerOptions{Logger: logger, Overrides: cfg.CEOverrides, MaxBodyBytes: cfg.MaxBodyBytes, Observer: obs}))
 	}
 	if fn.Handler != nil {
 		mux.Handle("/", fn.Handler)

@@ -12,6 +12,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/telemetry"
 )
 
 // Sink sends events to K_SINK, as a SinkBinding subject does: binary mode,
@@ -71,6 +72,7 @@ func (s *Sink) post(ctx context.Context, e *event.Event) (int, error) {
 	if err := cehttp.WriteRequest(ctx, binding.ToMessage(e), req); err != nil {
 		return 0, fmt.Errorf("encode event: %w", err)
 	}
+	telemetry.Inject(ctx, req.Header)
 	resp, err := s.Client.Do(req)
 	if err != nil {
 		return 0, err

@@ -6,14 +6,18 @@ import "strings"
 // script per registered effect by inserting the effect's body; all scripts
 // share this layout.
 //
-// KEYS[1] the saga hash; KEYS[2..] the effect's keys.
+// KEYS[1] the saga hash; KEYS[2] the active-saga index (a sorted set scored
+// by deadline; KEYS[1] again when the index is off); KEYS[3..] the effect's
+// keys.
 // ARGV: 1 dedupe field, 2 now (unix ms), 3 create (1/0), 4 expected version
 // (0 = any), 5 allowed statuses (",a,b,"), 6 step, 7 data (create),
 // 8 deadline (unix ms, create), 9 retention (s), 10 event type,
-// 11 number of effect args; 12-19 the success outcome and 20 (failure
-// present 1/0) + 21-28 the failure outcome, each as: outcome, status,
-// reason, compensable (1/0), compensates, reply type, reply data, reply uses
-// the saga's data (1/0); 29.. the effect's args.
+// 11 number of effect args, 12 saga id, 13 index on (1/0); 14-21 the success
+// outcome and 22 (failure present 1/0) + 23-30 the failure outcome, each as:
+// outcome, status, reason, compensable (1/0), compensates, reply type, reply
+// data, reply uses the saga's data (1/0); 31.. the effect's args.
+// It returns {code, version, status, reason, reply type, reply time, reply
+// data, status before}.
 //
 // Saga hash fields: st status, v version, sp step, ca/ua created/updated (ms),
 // dl deadline (ms), d data, rs reason, fs failed step, cp compensation stack
@@ -28,8 +32,8 @@ end
 
 local h = KEYS[1]
 local now = ARGV[2]
-local function ret(code, v, st, reason, rtype, rtime, rdata)
-  return {code, tostring(v), st or '', reason or '', rtype or '', rtime or '', rdata or ''}
+local function ret(code, v, st, reason, rtype, rtime, rdata, prev)
+  return {code, tostring(v), st or '', reason or '', rtype or '', rtime or '', rdata or '', prev or ''}
 end
 
 local stored = redis.call('HGET', h, ARGV[1])
@@ -42,11 +46,13 @@ if stored then
   end
   local data = string.sub(stored, start)
   if parts[5] == '=' then data = redis.call('HGET', h, 'd') or '' end
-  return ret('duplicate', parts[1], redis.call('HGET', h, 'st'), parts[4], parts[2], parts[3], data)
+  local now_st = redis.call('HGET', h, 'st')
+  return ret('duplicate', parts[1], now_st, parts[4], parts[2], parts[3], data, now_st)
 end
 
 local cur = redis.call('HMGET', h, 'st', 'v')
 local st, v = cur[1], tonumber(cur[2] or '0')
+local prev = st
 if ARGV[3] == '1' then
   if st then return ret('skipped:exists', v, st) end
 else
@@ -56,15 +62,15 @@ else
 end
 
 local ekeys, eargs = {}, {}
-for i = 2, #KEYS do ekeys[#ekeys + 1] = KEYS[i] end
-for i = 1, tonumber(ARGV[11]) do eargs[i] = ARGV[28 + i] end
-local code, o, freason = 'applied', 12, nil
+for i = 3, #KEYS do ekeys[#ekeys + 1] = KEYS[i] end
+for i = 1, tonumber(ARGV[11]) do eargs[i] = ARGV[30 + i] end
+local code, o, freason = 'applied', 14, nil
 local res = effect(ekeys, eargs)
 if res ~= nil and res ~= true then
-  if ARGV[20] ~= '1' then
+  if ARGV[22] ~= '1' then
     return redis.error_reply('ksaga: effect failed and the transition has no failure outcome: ' .. tostring(res))
   end
-  code, o, freason = 'failed', 21, tostring(res)
+  code, o, freason = 'failed', 23, tostring(res)
 end
 
 local outcome, nst, reason = ARGV[o], ARGV[o + 1], ARGV[o + 2]
@@ -120,15 +126,17 @@ redis.call('HSET', h, ARGV[1], v .. '\31' .. rtype .. '\31' .. rtime .. '\31' ..
 
 if st == 'completed' or st == 'compensated' or st == 'compensation_failed' then
   redis.call('EXPIRE', h, ARGV[9])
+  if ARGV[13] == '1' then redis.call('ZREM', KEYS[2], ARGV[12]) end
 elseif ARGV[3] == '1' then
   local ttl = math.floor((tonumber(ARGV[8]) - tonumber(now)) / 1000) + tonumber(ARGV[9])
   if ttl < 1 then ttl = 1 end
   redis.call('EXPIRE', h, ttl)
+  if ARGV[13] == '1' then redis.call('ZADD', KEYS[2], ARGV[8], ARGV[12]) end
 end
 
 local data = rdata
 if usesaga == '1' then data = redis.call('HGET', h, 'd') or '' end
-return ret(code, v, st, reason, rtype, rtime, data)
+return ret(code, v, st, reason, rtype, rtime, data, prev)
 `
 
 func transitionScript(effectLua string) string {

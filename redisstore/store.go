@@ -38,7 +38,14 @@ type Options struct {
 	Effects []saga.EffectScript
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
+	// NoActiveIndex turns off the index of unfinished sagas (ActiveKey), a
+	// sorted set scored by deadline that in-flight and overdue metrics read.
+	// Turn it off on Redis Cluster: it is one key for all sagas.
+	NoActiveIndex bool
 }
+
+// ActiveKey is the sorted set of unfinished sagas, scored by deadline (ms).
+const ActiveKey = "ksaga:active"
 
 // Store is a saga.Store on Redis.
 type Store struct {
@@ -46,13 +53,14 @@ type Store struct {
 	retention time.Duration
 	now       func() time.Time
 	scripts   map[string]*redis.Script // by effect name; "" = no effect
+	index     bool
 }
 
 var _ saga.Store = (*Store)(nil)
 
 // New returns a Store. Call Load before serving to load its scripts.
 func New(rdb redis.UniversalClient, opts Options) (*Store, error) {
-	s := &Store{rdb: rdb, retention: opts.Retention, now: opts.Now, scripts: map[string]*redis.Script{}}
+	s := &Store{rdb: rdb, retention: opts.Retention, now: opts.Now, scripts: map[string]*redis.Script{}, index: !opts.NoActiveIndex}
 	if s.retention <= 0 {
 		s.retention = 24 * time.Hour
 	}
@@ -127,10 +135,10 @@ func (s *Store) Apply(ctx context.Context, t saga.Transition) (saga.Result, erro
 		deadline = t.Deadline.UnixMilli()
 	}
 	expect := max(t.ExpectVersion, 0)
-	args := make([]any, 0, 28+len(eargs))
+	args := make([]any, 0, 30+len(eargs))
 	args = append(args,
 		dedupeField(t.EventSource, t.EventID), now.UnixMilli(), flag(t.Create), expect, allow,
-		t.Step, t.Data, deadline, int64(s.retention/time.Second), t.EventType, len(eargs))
+		t.Step, t.Data, deadline, int64(s.retention/time.Second), t.EventType, len(eargs), t.SagaID, flag(s.index))
 	args = appendOutcome(args, &t.OnSuccess)
 	args = append(args, flag(t.OnFailure != nil))
 	if t.OnFailure != nil {
@@ -139,8 +147,12 @@ func (s *Store) Apply(ctx context.Context, t saga.Transition) (saga.Result, erro
 		args = appendOutcome(args, &saga.Outcome{})
 	}
 	args = append(args, eargs...)
-	keys := make([]string, 0, 1+len(ekeys))
-	keys = append(keys, Key(t.SagaID))
+	index := Key(t.SagaID)
+	if s.index {
+		index = ActiveKey
+	}
+	keys := make([]string, 0, 2+len(ekeys))
+	keys = append(keys, Key(t.SagaID), index)
 	keys = append(keys, ekeys...)
 
 	vals, err := sc.Run(ctx, s.rdb, keys, args...).StringSlice()
@@ -184,14 +196,14 @@ func isScriptError(err error) bool {
 }
 
 func parseResult(v []string) (saga.Result, error) {
-	if len(v) != 7 {
+	if len(v) != 8 {
 		return saga.Result{}, fmt.Errorf("redisstore: script returned %d values", len(v))
 	}
 	version, err := strconv.ParseInt(v[1], 10, 64)
 	if err != nil {
 		return saga.Result{}, fmt.Errorf("redisstore: version %q: %w", v[1], err)
 	}
-	r := saga.Result{Version: version, Status: saga.Status(v[2]), Reason: v[3]}
+	r := saga.Result{Version: version, Status: saga.Status(v[2]), Reason: v[3], From: saga.Status(v[7])}
 	switch code := v[0]; {
 	case code == "applied":
 		r.Applied = true

@@ -195,6 +195,33 @@ func TestStore(t *testing.T) {
 				}
 			})
 
+			t.Run("the active index holds unfinished sagas by deadline; From is the status before", func(t *testing.T) {
+				rdb := b.new(t)
+				s := newStore(t, rdb, nil)
+				ctx := context.Background()
+				created := mustApply(t, s, start("s7"))
+				if created.From != "" || created.Status != saga.StatusRunning {
+					t.Fatalf("create: from %q to %q", created.From, created.Status)
+				}
+				score, err := rdb.ZScore(ctx, redisstore.ActiveKey, "s7").Result()
+				if err != nil || score < float64(time.Now().UnixMilli()) {
+					t.Fatalf("index score %v, %v: want the deadline", score, err)
+				}
+				done := mustApply(t, s, saga.Transition{SagaID: "s7", EventSource: "/t", EventID: "done", Step: "x",
+					OnSuccess: saga.Outcome{Outcome: "done", Status: saga.StatusCompleted}})
+				if done.From != saga.StatusRunning || done.Status != saga.StatusCompleted {
+					t.Fatalf("complete: from %q to %q", done.From, done.Status)
+				}
+				if n := rdb.ZCard(ctx, redisstore.ActiveKey).Val(); n != 0 {
+					t.Fatalf("%d sagas still indexed after completion", n)
+				}
+				off, _ := redisstore.New(rdb, redisstore.Options{NoActiveIndex: true})
+				mustApply(t, off, start("s8"))
+				if n := rdb.ZCard(ctx, redisstore.ActiveKey).Val(); n != 0 {
+					t.Fatal("indexed with the index off")
+				}
+			})
+
 			t.Run("unfinished sagas expire at deadline plus retention", func(t *testing.T) {
 				rdb := b.new(t)
 				s := newStore(t, rdb, nil)

@@ -71,6 +71,7 @@ func (p *Participant) Handle(ctx context.Context, e event.Event) (*event.Event, 
 	if err != nil {
 		return nil, err
 	}
+	report(ctx, t.Step, res)
 	if res.Skipped != "" {
 		p.logger().WarnContext(ctx, "event not applied: saga moved on or unknown",
 			"skipped", res.Skipped, "saga_status", string(res.Status), "saga_version", res.Version,
@@ -81,6 +82,12 @@ func (p *Participant) Handle(ctx context.Context, e event.Event) (*event.Event, 
 		return nil, nil
 	}
 	return p.reply(e, t.SagaID, res), nil
+}
+
+// Handles reports whether the participant has an action for eventType.
+func (p *Participant) Handles(eventType string) bool {
+	_, ok := p.Actions[eventType]
+	return ok
 }
 
 func (p *Participant) logger() *slog.Logger {

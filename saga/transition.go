@@ -110,6 +110,7 @@ type Result struct {
 	Skipped   string // non-empty when the transition was refused: "exists", "unknown saga", "version", "status"
 	Version   int64  // the saga's version after the transition (for a duplicate: after its first application)
 	Status    Status // the saga's status after the transition
+	From      Status // the saga's status before it ("" for a new saga)
 	Reason    string // the failure reason, if any
 	Reply     *StoredReply
 }

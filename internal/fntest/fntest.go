@@ -126,8 +126,22 @@ func Event(id, typ string, data any, ext ...string) event.Event {
 // Response is a function's answer.
 type Response struct {
 	Status int
+	Header http.Header
 	Body   string
 	Reply  *event.Event
+}
+
+// PostRequest sends e in binary mode with req (method and URL set) and extra
+// headers, and decodes the reply.
+func PostRequest(t testing.TB, req *http.Request, e event.Event, header http.Header) Response {
+	t.Helper()
+	if err := cehttp.WriteRequest(context.Background(), binding.ToMessage(&e), req); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	return Do(t, req)
 }
 
 // Post sends e in binary mode (structured if asked) and decodes the reply.
@@ -156,7 +170,7 @@ func Do(t testing.TB, req *http.Request) Response {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	r := Response{Status: resp.StatusCode, Body: string(body)}
+	r := Response{Status: resp.StatusCode, Header: resp.Header, Body: string(body)}
 	msg := cehttp.NewMessage(resp.Header, io.NopCloser(bytes.NewReader(body)))
 	if msg.ReadEncoding() != binding.EncodingUnknown {
 		ev, err := binding.ToEvent(context.Background(), msg)
