@@ -67,5 +67,5 @@ validate: ## Validate brokers/, triggers/ and manifests/ with Knative's own vali
 proto: ## Regenerate proto/user from user.proto (needs protoc)
 	@command -v protoc >/dev/null || { echo "protoc is required (Debian: apt-get install -y protobuf-compiler)"; exit 1; }
 	$(GO) build -o bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
-	$(GO) build -o bin/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	$(GO) build -o bin/protoc-gen-connect-go connectrpc.com/connect/cmd/protoc-gen-connect-go
 	cd proto/user && $(GO) generate ./

@@ -1,63 +1,74 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/proto/user"
+	"github.com/ksaga/ksaga/proto/user/userconnect"
 	"github.com/ksaga/ksaga/saga"
 )
 
 // flakyUsers answers UNAVAILABLE to its first failures calls, then the
-// user, or code for every call when code is set.
+// user, or code for every call when code is set (0 is OK).
 type flakyUsers struct {
-	user.UnimplementedUserServiceServer
 	failures int32
-	code     codes.Code
+	code     connect.Code
 	delay    time.Duration
 	calls    atomic.Int32
 }
 
-func (f *flakyUsers) GetUser(ctx context.Context, req *user.UserRequest) (*user.UserResponse, error) {
+func (f *flakyUsers) GetUser(ctx context.Context, req *connect.Request[user.UserRequest]) (*connect.Response[user.UserResponse], error) {
 	n := f.calls.Add(1)
 	if f.delay > 0 {
 		select {
 		case <-time.After(f.delay):
 		case <-ctx.Done():
-			return nil, status.FromContextError(ctx.Err()).Err()
+			return nil, connect.NewError(connect.CodeDeadlineExceeded, ctx.Err())
 		}
 	}
 	if n <= f.failures {
-		return nil, status.Error(codes.Unavailable, "scaling from zero")
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("scaling from zero"))
 	}
-	if f.code != codes.OK {
-		return nil, status.Error(f.code, f.code.String())
+	if f.code != 0 {
+		return nil, connect.NewError(f.code, errors.New(f.code.String()))
 	}
-	return &user.UserResponse{UserId: req.GetUserId(), Username: "u"}, nil
+	return connect.NewResponse(&user.UserResponse{UserId: req.Msg.GetUserId(), Username: "u"}), nil
 }
 
-// startUsers serves f over plain gRPC (h2c) on a free port and returns its
-// http:// URL.
+// startUsers serves f as a connect handler that accepts gRPC over h2c (and
+// HTTP/1.1) on a free port and returns its http:// URL.
 func startUsers(t *testing.T, f *flakyUsers) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	user.RegisterUserServiceServer(srv, f)
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(srv.Stop)
-	return "http://" + ln.Addr().String()
+	mux := http.NewServeMux()
+	mux.Handle(userconnect.NewUserServiceHandler(f))
+	return startH2C(t, mux)
+}
+
+// startH2C serves h over HTTP/1.1 and h2c on a free port and returns its
+// http:// URL.
+func startH2C(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetHTTP1(true)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 // downURL is the URL of a port nothing listens on.
@@ -106,9 +117,9 @@ func TestUsersClientAnswers(t *testing.T) {
 		transient bool
 		calls     int32
 	}{
-		"not found":          {&flakyUsers{code: codes.NotFound}, time.Second, false, false, 1},
-		"invalid argument":   {&flakyUsers{code: codes.InvalidArgument}, time.Second, false, false, 1},
-		"internal: no retry": {&flakyUsers{code: codes.Internal}, time.Second, false, true, 1},
+		"not found":          {&flakyUsers{code: connect.CodeNotFound}, time.Second, false, false, 1},
+		"invalid argument":   {&flakyUsers{code: connect.CodeInvalidArgument}, time.Second, false, false, 1},
+		"internal: no retry": {&flakyUsers{code: connect.CodeInternal}, time.Second, false, true, 1},
 		"always unavailable": {&flakyUsers{failures: 100}, 2 * time.Second, false, true, 4},
 		"deadline":           {&flakyUsers{delay: time.Minute}, 100 * time.Millisecond, false, true, 1},
 	}
@@ -123,6 +134,89 @@ func TestUsersClientAnswers(t *testing.T) {
 				t.Fatalf("server saw %d calls, want %d", n, tt.calls)
 			}
 		})
+	}
+}
+
+// rawGRPCUsers is a gRPC UserService written with no gRPC library, as
+// the wire protocol says: it checks that the request is a gRPC call (HTTP/2,
+// POST to /user.UserService/GetUser, content-type application/grpc, te:
+// trailers, one length-prefixed UserRequest) and answers the n-th call with
+// statuses[n-1] (the last one from then on): "0" with a UserResponse and
+// grpc-status in the trailers, any other as a Trailers-Only answer.
+func rawGRPCUsers(t *testing.T, calls *atomic.Int32, statuses ...string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := int(calls.Add(1))
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("read request: %v", err)
+			return
+		}
+		ct := r.Header.Get("Content-Type")
+		if r.ProtoMajor != 2 || r.Method != http.MethodPost || r.URL.Path != "/user.UserService/GetUser" ||
+			(ct != "application/grpc" && ct != "application/grpc+proto") || r.Header.Get("Te") != "trailers" {
+			t.Errorf("not a gRPC call: %s %s %s content-type %q te %q", r.Proto, r.Method, r.URL.Path, ct, r.Header.Get("Te"))
+		}
+		req := new(user.UserRequest)
+		if len(body) < 5 || body[0] != 0 || int(binary.BigEndian.Uint32(body[1:5])) != len(body)-5 {
+			t.Errorf("not one uncompressed length-prefixed message: %x", body)
+		} else if err := proto.Unmarshal(body[5:], req); err != nil {
+			t.Errorf("request message: %v", err)
+		}
+		w.Header().Set("Content-Type", "application/grpc")
+		status := statuses[min(n, len(statuses))-1]
+		if status != "0" { // Trailers-Only
+			w.Header().Set("Grpc-Status", status)
+			w.Header().Set("Grpc-Message", "raw status "+status)
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		msg, err := proto.Marshal(&user.UserResponse{UserId: req.GetUserId(), Username: "u"})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		var frame bytes.Buffer
+		frame.WriteByte(0)
+		_ = binary.Write(&frame, binary.BigEndian, uint32(len(msg)))
+		frame.Write(msg)
+		_, _ = w.Write(frame.Bytes())
+		w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+	})
+}
+
+// TestUsersClientSpeaksGRPC shows that the client works with any gRPC
+// server, not only connect-go's: it calls one written from the wire
+// protocol, which answers UNAVAILABLE twice, then OK; or NOT_FOUND.
+func TestUsersClientSpeaksGRPC(t *testing.T) {
+	tests := map[string]struct {
+		statuses []string
+		exists   bool
+		calls    int32
+	}{
+		"retries unavailable": {[]string{"14", "14", "0"}, true, 3},
+		"not found":           {[]string{"5"}, false, 1},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			var calls atomic.Int32
+			u := newUsers(t, startH2C(t, rawGRPCUsers(t, &calls, tt.statuses...)), 2*time.Second)
+			ok, err := u.Exists(t.Context(), 1)
+			if err != nil || ok != tt.exists {
+				t.Fatalf("Exists: %v %v", ok, err)
+			}
+			if n := calls.Load(); n != tt.calls {
+				t.Fatalf("server saw %d calls, want %d", n, tt.calls)
+			}
+		})
+	}
+}
+
+func TestRetryBackoff(t *testing.T) {
+	want := []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, time.Second, time.Second}
+	for i, w := range want {
+		if got := usersRetry.backoff(i + 1); got != w {
+			t.Errorf("backoff after attempt %d = %v, want %v", i+1, got, w)
+		}
 	}
 }
 

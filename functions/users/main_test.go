@@ -1,32 +1,45 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/status"
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/proto/user"
+	"github.com/ksaga/ksaga/proto/user/userconnect"
 )
 
 type env struct {
-	redis *testredis.Server
-	fn    *fntest.Func
-	conn  *grpc.ClientConn
+	redis  *testredis.Server
+	fn     *fntest.Func
+	users  userconnect.UserServiceClient
+	health *grpchealth.Client
 }
 
-// setup starts redis-server with the fixture, the users function, and a
-// real gRPC client to it over h2c (prior knowledge, no TLS).
+// h2cClient is an HTTP client that speaks only HTTP/2 without TLS (prior
+// knowledge), as gRPC clients do with an http:// target.
+func h2cClient(t *testing.T) *http.Client {
+	t.Helper()
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+// setup starts redis-server with the fixture, the users function, and
+// connect clients to it that speak the gRPC protocol over h2c (prior
+// knowledge, no TLS).
 func setup(t *testing.T) env {
 	t.Helper()
 	srv := testredis.Start(t)
@@ -34,26 +47,30 @@ func setup(t *testing.T) env {
 		t.Fatal(err)
 	}
 	fn := fntest.Start(t, run, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "users", "LOG_LEVEL": "debug"})
-	conn, err := grpc.NewClient("passthrough:///"+strings.TrimPrefix(fn.URL, "http://"),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
+	hc := h2cClient(t)
+	return env{
+		redis:  srv,
+		fn:     fn,
+		users:  userconnect.NewUserServiceClient(hc, fn.URL, connect.WithGRPC()),
+		health: grpchealth.NewClient(hc, fn.URL, connect.WithGRPC()),
 	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return env{srv, fn, conn}
 }
 
-func getUser(t *testing.T, conn *grpc.ClientConn, id int32) (*user.UserResponse, error) {
+func getUser(t *testing.T, c userconnect.UserServiceClient, id int32) (*user.UserResponse, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return user.NewUserServiceClient(conn).GetUser(ctx, &user.UserRequest{UserId: id})
+	resp, err := c.GetUser(ctx, connect.NewRequest(&user.UserRequest{UserId: id}))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg, nil
 }
 
 func TestGetUser(t *testing.T) {
 	e := setup(t)
 	for _, u := range ordersaga.Fixture.Users {
-		got, err := getUser(t, e.conn, u.ID)
+		got, err := getUser(t, e.users, u.ID)
 		if err != nil {
 			t.Fatalf("GetUser(%d): %v", u.ID, err)
 		}
@@ -63,16 +80,16 @@ func TestGetUser(t *testing.T) {
 	}
 	tests := map[string]struct {
 		id   int32
-		want codes.Code
+		want connect.Code
 	}{
-		"unknown":  {999, codes.NotFound},
-		"zero":     {0, codes.InvalidArgument},
-		"negative": {-1, codes.InvalidArgument},
+		"unknown":  {999, connect.CodeNotFound},
+		"zero":     {0, connect.CodeInvalidArgument},
+		"negative": {-1, connect.CodeInvalidArgument},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			_, err := getUser(t, e.conn, tt.id)
-			if status.Code(err) != tt.want {
+			_, err := getUser(t, e.users, tt.id)
+			if connect.CodeOf(err) != tt.want {
 				t.Fatalf("GetUser(%d): %v, want %s", tt.id, err, tt.want)
 			}
 		})
@@ -80,11 +97,82 @@ func TestGetUser(t *testing.T) {
 	e.fn.Out.Lines(t) // every log line is JSON
 }
 
+// TestRawGRPC calls GetUser as any gRPC client does, with no gRPC library:
+// an HTTP/2 cleartext POST of a length-prefixed protobuf message, with
+// content-type application/grpc and te: trailers, and the status in the
+// grpc-status trailer (or in the headers of a Trailers-Only answer).
+func TestRawGRPC(t *testing.T) {
+	e := setup(t)
+	hc := h2cClient(t)
+	tests := map[string]struct {
+		id         int32
+		wantStatus string
+		want       *user.UserResponse
+	}{
+		"found":   {1, "0", &user.UserResponse{UserId: 1, Username: ordersaga.Fixture.Users[0].Username, Email: ordersaga.Fixture.Users[0].Email}},
+		"unknown": {999, "5", nil}, // NOT_FOUND
+		"zero":    {0, "3", nil},   // INVALID_ARGUMENT
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			msg, err := proto.Marshal(&user.UserRequest{UserId: tt.id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			frame := make([]byte, 5, 5+len(msg)) // flag 0 (uncompressed), big-endian length
+			binary.BigEndian.PutUint32(frame[1:], uint32(len(msg)))
+			frame = append(frame, msg...)
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.fn.URL+"/user.UserService/GetUser", bytes.NewReader(frame))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/grpc")
+			req.Header.Set("Te", "trailers")
+			req.Header.Set("Grpc-Timeout", "5S")
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = resp.Body.Close() }()
+			body, err := io.ReadAll(resp.Body) // trailers arrive after the body
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/grpc" {
+				t.Fatalf("response %s %d %q", resp.Proto, resp.StatusCode, resp.Header.Get("Content-Type"))
+			}
+			status := resp.Trailer.Get("Grpc-Status")
+			if status == "" { // Trailers-Only
+				status = resp.Header.Get("Grpc-Status")
+			}
+			if status != tt.wantStatus {
+				t.Fatalf("grpc-status %q (message %q), want %q", status, resp.Trailer.Get("Grpc-Message")+resp.Header.Get("Grpc-Message"), tt.wantStatus)
+			}
+			if tt.want == nil {
+				if len(body) != 0 {
+					t.Fatalf("a message with an error status: %x", body)
+				}
+				return
+			}
+			if len(body) < 5 || body[0] != 0 || int(binary.BigEndian.Uint32(body[1:5])) != len(body)-5 {
+				t.Fatalf("not one uncompressed length-prefixed message: %x", body)
+			}
+			got := new(user.UserResponse)
+			if err := proto.Unmarshal(body[5:], got); err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got, tt.want) {
+				t.Fatalf("GetUser(%d) = %v, want %v", tt.id, got, tt.want)
+			}
+		})
+	}
+}
+
 func TestRedisDownIsUnavailable(t *testing.T) {
 	e := setup(t)
 	e.redis.Stop()
-	_, err := getUser(t, e.conn, 1)
-	if status.Code(err) != codes.Unavailable {
+	_, err := getUser(t, e.users, 1)
+	if connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Fatalf("GetUser with Redis down: %v, want Unavailable", err)
 	}
 	e.redis.Restart() // an empty server: no persistence
@@ -92,7 +180,7 @@ func TestRedisDownIsUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	fntest.Eventually(t, 5*time.Second, func() error {
-		_, err := getUser(t, e.conn, 1)
+		_, err := getUser(t, e.users, 1)
 		return err
 	})
 	lines := e.fn.Out.Lines(t)
@@ -111,10 +199,9 @@ func TestHealth(t *testing.T) {
 	e := setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	hc := healthpb.NewHealthClient(e.conn)
 	for _, svc := range []string{"", "user.UserService"} {
-		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
-		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		resp, err := e.health.Check(ctx, &grpchealth.CheckRequest{Service: svc})
+		if err != nil || resp.Status != grpchealth.StatusServing {
 			t.Fatalf("health %q: %v %v", svc, resp, err)
 		}
 	}
@@ -135,17 +222,13 @@ func TestHealthNotServingWhenDraining(t *testing.T) {
 	e := setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	hc := healthpb.NewHealthClient(e.conn)
-	stream, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r, err := stream.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("first status %v %v", r, err)
+	stream := e.health.Watch(ctx, &grpchealth.CheckRequest{})
+	if r := <-stream; r.Err != nil || r.Response == nil || r.Response.Status != grpchealth.StatusServing {
+		t.Fatalf("first status %+v", r)
 	}
 	e.fn.Cancel() // SIGTERM
-	r, err := stream.Recv()
-	if err == nil && r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
-		t.Fatalf("status after SIGTERM %v, want NOT_SERVING", r)
+	r, ok := <-stream
+	if ok && r.Err == nil && r.Response.Status != grpchealth.StatusNotServing {
+		t.Fatalf("status after SIGTERM %v, want NOT_SERVING", r.Response)
 	}
 }
