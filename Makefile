@@ -69,3 +69,4 @@ proto: ## Regenerate proto/user from user.proto (needs protoc)
 	$(GO) build -o bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	$(GO) build -o bin/protoc-gen-connect-go connectrpc.com/connect/cmd/protoc-gen-connect-go
 	cd proto/user && $(GO) generate ./
+include Makefile.deploy.mk
