@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ksaga/ksaga/internal/dev"
+)
+
+const devUsage = `Usage: ksaga dev [flags]
+
+Runs the project's Knative manifests on this machine, from the project folder:
+  - every Knative Service with a ko://<import path> image is built with go build
+    and run as a process with the environment Knative would give it;
+  - Brokers and Triggers run on the local data plane (a Redis stream per Broker,
+    Knative's own filters and delivery), whatever the broker class;
+  - one ingress on 127.0.0.1:PORT serves the broker at
+    http://localhost:PORT/<namespace>/<broker> and each Knative Service at
+    http://<service>.<namespace>.localhost:PORT (HTTP/1.1 and h2c).
+
+Without -f it loads brokers/<broker>, triggers/<mode> and manifests.
+Without --redis-url, Redis is embedded (miniredis) and nothing is durable.
+Ctrl-C stops everything (press it twice to stop at once).
+
+Flags:
+`
+
+// devFlags are the parsed flags of `ksaga dev`.
+type devFlags struct {
+	cfg      dev.Config
+	logLevel slog.Level
+}
+
+// parseDevFlags parses the flags of `ksaga dev` into a dev.Config (its
+// Logger, writers, PassEnv and InstallDialer are left to the caller).
+func parseDevFlags(args []string, stderr io.Writer) (devFlags, error) {
+	fs := flag.NewFlagSet("ksaga dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		_, _ = fmt.Fprint(fs.Output(), devUsage)
+		fs.PrintDefaults()
+	}
+	var (
+		paths, env stringsFlag
+		d          devFlags
+		level      string
+	)
+	fs.Var(&paths, "f", "a manifest file or folder `PATH` (repeatable, like kubectl apply -f); replaces the defaults")
+	fs.IntVar(&d.cfg.Port, "port", dev.DefaultPort, "the ingress port on 127.0.0.1 (0 picks a free one)")
+	fs.StringVar(&d.cfg.Mode, "mode", dev.DefaultMode, "the saga mode: the folder under triggers/ (choreography or orchestration)")
+	fs.StringVar(&d.cfg.BrokerClass, "broker", dev.DefaultBrokerClass, "the broker class: the folder under brokers/ (mt-channel, kafka or rabbitmq; all run on the same local data plane)")
+	fs.StringVar(&d.cfg.RedisURL, "redis-url", "", "a real Redis `URL`, e.g. redis://127.0.0.1:6379/0 (default: embedded miniredis, not durable)")
+	fs.BoolVar(&d.cfg.Seed, "seed", true, "load the demo users and products (existing keys are kept)")
+	fs.BoolVar(&d.cfg.FaultInjection, "fault-injection", false, "set KSAGA_FAULT_INJECTION=true for every function (tests; see knfunc.FaultKey)")
+	fs.Var(&env, "env", "extra `KEY=VALUE` environment for every function (repeatable; wins over the manifests)")
+	fs.StringVar(&level, "log-level", "info", "ksaga's own log level: debug, info, warn or error (functions use their LOG_LEVEL; --env LOG_LEVEL=debug)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return devFlags{}, err
+		}
+		return devFlags{}, usageError("dev: %v", err)
+	}
+	if fs.NArg() > 0 {
+		return devFlags{}, usageError("dev: unexpected arguments %q (manifests are given with -f)", fs.Args())
+	}
+	if err := d.logLevel.UnmarshalText([]byte(level)); err != nil {
+		return devFlags{}, usageError("dev: --log-level %q: want debug, info, warn or error", level)
+	}
+	for _, kv := range env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return devFlags{}, usageError("dev: --env %q: want KEY=VALUE", kv)
+		}
+	}
+	if d.cfg.Port < 0 || d.cfg.Port > 65535 {
+		return devFlags{}, usageError("dev: --port %d: want 0-65535", d.cfg.Port)
+	}
+	d.cfg.Paths, d.cfg.Env = paths, env
+	if len(paths) > 0 {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if set["mode"] || set["broker"] {
+			_, _ = fmt.Fprintln(stderr, "ksaga dev: --mode and --broker choose default folders; with -f they are ignored")
+		}
+	}
+	return d, nil
+}
+
+// runDev is `ksaga dev`.
+func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	d, err := parseDevFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	out, errw := &syncWriter{w: stdout}, &syncWriter{w: stderr}
+	cfg := d.cfg
+	cfg.Logger = slog.New(slog.NewTextHandler(errw, &slog.HandlerOptions{Level: d.logLevel, ReplaceAttr: shortTime}))
+	cfg.Stdout, cfg.Stderr, cfg.Console = out, errw, errw
+	cfg.PassEnv = dev.InheritedEnv(os.Environ(), getenv)
+	cfg.InstallDialer = installDialer
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// A second Ctrl-C, a second after the first, ends ksaga at once (the
+	// signal's default action is back); on Linux the kernel then kills the
+	// functions (Pdeathsig). The second of grace absorbs a signal sent twice
+	// at once, as `timeout` does (to the process and to its group).
+	context.AfterFunc(ctx, func() { time.AfterFunc(time.Second, stop) })
+	return dev.Run(ctx, cfg)
+}
+
+// installDialer makes http.DefaultTransport dial the dev URLs
+// (http://<svc>.<ns>.localhost:<port>) straight to the function processes.
+//
+// This is the one process-global change ksaga makes, and only in `ksaga
+// dev`: the Broker delivers with knative.dev/eventing's kncloudevents
+// dispatcher, which builds the HTTP client of every target by cloning
+// http.DefaultTransport and has no other way to set a dialer. Installed
+// before the Broker exists, it lets deliveries go to each function directly
+// (no proxy hop) while the URLs stay Knative-like in logs and in dead-letter
+// extensions (knativeerrordest).
+func installDialer(d dev.DialFunc) {
+	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		t.DialContext = d
+	}
+}
+
+// shortTime prints log times as 15:04:05.000.
+func shortTime(groups []string, a slog.Attr) slog.Attr {
+	if a.Key == slog.TimeKey && len(groups) == 0 {
+		return slog.String(slog.TimeKey, a.Value.Time().Format(time.TimeOnly+".000"))
+	}
+	return a
+}

@@ -1,0 +1,147 @@
+package dev
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// defaultBinDir is os.UserCacheDir()/ksaga/bin/<base of dir>-<hash of its
+// absolute path>: one folder per project checkout, so that two checkouts do
+// not overwrite each other's binaries.
+func defaultBinDir(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("bin dir: %w", err)
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return filepath.Join(cache, "ksaga", "bin", filepath.Base(abs)+"-"+hex.EncodeToString(sum[:4])), nil
+}
+
+// build compiles the main packages pkgs with `go build`, run in dir (so the
+// module and build cache of the project are used), and returns the binary
+// of each package.
+//
+// The binaries go to binDir, where `go build` leaves an up-to-date binary
+// untouched, so a restart of `ksaga dev` without code changes links nothing.
+// Packages are first checked with `go list` (a package that does not exist
+// or is not a main package is an error naming it), then built in one `go
+// build -o binDir/` per group of distinct base names. An exclusive lock on
+// binDir/.lock serialises concurrent `ksaga dev` processes of the same
+// checkout.
+func build(ctx context.Context, dir, binDir string, pkgs []string) (map[string]string, error) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		return nil, fmt.Errorf("build: the go command is needed to build ko:// images: %w", err)
+	}
+	pkgs = slices.Clone(pkgs)
+	slices.Sort(pkgs)
+	pkgs = slices.Compact(pkgs)
+	if len(pkgs) == 0 {
+		return map[string]string{}, nil
+	}
+	if err := checkMainPackages(ctx, goTool, dir, pkgs); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return nil, fmt.Errorf("build: %w", err)
+	}
+	unlock, err := lockFile(filepath.Join(binDir, ".lock"))
+	if err != nil {
+		return nil, fmt.Errorf("build: lock %s: %w", binDir, err)
+	}
+	defer unlock()
+
+	out := make(map[string]string, len(pkgs))
+	for i, group := range groupByBase(pkgs) {
+		gdir := binDir
+		if i > 0 {
+			gdir = filepath.Join(binDir, fmt.Sprintf("%d", i))
+			if err := os.MkdirAll(gdir, 0o755); err != nil {
+				return nil, fmt.Errorf("build: %w", err)
+			}
+		}
+		args := append([]string{"build", "-o", gdir + string(filepath.Separator)}, group...)
+		cmd := exec.CommandContext(ctx, goTool, args...)
+		cmd.Dir = dir
+		var outb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &outb, &outb
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("build: go %s: %w\n%s", strings.Join(args, " "), err, strings.TrimSpace(outb.String()))
+		}
+		for _, p := range group {
+			bin := filepath.Join(gdir, path.Base(p)+exeSuffix())
+			if _, err := os.Stat(bin); err != nil {
+				return nil, fmt.Errorf("build: %s: %w", p, err)
+			}
+			out[p] = bin
+		}
+	}
+	return out, nil
+}
+
+// checkMainPackages fails, naming every package concerned, unless each of
+// pkgs is a main package of the build list.
+func checkMainPackages(ctx context.Context, goTool, dir string, pkgs []string) error {
+	args := append([]string{"list", "-e", "-f", "{{.ImportPath}}\t{{.Name}}\t{{if .Error}}{{.Error}}{{end}}"}, pkgs...)
+	cmd := exec.CommandContext(ctx, goTool, args...)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	outb, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("build: go list: %w\n%s", err, strings.TrimSpace(stderr.String()))
+	}
+	var errs []error
+	sc := bufio.NewScanner(bytes.NewReader(outb))
+	for sc.Scan() {
+		f := strings.SplitN(sc.Text(), "\t", 3)
+		if len(f) < 3 {
+			continue
+		}
+		switch {
+		case f[2] != "":
+			errs = append(errs, fmt.Errorf("%s: %s", f[0], strings.ReplaceAll(f[2], "\n", " ")))
+		case f[1] != "main":
+			errs = append(errs, fmt.Errorf("%s: package %s is not a main package", f[0], f[1]))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// groupByBase splits pkgs into groups whose base names are distinct, since
+// `go build -o dir/` names each binary after the last path element.
+func groupByBase(pkgs []string) [][]string {
+	var groups [][]string
+	var seen []map[string]bool
+	for _, p := range pkgs {
+		b := path.Base(p)
+		i := 0
+		for ; i < len(groups); i++ {
+			if !seen[i][b] {
+				break
+			}
+		}
+		if i == len(groups) {
+			groups = append(groups, nil)
+			seen = append(seen, map[string]bool{})
+		}
+		groups[i] = append(groups[i], p)
+		seen[i][b] = true
+	}
+	return groups
+}

@@ -1,0 +1,188 @@
+package dev
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+	"k8s.io/apimachinery/pkg/types"
+	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
+	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
+
+	"github.com/ksaga/ksaga/internal/devbroker"
+	"github.com/ksaga/ksaga/internal/manifest"
+)
+
+// EmitsAnnotation on a Knative Service lists, comma-separated, the
+// CloudEvent types the function emits; `ksaga validate` checks every Trigger
+// filter against the union.
+const EmitsAnnotation = "ksaga.io/emits"
+
+// loaded is a loaded, checked set of manifests.
+type loaded struct {
+	set *manifest.Set
+	// problems are Load's and Check's problems, errors and warnings.
+	problems manifest.Problems
+	// skipped describes each object `ksaga dev` does not run, one line each.
+	skipped []string
+}
+
+// used reports whether `ksaga dev` uses objects of this group and kind.
+func used(group, kind string) bool {
+	switch group + "/" + kind {
+	case "eventing.knative.dev/Broker", "eventing.knative.dev/Trigger",
+		"serving.knative.dev/Service", "sources.knative.dev/SinkBinding",
+		"/ConfigMap", "/Secret", "/Namespace":
+		return true
+	}
+	return false
+}
+
+// load reads paths with manifest.Load and runs manifest.Check, with the
+// unemitted-type check when checkEmitted is set. It fails only when a path
+// cannot be read; the problems are in loaded.problems.
+func load(paths []string, checkEmitted bool) (*loaded, error) {
+	set, err := manifest.Load(paths)
+	if set == nil {
+		return nil, err
+	}
+	var emitted map[string]bool
+	if checkEmitted {
+		emitted = EmittedTypes(set)
+	}
+	l := &loaded{set: set}
+	l.problems = append(l.problems, set.Problems...)
+	l.problems = append(l.problems, manifest.Check(set, manifest.CheckOptions{EmittedTypes: emitted})...)
+	for _, o := range set.Objects {
+		switch {
+		case used(o.Group(), o.Kind):
+		case o.Kind == "Kustomization":
+			l.skipped = append(l.skipped, fmt.Sprintf("%s: Kustomization: skipped (ksaga dev reads folders, not kustomize)", o.Source))
+		default:
+			l.skipped = append(l.skipped, fmt.Sprintf("%s: %s: skipped (ksaga dev does not run this kind)", o.Source, o.ID))
+		}
+	}
+	for _, o := range set.Unknown {
+		l.skipped = append(l.skipped, fmt.Sprintf("%s: %s (%s): skipped (unknown kind)", o.Source, o.ID, o.APIVersion))
+	}
+	return l, nil
+}
+
+// EmittedTypes is the union of the EmitsAnnotation of every Knative
+// Service, or nil when no Service has the annotation (then nothing can be
+// said about unemitted types).
+func EmittedTypes(set *manifest.Set) map[string]bool {
+	var out map[string]bool
+	for _, svc := range set.Services() {
+		v, ok := svc.Annotations[EmitsAnnotation]
+		if !ok {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]bool)
+		}
+		for t := range strings.SplitSeq(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				out[t] = true
+			}
+		}
+	}
+	return out
+}
+
+// localProblems are the reasons `ksaga dev` could not run a set that is
+// valid for a cluster: a Service whose environment cannot be resolved
+// locally, a SinkBinding or Trigger destination that cannot be resolved to
+// a dev URL, a Broker the local data plane rejects. They are warnings
+// (CodeNotLocal); `ksaga dev` fails on them. Non-ko images are reported by
+// manifest.Check already.
+func localProblems(set *manifest.Set) manifest.Problems {
+	var ps manifest.Problems
+	addrs := addressesOf(set, DefaultPort)
+	for _, svc := range set.Services() {
+		if _, err := buildEnv(envInput{Set: set, Service: svc, Port: DefaultPort, Addrs: addrs}); err != nil {
+			ps = append(ps, localProblem(set, svc, "", err))
+		}
+	}
+	if len(set.Brokers()) == 0 {
+		return ps
+	}
+	// A dry run of the data plane: New checks and resolves every Trigger
+	// without touching Redis (the client is never used).
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:0"})
+	defer func() { _ = rdb.Close() }()
+	_, err := devbroker.New(devbroker.Config{
+		Redis: rdb, Brokers: set.Brokers(), Triggers: set.Triggers(),
+		Resolve: addrs.Resolver(), IngressURL: addrs.BrokerURL,
+	})
+	if err != nil {
+		ps = append(ps, manifest.Problem{Message: "not runnable by ksaga dev: " + err.Error(),
+			Severity: manifest.SeverityWarning, Code: manifest.CodeNotLocal})
+	}
+	return ps
+}
+
+func localProblem(set *manifest.Set, v any, field string, err error) manifest.Problem {
+	p := manifest.Problem{Field: field, Message: "not runnable by ksaga dev: " + err.Error(),
+		Severity: manifest.SeverityWarning, Code: manifest.CodeNotLocal}
+	if o := set.ObjectOf(v); o != nil {
+		p.Source, p.Object = o.Source, o.ID.String()
+	}
+	return p
+}
+
+// addressesOf returns the dev Addresses of the set's Services and Brokers.
+func addressesOf(set *manifest.Set, port int) *Addresses {
+	var svcs, brokers []types.NamespacedName
+	for _, s := range set.Services() {
+		svcs = append(svcs, types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
+	}
+	for _, b := range set.Brokers() {
+		brokers = append(brokers, types.NamespacedName{Namespace: b.Namespace, Name: b.Name})
+	}
+	return NewAddresses(port, svcs, brokers)
+}
+
+// brokerClass returns a Broker's eventing.knative.dev/broker.class.
+func brokerClass(b *eventingv1.Broker) string {
+	if c := b.Annotations[eventingv1.BrokerClassAnnotationKey]; c != "" {
+		return c
+	}
+	return "MTChannelBasedBroker"
+}
+
+// counts summarises a set: "1 Broker, 9 Triggers, ...".
+func counts(set *manifest.Set) string {
+	n := map[string]int{}
+	for _, o := range set.Objects {
+		k := o.Kind
+		if k == "Service" && o.Group() == servingv1.SchemeGroupVersion.Group {
+			k = "Knative Service"
+		}
+		if used(o.Group(), o.Kind) {
+			n[k]++
+		}
+	}
+	keys := make([]string, 0, len(n))
+	for k := range n {
+		keys = append(keys, k)
+	}
+	order := map[string]int{"Broker": 0, "Trigger": 1, "Knative Service": 2, "SinkBinding": 3, "ConfigMap": 4, "Secret": 5, "Namespace": 6}
+	sort.Slice(keys, func(i, j int) bool { return order[keys[i]] < order[keys[j]] })
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = plural(n[k], k)
+	}
+	if len(parts) == 0 {
+		return "nothing to run"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}

@@ -1,0 +1,225 @@
+package dev
+
+import (
+	"bytes"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ksaga/ksaga/internal/manifest"
+)
+
+// repoRoot is the project folder, two levels up.
+const repoRoot = "../.."
+
+// copyProject copies brokers/, triggers/ and manifests/ of the repository
+// into a temporary folder and returns it.
+func copyProject(t *testing.T) string {
+	t.Helper()
+	dst := t.TempDir()
+	for _, d := range []string{BrokersDir, TriggersDir, ManifestsDir} {
+		src := filepath.Join(repoRoot, d)
+		err := filepath.WalkDir(src, func(p string, e fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(repoRoot, p)
+			if e.IsDir() {
+				return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCombinations(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"brokers/mt-channel", "brokers/kafka", "brokers/.hidden", "triggers/orchestration", "triggers/choreography", "manifests"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs, err := Combinations(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range cs {
+		names = append(names, c.Name)
+		if len(c.Paths) != 3 || !strings.HasPrefix(c.Paths[0], dir) {
+			t.Errorf("%s: paths %q", c.Name, c.Paths)
+		}
+	}
+	want := "brokers/kafka + triggers/choreography + manifests|brokers/kafka + triggers/orchestration + manifests|" +
+		"brokers/mt-channel + triggers/choreography + manifests|brokers/mt-channel + triggers/orchestration + manifests"
+	if got := strings.Join(names, "|"); got != want {
+		t.Errorf("combinations:\n got %s\nwant %s", got, want)
+	}
+
+	// A folder without subfolders is one class or mode.
+	flat := t.TempDir()
+	for _, d := range []string{"brokers", "triggers/a", "manifests"} {
+		_ = os.MkdirAll(filepath.Join(flat, d), 0o755)
+	}
+	if cs, err := Combinations(flat); err != nil || len(cs) != 1 || cs[0].Name != "brokers + triggers/a + manifests" {
+		t.Errorf("flat brokers/: %v, %v", cs, err)
+	}
+
+	if _, err := Combinations(t.TempDir()); err == nil || !strings.Contains(err.Error(), "brokers not found") {
+		t.Errorf("empty folder: %v", err)
+	}
+}
+
+func TestDefaultPaths(t *testing.T) {
+	paths, err := DefaultPaths(repoRoot, "mt-channel", "choreography")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(repoRoot, "triggers", "choreography"); paths[1] != want {
+		t.Errorf("paths %q", paths)
+	}
+	_, err = DefaultPaths(repoRoot, "nats", "sideways")
+	for _, s := range []string{`broker class "nats"`, "brokers/ has: ", "mt-channel", `mode "sideways"`, "choreography, orchestration"} {
+		if err == nil || !strings.Contains(err.Error(), s) {
+			t.Errorf("error %v does not mention %q", err, s)
+		}
+	}
+}
+
+// TestValidateShippedManifests: every combination of the repository passes.
+func TestValidateShippedManifests(t *testing.T) {
+	cs, err := Combinations(repoRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		r, err := Validate(c.Name, c.Paths)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		r.Write(&b)
+		if r.Errors() > 0 {
+			t.Errorf("%s:\n%s", c.Name, b.String())
+		} else if len(r.Problems.Warnings()) > 0 {
+			t.Logf("%s:\n%s", c.Name, b.String())
+		}
+	}
+}
+
+func TestValidateBrokenCopy(t *testing.T) {
+	dir := copyProject(t)
+	broken := filepath.Join(dir, "triggers", "choreography", "99-broken.yaml")
+	write(t, broken, `apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata:
+  name: ghost-on-nothing
+  namespace: saga
+spec:
+  broker: default
+  filter:
+    attributes:
+      type: io.ksaga.nobody.emits.this
+  subscriber:
+    ref:
+      apiVersion: serving.knative.dev/v1
+      kind: Service
+      name: ghost
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata:
+  name: bad-delivery
+  namespace: saga
+spec:
+  broker: default
+  subscriber:
+    ref:
+      apiVersion: serving.knative.dev/v1
+      kind: Service
+      name: order
+  delivery:
+    retry: -1
+`)
+	write(t, filepath.Join(dir, "manifests", "99-image.yaml"), `apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: hello
+  namespace: saga
+spec:
+  template:
+    spec:
+      containers:
+      - image: ghcr.io/example/hello:1.0
+`)
+	cs, err := Combinations(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := map[string]bool{}
+	for _, c := range cs {
+		r, err := Validate(c.Name, c.Paths)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		r.Write(&out)
+		if r.Errors() > 0 {
+			failed[c.Name] = true
+		}
+		if !strings.Contains(out.String(), "warning: Service.serving.knative.dev saga/hello: spec.template.spec.containers[0].image: not runnable locally") {
+			t.Errorf("%s: no warning about the non-ko image:\n%s", c.Name, out.String())
+		}
+		if !strings.Contains(c.Name, "choreography") {
+			continue
+		}
+		for _, want := range []string{
+			"99-broken.yaml:1: Trigger saga/ghost-on-nothing: spec.subscriber.ref: Service.serving.knative.dev saga/ghost is not defined",
+			"99-broken.yaml:1: warning: Trigger saga/ghost-on-nothing: spec.filter.attributes[type]: the Trigger filters on event type \"io.ksaga.nobody.emits.this\", which no function emits",
+			"99-broken.yaml:17: Trigger saga/bad-delivery: spec.delivery.retry",
+			"FAILED: ",
+		} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("%s: report lacks %q:\n%s", c.Name, want, out.String())
+			}
+		}
+	}
+	for _, c := range cs {
+		if want := strings.Contains(c.Name, "triggers/choreography"); failed[c.Name] != want {
+			t.Errorf("%s: failed=%v, want %v", c.Name, failed[c.Name], want)
+		}
+	}
+}
+
+func TestEmittedTypes(t *testing.T) {
+	set := loadTestdata(t, filepath.Join(repoRoot, ManifestsDir))
+	em := EmittedTypes(set)
+	for _, typ := range []string{"io.ksaga.order.create", "io.ksaga.payment.authorized", "io.ksaga.notification.sent"} {
+		if !em[typ] {
+			t.Errorf("%s not emitted: %v", typ, em)
+		}
+	}
+	if EmittedTypes(&manifest.Set{}) != nil {
+		t.Error("no annotations should mean unknown (nil)")
+	}
+}
