@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/internal/otlptest"
 	"github.com/ksaga/ksaga/internal/testredis"

@@ -78,11 +78,13 @@ func (r *Report) Errors() int { return len(r.Problems.Errors()) }
 //   - dangling references, e.g. a Trigger whose subscriber Service does not
 //     exist, and missing ConfigMap/Secret keys (manifest.Check);
 //   - Trigger filters on types that no Service lists in its ksaga.io/emits
-//     annotation (a warning);
+//     annotation;
 //   - images that are not ko://, and anything else `ksaga dev` cannot run
-//     locally (warnings).
+//     locally.
 //
-// It fails only when a path cannot be read.
+// All of these are errors; only Knative's own warnings (e.g. serving's
+// securityContext advice) stay warnings. It fails only when a path cannot
+// be read.
 func Validate(name string, paths []string) (*Report, error) {
 	l, err := load(paths, true)
 	if err != nil {
@@ -91,6 +93,11 @@ func Validate(name string, paths []string) (*Report, error) {
 	r := &Report{Name: name, Summary: counts(l.set), Problems: l.problems, Skipped: l.skipped}
 	if len(r.Problems.Errors()) == 0 {
 		r.Problems = append(r.Problems, localProblems(l.set)...)
+	}
+	for i, p := range r.Problems {
+		if p.Code == manifest.CodeUnemittedType || p.Code == manifest.CodeNotLocal {
+			r.Problems[i].Severity = manifest.SeverityError
+		}
 	}
 	return r, nil
 }

@@ -153,7 +153,7 @@ func (d *Dev) Do(t testing.TB, service, method, path string, body any) (int, []b
 	if err != nil {
 		t.Fatalf("%s %s %s: %v", method, service, path, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b
 }
@@ -173,7 +173,7 @@ func (d *Dev) Publish(t testing.TB, e event.Event, structured bool) int {
 	if err != nil {
 		t.Fatalf("publish: %v", err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	return resp.StatusCode
 }
 
@@ -203,6 +203,6 @@ func freePort(t testing.TB) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port
 }

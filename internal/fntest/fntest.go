@@ -168,7 +168,7 @@ func Do(t testing.TB, req *http.Request) Response {
 	if err != nil {
 		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(resp.Body)
 	r := Response{Status: resp.StatusCode, Header: resp.Header, Body: string(body)}
 	msg := cehttp.NewMessage(resp.Header, io.NopCloser(bytes.NewReader(body)))

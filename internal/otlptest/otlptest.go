@@ -16,11 +16,11 @@ import (
 
 // Span is a received span, flattened.
 type Span struct {
-	Service, Name          string
+	Service, Name           string
 	TraceID, SpanID, Parent string
-	Attributes             map[string]string
-	StartNano              uint64
-	Error                  bool
+	Attributes              map[string]string
+	StartNano               uint64
+	Error                   bool
 }
 
 // Receiver collects spans POSTed to /v1/traces.

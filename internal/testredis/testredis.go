@@ -79,7 +79,7 @@ func (s *Server) Stop() {
 		return
 	}
 	_ = s.cmd.Process.Kill()
-	<-s.done
+	_ = <-s.done
 	s.cmd, s.done = nil, nil
 }
 
@@ -111,7 +111,7 @@ func (s *Server) start() error {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		select {
@@ -130,7 +130,7 @@ func (s *Server) start() error {
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
-			<-exited
+			_ = <-exited
 			return fmt.Errorf("redis-server on %s not answering PING: %w", s.Addr(), err)
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -143,6 +143,6 @@ func freePort(tb testing.TB) int {
 	if err != nil {
 		tb.Fatalf("find free port: %v", err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port
 }
