@@ -1,0 +1,245 @@
+package e2e
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ksaga/ksaga/internal/fntest"
+	"github.com/ksaga/ksaga/knfunc"
+	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/saga"
+)
+
+// scenarios are the README's walk-through, run in order on one system.
+// want* are absolute values after the scenario (fixture: alice 100000,
+// bob 500, book 1000, lamp 1).
+var scenarios = []struct {
+	name        string
+	user        int32
+	items       []ordersaga.LineItem
+	status      int // of POST /orders
+	order       string
+	saga        saga.Status
+	steps       string
+	alice, bob  int64
+	book, lamp  int64
+	reasonMatch string
+}{
+	{"alice buys a book", 1, []ordersaga.LineItem{item("book", 1)}, 202, "confirmed", saga.StatusCompleted,
+		"order/created payment/authorized inventory/reserved order/confirmed notification/sent ", 98750, 500, 999, 1, ""},
+	{"bob cannot pay for a lamp", 2, []ordersaga.LineItem{item("lamp", 1)}, 202, "cancelled", saga.StatusCompensated,
+		"order/created payment/failed order/cancelled notification/sent ", 98750, 500, 999, 1, "insufficient funds"},
+	{"alice buys two lamps: refund, then cancel", 1, []ordersaga.LineItem{item("lamp", 2)}, 202, "cancelled", saga.StatusCompensated,
+		"order/created payment/authorized inventory/failed payment/refunded order/cancelled notification/sent ", 98750, 500, 999, 1, "insufficient stock for lamp"},
+	{"unknown user 999", 999, []ordersaga.LineItem{item("book", 1)}, 422, "", "", "", 98750, 500, 999, 1, ""},
+}
+
+func TestOrderSagaScenarios(t *testing.T) {
+	t.Parallel()
+	got := map[string][]outcome{}
+	var mu sync.Mutex
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := start(t, mode, nil)
+			var outcomes []outcome
+			for _, sc := range scenarios {
+				sagasBefore := s.sagaCount(t)
+				a, code := s.order(t, sc.user, sc.items...)
+				if code != sc.status {
+					t.Fatalf("%s: POST /orders %d, want %d", sc.name, code, sc.status)
+				}
+				if code != http.StatusAccepted {
+					if n := s.sagaCount(t); n != sagasBefore {
+						t.Fatalf("%s: refused order started a saga (%d → %d)", sc.name, sagasBefore, n)
+					}
+					outcomes = append(outcomes, outcome{Order: "refused"})
+					continue
+				}
+				v := s.settled(t, a.OrderID, 20*time.Second)
+				o := v.outcome()
+				outcomes = append(outcomes, o)
+				if o.Order != sc.order || o.Saga != string(sc.saga) || o.Steps != sc.steps {
+					t.Errorf("%s: %+v, want %s/%s %s", sc.name, o, sc.order, sc.saga, sc.steps)
+				}
+				if !strings.Contains(v.Reason, sc.reasonMatch) || !strings.Contains(v.Saga.Reason, sc.reasonMatch) {
+					t.Errorf("%s: reasons %q / %q, want %q", sc.name, v.Reason, v.Saga.Reason, sc.reasonMatch)
+				}
+				if v.Saga.ID != a.SagaID {
+					t.Errorf("%s: saga %s, want %s", sc.name, v.Saga.ID, a.SagaID)
+				}
+				if n := s.notifications(t)[a.OrderID]; n != 1 {
+					t.Errorf("%s: %d notifications, want 1", sc.name, n)
+				}
+				if got := [4]int64{s.balance(t, 1), s.balance(t, 2), s.stock(t, "book"), s.stock(t, "lamp")}; got != [4]int64{sc.alice, sc.bob, sc.book, sc.lamp} {
+					t.Errorf("%s: alice, bob, book, lamp = %v, want %v", sc.name, got, [4]int64{sc.alice, sc.bob, sc.book, sc.lamp})
+				}
+			}
+			mu.Lock()
+			got[mode] = outcomes
+			mu.Unlock()
+		})
+	}
+	t.Cleanup(func() {
+		if !reflect.DeepEqual(got["choreography"], got["orchestration"]) && len(got) == 2 {
+			t.Errorf("modes disagree:\nchoreography:  %+v\norchestration: %+v", got["choreography"], got["orchestration"])
+		}
+	})
+}
+
+// TestRandomOrders: 500 random orders across users and SKUs, concurrently.
+// Every saga ends terminal; money is conserved; stock never goes negative;
+// each order agrees with its saga; one notification per order.
+func TestRandomOrders(t *testing.T) {
+	t.Parallel()
+	const n = 500
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := start(t, mode, nil)
+			rng := rand.New(rand.NewPCG(42, 7))
+			type placed struct {
+				accepted
+				user int32
+			}
+			reqs := make([]ordersaga.OrderRequest, n)
+			for i := range reqs {
+				req := ordersaga.OrderRequest{UserID: int32(1 + rng.IntN(3))}
+				for range 1 + rng.IntN(2) {
+					req.Items = append(req.Items, item([]string{"book", "lamp"}[rng.IntN(2)], 1+rng.IntN(3)))
+				}
+				reqs[i] = req
+			}
+			var (
+				mu     sync.Mutex
+				orders []placed
+				wg     sync.WaitGroup
+				sem    = make(chan struct{}, 16)
+			)
+			for _, req := range reqs {
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					a, code := s.order(t, req.UserID, req.Items...)
+					if code != http.StatusAccepted {
+						t.Errorf("POST /orders %d", code)
+						return
+					}
+					mu.Lock()
+					orders = append(orders, placed{a, req.UserID})
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+
+			spent := map[int32]int64{}
+			sold := map[string]int64{}
+			confirmed := 0
+			for _, o := range orders {
+				v := s.settled(t, o.OrderID, 60*time.Second)
+				switch {
+				case v.Status == "confirmed" && v.Saga.Status == saga.StatusCompleted:
+					confirmed++
+					spent[o.user] += v.TotalCents
+					for _, it := range v.Items {
+						sold[it.SKU] += int64(it.Qty)
+					}
+				case v.Status == "cancelled" && v.Saga.Status == saga.StatusCompensated:
+				default:
+					t.Errorf("order %s is %s but its saga is %s", o.OrderID, v.Status, v.Saga.Status)
+				}
+			}
+			for _, u := range ordersaga.Fixture.Users {
+				if got, want := s.balance(t, u.ID), u.BalanceCents-spent[u.ID]; got != want {
+					t.Errorf("%s: balance %d, want %d (initial %d - confirmed %d): money not conserved", u.Username, got, want, u.BalanceCents, spent[u.ID])
+				}
+			}
+			for _, p := range ordersaga.Fixture.Products {
+				got := s.stock(t, p.SKU)
+				if got < 0 || got != p.Stock-sold[p.SKU] {
+					t.Errorf("%s: stock %d, want %d (initial %d - sold %d)", p.SKU, got, p.Stock-sold[p.SKU], p.Stock, sold[p.SKU])
+				}
+			}
+			notes := s.notifications(t)
+			for _, o := range orders {
+				if notes[o.OrderID] != 1 {
+					t.Errorf("order %s: %d notifications", o.OrderID, notes[o.OrderID])
+				}
+			}
+			if in := s.rdb.ZCard(context.Background(), "ksaga:active").Val(); in != 0 {
+				t.Errorf("%d sagas still in flight", in)
+			}
+			if len(orders) != n || confirmed == 0 || confirmed == n {
+				t.Errorf("%d orders, %d confirmed: the mix must hold both outcomes", len(orders), confirmed)
+			}
+			t.Logf("%s: %d orders, %d confirmed (%d cents), sold %v", mode, len(orders), confirmed, sumSpent(spent), sold)
+		})
+	}
+}
+
+func sumSpent(m map[int32]int64) (n int64) {
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// TestCompensationFailures: a compensation that fails N times then succeeds
+// ends compensated; one that always fails ends compensation_failed, with
+// the step and the reason, visible via GET /orders/{id}.
+func TestCompensationFailures(t *testing.T) {
+	t.Parallel()
+	// the event that makes payment refund, per mode
+	refundOn := map[string]string{"choreography": ordersaga.StockFailed, "orchestration": ordersaga.RefundPay}
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := start(t, mode, nil, "--fault-injection")
+			key := knfunc.FaultKey("payment", refundOn[mode])
+			ctx := context.Background()
+
+			// fails 3 times (the trigger retries 5), then succeeds
+			s.rdb.Set(ctx, key, 3, 0)
+			a, _ := s.order(t, 1, item("lamp", 2))
+			v := s.settled(t, a.OrderID, 20*time.Second)
+			if v.Status != "cancelled" || v.Saga.Status != saga.StatusCompensated || s.balance(t, 1) != 100000 {
+				t.Fatalf("after 3 failed refunds: %+v, balance %d", v.outcome(), s.balance(t, 1))
+			}
+			if left, _ := s.rdb.Get(ctx, key).Int(); left != 0 {
+				t.Fatalf("fault counter %d: the refund was not retried 3 times", left)
+			}
+
+			// always fails: retries run out, the dead-letter sink marks it
+			s.rdb.Set(ctx, key, -1, 0)
+			a, _ = s.order(t, 1, item("lamp", 2))
+			v = s.settled(t, a.OrderID, 30*time.Second)
+			if v.Saga.Status != saga.StatusCompensationFailed || v.Saga.FailedStep != ordersaga.StepPayment ||
+				!strings.Contains(v.Saga.Reason, "503") || !strings.Contains(v.Saga.Reason, "payment") {
+				t.Fatalf("always-failing refund: saga %+v (reason %q, failed step %q)", v.outcome(), v.Saga.Reason, v.Saga.FailedStep)
+			}
+			if v.Status != "pending" || s.balance(t, 1) != 100000-2*4999 {
+				t.Fatalf("order %s, balance %d: nothing must look compensated", v.Status, s.balance(t, 1))
+			}
+			fntest.Eventually(t, 5*time.Second, func() error { // visible to operators too
+				if n := s.rdb.XLen(ctx, "ksaga:deadletters").Val(); n == 0 {
+					return errNoDeadLetter
+				}
+				return nil
+			})
+		})
+	}
+}
+
+var errNoDeadLetter = errString("no dead letter recorded")
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
