@@ -20,7 +20,7 @@ import (
 func TestOneTracePerSaga(t *testing.T) {
 	t.Parallel()
 	want := map[string][]string{
-		"choreography": {"io.ksaga.order.create", "io.ksaga.order.created", "io.ksaga.payment.authorized", "io.ksaga.inventory.reserved", "io.ksaga.order.confirmed"},
+		"choreography":  {"io.ksaga.order.create", "io.ksaga.order.created", "io.ksaga.payment.authorized", "io.ksaga.inventory.reserved", "io.ksaga.order.confirmed"},
 		"orchestration": {"io.ksaga.order.create", "io.ksaga.payment.authorize", "io.ksaga.inventory.reserve", "io.ksaga.order.confirm", "io.ksaga.notification.send"},
 	}
 	for _, mode := range modes {
