@@ -40,14 +40,25 @@ var scenarios = []struct {
 	{"unknown user 999", 999, []ordersaga.LineItem{item("book", 1)}, 422, "", "", "", 98750, 500, 999, 1, ""},
 }
 
+// TestOrderSagaScenarios runs the table in both modes, and again with the
+// broker delivering every event twice: all four runs must end identically.
 func TestOrderSagaScenarios(t *testing.T) {
 	t.Parallel()
 	got := map[string][]outcome{}
 	var mu sync.Mutex
+	var variants []string
 	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) {
+		variants = append(variants, mode, mode+"/duplicate-deliveries")
+	}
+	for _, variant := range variants {
+		t.Run(variant, func(t *testing.T) {
 			t.Parallel()
-			s := start(t, mode, nil)
+			mode, dup, _ := strings.Cut(variant, "/")
+			var args []string
+			if dup != "" {
+				args = append(args, "--duplicate-deliveries")
+			}
+			s := start(t, mode, nil, args...)
 			var outcomes []outcome
 			for _, sc := range scenarios {
 				sagasBefore := s.sagaCount(t)
@@ -82,13 +93,15 @@ func TestOrderSagaScenarios(t *testing.T) {
 				}
 			}
 			mu.Lock()
-			got[mode] = outcomes
+			got[variant] = outcomes
 			mu.Unlock()
 		})
 	}
 	t.Cleanup(func() {
-		if !reflect.DeepEqual(got["choreography"], got["orchestration"]) && len(got) == 2 {
-			t.Errorf("modes disagree:\nchoreography:  %+v\norchestration: %+v", got["choreography"], got["orchestration"])
+		for _, v := range variants[1:] {
+			if g, ok := got[v]; ok && !reflect.DeepEqual(g, got[variants[0]]) {
+				t.Errorf("%s ends differently:\n%s: %+v\n%s: %+v", v, variants[0], got[variants[0]], v, g)
+			}
 		}
 	})
 }

@@ -62,6 +62,7 @@ func parseDevFlags(args []string, stderr io.Writer) (devFlags, error) {
 	fs.StringVar(&d.cfg.RedisURL, "redis-url", "", "a real Redis `URL`, e.g. redis://127.0.0.1:6379/0 (default: embedded miniredis, not durable)")
 	fs.BoolVar(&d.cfg.Seed, "seed", true, "load the demo users and products (existing keys are kept)")
 	fs.BoolVar(&d.cfg.FaultInjection, "fault-injection", false, "set KSAGA_FAULT_INJECTION=true for every function (tests; see knfunc.FaultKey)")
+	fs.BoolVar(&d.cfg.DuplicateDeliveries, "duplicate-deliveries", false, "deliver every event twice, concurrently, to show the steps are idempotent (tests)")
 	fs.Var(&env, "env", "extra `KEY=VALUE` environment for every function (repeatable; wins over the manifests)")
 	fs.StringVar(&level, "log-level", "info", "ksaga's own log level: debug, info, warn or error (functions use their LOG_LEVEL; --env LOG_LEVEL=debug)")
 	if err := fs.Parse(args); err != nil {

@@ -55,6 +55,9 @@ type Config struct {
 	Seed bool
 	// FaultInjection sets KSAGA_FAULT_INJECTION=true for every function.
 	FaultInjection bool
+	// DuplicateDeliveries makes the broker deliver every event twice
+	// (devbroker.Config.DuplicateDeliveries).
+	DuplicateDeliveries bool
 	// Env is extra KEY=VALUE environment for every function; it wins over
 	// everything else.
 	Env []string

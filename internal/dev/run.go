@@ -185,7 +185,11 @@ func (rt *devRuntime) run(ctx context.Context) error {
 		Redis: rdb, Brokers: set.Brokers(), Triggers: set.Triggers(),
 		Resolve: addrs.Resolver(), IngressURL: addrs.BrokerURL,
 		Logger: log, Consumer: devbroker.DefaultConsumer, DrainTimeout: cfg.DrainTimeout, // a stable name: pending entries survive restarts
+		DuplicateDeliveries: cfg.DuplicateDeliveries,
 	})
+	if cfg.DuplicateDeliveries {
+		log.Warn("duplicate deliveries: the broker delivers every event twice (--duplicate-deliveries)")
+	}
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}

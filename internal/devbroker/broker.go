@@ -102,6 +102,10 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Observer receives counters. Defaults to NopObserver.
 	Observer Observer
+	// DuplicateDeliveries delivers every matching event twice, concurrently,
+	// and republishes both replies: at-least-once delivery made visible, to
+	// test that subscribers are idempotent. Off in normal use.
+	DuplicateDeliveries bool
 	// TracerProvider and MeterProvider are handed to kncloudevents, whose
 	// HTTP client is wrapped in otelhttp. They default to no-op providers,
 	// not to the otel globals: the globals' delegating tracer costs about
@@ -120,6 +124,7 @@ type Broker struct {
 	log         *slog.Logger
 	obs         Observer
 	consumer    string
+	copies      int // deliveries per match: 2 with DuplicateDeliveries
 	maxBody     int64
 	drain       time.Duration
 	zlog        *zap.Logger
@@ -188,6 +193,10 @@ func New(cfg Config) (*Broker, error) {
 		drain:    cfg.DrainTimeout,
 		zlog:     zap.NewNop(),
 		brokers:  make(map[types.NamespacedName]*brokerState, len(cfg.Brokers)),
+		copies:   1,
+	}
+	if cfg.DuplicateDeliveries {
+		b.copies = 2
 	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)

@@ -322,7 +322,7 @@ func (b *Broker) dispatch(ctx context.Context, br *brokerRun, msgs []redis.XMess
 			acks = append(acks, m.ID)
 			continue
 		}
-		e := &entry{id: m.ID, br: br, event: ev, ttl: ttl, headers: hdr, multi: len(matched) > 1}
+		e := &entry{id: m.ID, br: br, event: ev, ttl: ttl, headers: hdr, multi: len(matched)*b.copies > 1}
 		e.sendHeaders = make(http.Header, len(hdr)+1)
 		for k, v := range hdr {
 			e.sendHeaders[k] = v
@@ -342,12 +342,14 @@ func (b *Broker) dispatch(ctx context.Context, br *brokerRun, msgs []redis.XMess
 				continue
 			}
 		}
-		e.remaining.Store(int32(len(todo)))
+		e.remaining.Store(int32(len(todo) * b.copies))
 		for _, t := range todo {
-			rs.inflight.Add(1)
-			if !rs.pool.submit(ctx, task{e: e, t: t}) {
-				rs.inflight.Done()
-				return // the rest of the batch stays pending
+			for range b.copies {
+				rs.inflight.Add(1)
+				if !rs.pool.submit(ctx, task{e: e, t: t}) {
+					rs.inflight.Done()
+					return // the rest of the batch stays pending
+				}
 			}
 		}
 	}

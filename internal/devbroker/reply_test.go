@@ -1,6 +1,8 @@
 package devbroker_test
 
 import (
+	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
+
 	"encoding/base64"
 	"io"
 	"net/http"
@@ -325,4 +327,39 @@ func TestReplyIDsAreUnique(t *testing.T) {
 	}
 	e.sink.wait(t, "/b", 3)
 	e.waitIdle()
+}
+
+// TestDuplicateDeliveries: with the option on, every matching event reaches
+// its subscriber twice and both replies are republished, like at-least-once
+// delivery at its worst; the entry is acknowledged after both.
+func TestDuplicateDeliveries(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config(brokers(nil), []*eventingv1.Trigger{trigger("svc", onType("order")), trigger("done", onType("order.done"))})
+	cfg.DuplicateDeliveries = true
+	e.start(cfg)
+	e.sink.on("/svc", func(w http.ResponseWriter, r rec, _ int) {
+		reply := newEvent("order.done")
+		reply.SetID("reply-of-" + r.Event.ID()) // a deterministic reply, as ksaga steps give
+		replyWith(w, reply, http.StatusOK)
+	})
+	for range 3 {
+		e.send(newEvent("order"))
+	}
+	e.sink.wait(t, "/done", 12) // 3 events × 2 deliveries × 2 deliveries of each reply
+	e.waitIdle()
+	perID := map[string]int{}
+	for _, r := range e.sink.got("/svc") {
+		perID[r.Event.ID()]++
+	}
+	if len(perID) != 3 {
+		t.Fatalf("%d distinct events delivered, want 3", len(perID))
+	}
+	for id, n := range perID {
+		if n != 2 {
+			t.Errorf("event %s delivered %d times, want 2", id, n)
+		}
+	}
+	if n := len(e.sink.got("/done")); n != 12 {
+		t.Errorf("%d reply deliveries, want 12", n)
+	}
 }
