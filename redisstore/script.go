@@ -20,11 +20,18 @@ import "strings"
 // data, status before}.
 //
 // Saga hash fields: st status, v version, sp step, ca/ua created/updated (ms),
-// dl deadline (ms), d data, rs reason, fs failed step, cp compensation stack
-// ("a,b", next first), n history length, l<i> history entries
-// ("at|step|outcome|type|reason"), r:<key> stored replies
-// ("version\31type\31time\31reason\31flag\31data"; flag "=" means the saga's
-// data).
+// dl deadline (ms), dc + d0..d<dc-1> the data in chunks, rs reason, fs failed
+// step, cp compensation stack ("a,b", next first), n history length, l<i>
+// history entries ("at|step|outcome|type|reason"), x<v> the reason given at
+// version v (history entries and replies refer to it as "#<v>"), r<key>
+// stored replies ("version\31type\31time\31reason\31flag\31data"; flag "="
+// means the saga's data).
+//
+// Compactness: a finished saga should cost well under 1 KiB. Redis keeps a
+// small hash as one listpack only while every value is at most
+// hash-max-listpack-value (64 bytes by default), so the data is stored in
+// 60-byte chunks; times inside history entries and replies are offsets (ms)
+// from ca; event types drop the "io.ksaga." prefix ("~").
 const transitionLua = `
 local function effect(keys, args)
 --EFFECT--
@@ -34,6 +41,29 @@ local h = KEYS[1]
 local now = ARGV[2]
 local function ret(code, v, st, reason, rtype, rtime, rdata, prev)
   return {code, tostring(v), st or '', reason or '', rtype or '', rtime or '', rdata or '', prev or ''}
+end
+local function short(t)
+  if string.sub(t, 1, 9) == 'io.ksaga.' then return '~' .. string.sub(t, 10) end
+  return t
+end
+local function long(t)
+  if string.sub(t, 1, 1) == '~' then return 'io.ksaga.' .. string.sub(t, 2) end
+  return t
+end
+local function sagadata()
+  local n = tonumber(redis.call('HGET', h, 'dc') or '0')
+  if n == 0 then return '' end
+  local f = {}
+  for i = 0, n - 1 do f[#f + 1] = 'd' .. i end
+  return table.concat(redis.call('HMGET', h, unpack(f)))
+end
+local function why(ref)
+  if string.sub(ref, 1, 1) == '#' then return redis.call('HGET', h, 'x' .. string.sub(ref, 2)) or '' end
+  return ref
+end
+local function abs(offset)
+  if offset == '' then return '' end
+  return tostring(tonumber(redis.call('HGET', h, 'ca')) + tonumber(offset))
 end
 
 local stored = redis.call('HGET', h, ARGV[1])
@@ -45,9 +75,9 @@ if stored then
     start = j + 1
   end
   local data = string.sub(stored, start)
-  if parts[5] == '=' then data = redis.call('HGET', h, 'd') or '' end
+  if parts[5] == '=' then data = sagadata() end
   local now_st = redis.call('HGET', h, 'st')
-  return ret('duplicate', parts[1], now_st, parts[4], parts[2], parts[3], data, now_st)
+  return ret('duplicate', parts[1], now_st, why(parts[4]), long(parts[2]), abs(parts[3]), data, now_st)
 end
 
 local cur = redis.call('HMGET', h, 'st', 'v')
@@ -80,16 +110,34 @@ local rtype, rdata, usesaga = ARGV[o + 5], ARGV[o + 6], ARGV[o + 7]
 local step = ARGV[6]
 
 v = v + 1
+local ca = now
 if ARGV[3] == '1' then
   st = 'running'
-  redis.call('HSET', h, 'ca', now, 'd', ARGV[7], 'dl', ARGV[8], 'n', 0)
+  local d, f = ARGV[7], {'ca', now, 'dl', ARGV[8], 'n', 0}
+  local chunks = math.ceil(#d / 60)
+  f[#f + 1] = 'dc'
+  f[#f + 1] = chunks
+  for i = 0, chunks - 1 do
+    f[#f + 1] = 'd' .. i
+    f[#f + 1] = string.sub(d, i * 60 + 1, (i + 1) * 60)
+  end
+  redis.call('HSET', h, unpack(f))
+else
+  ca = redis.call('HGET', h, 'ca')
 end
+local at = tostring(tonumber(now) - tonumber(ca))
 if nst ~= '' then st = nst end
 local f = {'st', st, 'v', v, 'ua', now}
+local rref = ''
+if reason ~= '' then
+  rref = '#' .. v
+  f[#f + 1] = 'x' .. v
+  f[#f + 1] = reason
+end
 if step ~= '' then
   local n = redis.call('HINCRBY', h, 'n', 1)
   f[#f + 1] = 'l' .. n
-  f[#f + 1] = now .. '|' .. step .. '|' .. outcome .. '|' .. ARGV[10] .. '|' .. reason
+  f[#f + 1] = at .. '|' .. step .. '|' .. outcome .. '|' .. short(ARGV[10]) .. '|' .. rref
   f[#f + 1] = 'sp'
   f[#f + 1] = step
 end
@@ -122,7 +170,9 @@ local rtime = ''
 if rtype ~= '' then rtime = now end
 local flag, kept = 'd', rdata
 if usesaga == '1' then flag, kept = '=', '' end
-redis.call('HSET', h, ARGV[1], v .. '\31' .. rtype .. '\31' .. rtime .. '\31' .. reason .. '\31' .. flag .. '\31' .. kept)
+local roff = ''
+if rtype ~= '' then roff = at end
+redis.call('HSET', h, ARGV[1], v .. '\31' .. short(rtype) .. '\31' .. roff .. '\31' .. rref .. '\31' .. flag .. '\31' .. kept)
 
 if st == 'completed' or st == 'compensated' or st == 'compensation_failed' then
   redis.call('EXPIRE', h, ARGV[9])
@@ -135,7 +185,7 @@ elseif ARGV[3] == '1' then
 end
 
 local data = rdata
-if usesaga == '1' then data = redis.call('HGET', h, 'd') or '' end
+if usesaga == '1' then data = sagadata() end
 return ret(code, v, st, reason, rtype, rtime, data, prev)
 `
 

@@ -95,10 +95,11 @@ func (s *Store) Load(ctx context.Context) error {
 func Key(sagaID string) string { return "ksaga:{" + sagaID + "}" }
 
 // dedupeField is the hash field holding the reply to the event (source, id):
-// a 96-bit digest keeps it short whatever the source and id are.
+// a 72-bit digest keeps it short whatever the source and id are (a saga sees
+// a handful of events; a collision is beyond any practical concern).
 func dedupeField(source, id string) string {
 	sum := sha256.Sum256([]byte(source + "\x00" + id))
-	return "r:" + base64.RawURLEncoding.EncodeToString(sum[:12])
+	return "r" + base64.RawURLEncoding.EncodeToString(sum[:9])
 }
 
 // Apply implements saga.Store.
@@ -249,8 +250,12 @@ func parseState(id string, m map[string]string) (saga.State, error) {
 		return saga.State{}, fmt.Errorf("saga %s: version %q: %w", id, m["v"], err)
 	}
 	st.CreatedAt, st.UpdatedAt, st.Deadline = msTime(m["ca"]), msTime(m["ua"]), msTime(m["dl"])
-	if d := m["d"]; d != "" {
-		st.Data = []byte(d)
+	if n, _ := strconv.Atoi(m["dc"]); n > 0 {
+		var b strings.Builder
+		for i := range n {
+			b.WriteString(m["d"+strconv.Itoa(i)])
+		}
+		st.Data = []byte(b.String())
 	}
 	if cp := m["cp"]; cp != "" {
 		st.Compensate = strings.Split(cp, ",")
@@ -272,13 +277,31 @@ func parseState(id string, m map[string]string) (saga.State, error) {
 		if len(p) != 5 {
 			return saga.State{}, fmt.Errorf("saga %s: history entry %s malformed", id, k)
 		}
-		entries = append(entries, entry{n, saga.StepRecord{At: msTime(p[0]), Step: p[1], Outcome: p[2], EventType: p[3], Reason: p[4]}})
+		off, _ := strconv.ParseInt(p[0], 10, 64)
+		entries = append(entries, entry{n, saga.StepRecord{At: st.CreatedAt.Add(time.Duration(off) * time.Millisecond),
+			Step: p[1], Outcome: p[2], EventType: longType(p[3]), Reason: reasonRef(m, p[4])}})
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].n < entries[j].n })
 	for _, e := range entries {
 		st.Steps = append(st.Steps, e.r)
 	}
 	return st, nil
+}
+
+// reasonRef resolves a history entry's "#<version>" reason reference.
+func reasonRef(m map[string]string, ref string) string {
+	if strings.HasPrefix(ref, "#") {
+		return m["x"+ref[1:]]
+	}
+	return ref
+}
+
+// longType restores a type stored without its "io.ksaga." prefix.
+func longType(t string) string {
+	if strings.HasPrefix(t, "~") {
+		return saga.TypePrefix + t[1:]
+	}
+	return t
 }
 
 func msTime(s string) time.Time {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -135,8 +136,12 @@ func TestStore(t *testing.T) {
 					t.Fatalf("failure: %+v", r)
 				}
 				st := mustGet(t, s, "s2")
-				if st.FailedStep != "payment" || st.Reason != "insufficient funds" || fmt.Sprint(st.Compensate) != "[order]" {
+				if st.FailedStep != "payment" || st.Reason != "insufficient funds" || fmt.Sprint(st.Compensate) != "[order]" ||
+					st.Steps[1].Reason != "insufficient funds" || st.Steps[0].Reason != "" {
 					t.Fatalf("state: %+v", st)
+				}
+				if again := mustApply(t, s, pay("s2", "e2", 30, "bal:2")); !again.Duplicate || again.Reason != "insufficient funds" {
+					t.Fatalf("duplicate of the failure: %+v", again)
 				}
 				if bal, _ := rdb.Get(context.Background(), "bal:2").Int(); bal != 10 {
 					t.Fatalf("balance %d, want 10 untouched", bal)
@@ -219,6 +224,42 @@ func TestStore(t *testing.T) {
 				mustApply(t, off, start("s8"))
 				if n := rdb.ZCard(ctx, redisstore.ActiveKey).Val(); n != 0 {
 					t.Fatal("indexed with the index off")
+				}
+			})
+
+			t.Run("compact layout: chunked data, short types and times round-trip", func(t *testing.T) {
+				rdb := b.new(t)
+				clock := time.UnixMilli(1_800_000_000_000)
+				s := newStore(t, rdb, func() time.Time { return clock })
+				data := []byte(`{"order_id":"` + strings.Repeat("x", 150) + `","n":1}`)
+				tr := start("s9")
+				tr.Data, tr.EventType = data, "io.ksaga.order.create"
+				tr.OnSuccess.Reply = &saga.Reply{Type: "io.ksaga.test.created"}
+				r := mustApply(t, s, tr)
+				if string(r.Reply.Data) != string(data) {
+					t.Fatalf("reply data %s", r.Reply.Data)
+				}
+				clock = clock.Add(1500 * time.Millisecond)
+				other := saga.Transition{SagaID: "s9", EventSource: "/t", EventID: "x", EventType: "com.example.other", Step: "x",
+					OnSuccess: saga.Outcome{Outcome: "done", Reply: &saga.Reply{Type: "com.example.reply"}}}
+				first := mustApply(t, s, other)
+				again := mustApply(t, s, other)
+				if !again.Duplicate || again.Reply.Type != "com.example.reply" || !again.Reply.Time.Equal(first.Reply.Time) || !first.Reply.Time.Equal(clock) {
+					t.Fatalf("reply times %v / %v, want %v", first.Reply.Time, again.Reply.Time, clock)
+				}
+				dup := mustApply(t, s, tr)
+				if !dup.Duplicate || dup.Reply.Type != "io.ksaga.test.created" || string(dup.Reply.Data) != string(data) {
+					t.Fatalf("duplicate of the start: %+v %s", dup, dup.Reply.Data)
+				}
+				st := mustGet(t, s, "s9")
+				if string(st.Data) != string(data) || st.Steps[0].EventType != "io.ksaga.order.create" || st.Steps[1].EventType != "com.example.other" ||
+					!st.Steps[1].At.Equal(clock) || !st.CreatedAt.Equal(clock.Add(-1500*time.Millisecond)) {
+					t.Fatalf("state %+v", st)
+				}
+				if b.name == "redis-server" {
+					if enc := rdb.ObjectEncoding(context.Background(), redisstore.Key("s9")).Val(); enc != "listpack" {
+						t.Fatalf("saga hash encoding %q, want listpack (compact)", enc)
+					}
 				}
 			})
 

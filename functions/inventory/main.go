@@ -29,6 +29,6 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		if err != nil {
 			return nil, err
 		}
-		return &knfunc.Function{Step: newStep(store, env.Logger)}, nil
+		return &knfunc.Function{Step: newStep(store, env.Logger, env.Config.SagaTimeout+env.Config.Retention)}, nil
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sort"
+	"time"
 
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/saga"
@@ -11,7 +12,8 @@ import (
 
 // reserve takes every item from stock, or nothing. keys: the reservation,
 // then one stock key per SKU; args: the quantities, then the SKU names, in
-// the same order. A saga reserves at most once.
+// the same order, then the reservation's ttl (s). A saga reserves at most
+// once.
 var reserve = saga.EffectScript{Name: "inventory.reserve", Lua: `
 if redis.call('EXISTS', keys[1]) == 1 then return end
 local n = #keys - 1
@@ -25,6 +27,7 @@ for i = 1, n do
   redis.call('HSET', keys[1], args[n + i], args[i])
 end
 redis.call('HSET', keys[1], '_status', 'reserved')
+redis.call('EXPIRE', keys[1], args[2 * n + 1])
 `}
 
 // release puts a reservation back, once. keys: the reservation, then the
@@ -38,7 +41,12 @@ end
 redis.call('HSET', keys[1], '_status', 'released')
 `}
 
-func newStep(store saga.Store, logger *slog.Logger) *saga.Participant {
+// newStep builds the step; keep is how long a reservation record outlives
+// its creation (the saga's timeout plus its retention).
+func newStep(store saga.Store, logger *slog.Logger, keep time.Duration) *saga.Participant {
+	reserveAction := func(_ context.Context, in saga.Input) (saga.Transition, error) {
+		return reserveTransition(in, keep)
+	}
 	return &saga.Participant{
 		Source: ordersaga.SourceInventory, Store: store, Logger: logger,
 		Actions: map[string]saga.Action{
@@ -79,7 +87,7 @@ func decodeOrder(in saga.Input) (ordersaga.Order, []string, map[string]int, erro
 	return o, skus, qty, nil
 }
 
-func reserveAction(_ context.Context, in saga.Input) (saga.Transition, error) {
+func reserveTransition(in saga.Input, keep time.Duration) (saga.Transition, error) {
 	_, skus, qty, err := decodeOrder(in)
 	if err != nil {
 		return saga.Transition{}, err
@@ -93,6 +101,7 @@ func reserveAction(_ context.Context, in saga.Input) (saga.Transition, error) {
 	for _, s := range skus {
 		args = append(args, s)
 	}
+	args = append(args, int64(keep/time.Second))
 	return saga.Transition{
 		Step:   ordersaga.StepInventory,
 		Allow:  []saga.Status{saga.StatusRunning},

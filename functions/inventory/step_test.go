@@ -77,6 +77,9 @@ func TestReserve(t *testing.T) {
 	if e.stock(t, "book") != 997 || e.stock(t, "lamp") != 0 {
 		t.Fatalf("stock book %d lamp %d", e.stock(t, "book"), e.stock(t, "lamp"))
 	}
+	if ttl := e.rdb.TTL(context.Background(), ordersaga.ReservationKey("s1")).Val(); ttl < 24*time.Hour || ttl > 24*time.Hour+5*time.Minute {
+		t.Fatalf("reservation ttl %v, want the saga timeout plus retention", ttl)
+	}
 }
 
 func TestReserveIsAllOrNothing(t *testing.T) {

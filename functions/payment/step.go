@@ -3,13 +3,15 @@ package main
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/saga"
 )
 
 // authorize takes the total from the balance. keys: balance, charge;
-// args: amount, user id. A saga is charged at most once whatever the event.
+// args: amount, user id, ttl (s): the charge record lives as long as the saga.
+// A saga is charged at most once whatever the event.
 var authorize = saga.EffectScript{Name: "payment.authorize", Lua: `
 if redis.call('EXISTS', keys[2]) == 1 then return end
 local balance = tonumber(redis.call('GET', keys[1]) or '')
@@ -17,6 +19,7 @@ if balance == nil then return 'unknown account' end
 if balance < tonumber(args[1]) then return 'insufficient funds' end
 redis.call('DECRBY', keys[1], args[1])
 redis.call('HSET', keys[2], 'amount_cents', args[1], 'user_id', args[2], 'status', 'authorized')
+redis.call('EXPIRE', keys[2], args[3])
 `}
 
 // refund gives an authorised charge back, once; no charge, nothing to do.
@@ -29,7 +32,12 @@ redis.call('HSET', keys[2], 'status', 'refunded')
 
 // newStep serves both modes with one implementation: the choreography event
 // and the orchestration command of each action share it.
-func newStep(store saga.Store, logger *slog.Logger) *saga.Participant {
+// newStep builds the step; keep is how long a charge record outlives its
+// creation (the saga's timeout plus its retention).
+func newStep(store saga.Store, logger *slog.Logger, keep time.Duration) *saga.Participant {
+	authorizeAction := func(_ context.Context, in saga.Input) (saga.Transition, error) {
+		return authorizeTransition(in, keep)
+	}
 	return &saga.Participant{
 		Source: ordersaga.SourcePayment, Store: store, Logger: logger,
 		Actions: map[string]saga.Action{
@@ -41,7 +49,7 @@ func newStep(store saga.Store, logger *slog.Logger) *saga.Participant {
 	}
 }
 
-func authorizeAction(_ context.Context, in saga.Input) (saga.Transition, error) {
+func authorizeTransition(in saga.Input, keep time.Duration) (saga.Transition, error) {
 	var o ordersaga.Order
 	if err := in.Decode(&o); err != nil {
 		return saga.Transition{}, err
@@ -52,7 +60,7 @@ func authorizeAction(_ context.Context, in saga.Input) (saga.Transition, error) 
 	return saga.Transition{
 		Step:   ordersaga.StepPayment,
 		Allow:  []saga.Status{saga.StatusRunning},
-		Effect: authorize.Call([]string{ordersaga.BalanceKey(o.UserID), ordersaga.ChargeKey(in.SagaID)}, o.TotalCents, o.UserID),
+		Effect: authorize.Call([]string{ordersaga.BalanceKey(o.UserID), ordersaga.ChargeKey(in.SagaID)}, o.TotalCents, o.UserID, int64(keep/time.Second)),
 		OnSuccess: saga.Outcome{Outcome: "authorized", Compensable: true,
 			Reply: &saga.Reply{Type: ordersaga.PayAuthorized}},
 		OnFailure: &saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating,

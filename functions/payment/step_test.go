@@ -79,6 +79,9 @@ func TestAuthorize(t *testing.T) {
 			if got := e.balance(t, 1); got != before-1250 {
 				t.Fatalf("balance %d, want %d (charged once)", got, before-1250)
 			}
+			if ttl := e.rdb.TTL(context.Background(), ordersaga.ChargeKey(sagaID)).Val(); ttl < 24*time.Hour || ttl > 24*time.Hour+5*time.Minute {
+				t.Fatalf("charge record ttl %v, want the saga timeout plus retention", ttl)
+			}
 			var data ordersaga.Order
 			_ = json.Unmarshal(r1.Reply.Data(), &data)
 			if data.OrderID != o.OrderID || data.TotalCents != 1250 {
