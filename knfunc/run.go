@@ -107,6 +107,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 	mux := http.NewServeMux()
 	health.Register(mux)
 	mux.Handle("GET /metrics", env.Metrics.Handler())
+	registerPprof(mux)
 	for pattern, h := range fn.Routes {
 		mux.Handle(pattern, h)
 	}

@@ -39,34 +39,33 @@ end
 
 local h = KEYS[1]
 local now = ARGV[2]
-local function ret(code, v, st, reason, rtype, rtime, rdata, prev)
+-- everything a transition reads, in one call
+local cur = redis.call('HMGET', h, ARGV[1], 'st', 'v', 'n', 'ca', 'cp', 'dc', 'd0', 'd1', 'd2', 'd3')
+local st, v = cur[2], tonumber(cur[3] or '0')
+local prev = st
+
+local function ret(code, v, st, reason, rtype, rtime, rdata)
   return {code, tostring(v), st or '', reason or '', rtype or '', rtime or '', rdata or '', prev or ''}
+end
+local function sagadata()
+  local n = tonumber(cur[7] or '0')
+  if n == 0 then return '' end
+  local parts = {}
+  for i = 1, math.min(n, 4) do parts[i] = cur[7 + i] end
+  if n > 4 then
+    local f = {}
+    for i = 4, n - 1 do f[#f + 1] = 'd' .. i end
+    local more = redis.call('HMGET', h, unpack(f))
+    for i = 1, #more do parts[#parts + 1] = more[i] end
+  end
+  return table.concat(parts)
 end
 local function short(t)
   if string.sub(t, 1, 9) == 'io.ksaga.' then return '~' .. string.sub(t, 10) end
   return t
 end
-local function long(t)
-  if string.sub(t, 1, 1) == '~' then return 'io.ksaga.' .. string.sub(t, 2) end
-  return t
-end
-local function sagadata()
-  local n = tonumber(redis.call('HGET', h, 'dc') or '0')
-  if n == 0 then return '' end
-  local f = {}
-  for i = 0, n - 1 do f[#f + 1] = 'd' .. i end
-  return table.concat(redis.call('HMGET', h, unpack(f)))
-end
-local function why(ref)
-  if string.sub(ref, 1, 1) == '#' then return redis.call('HGET', h, 'x' .. string.sub(ref, 2)) or '' end
-  return ref
-end
-local function abs(offset)
-  if offset == '' then return '' end
-  return tostring(tonumber(redis.call('HGET', h, 'ca')) + tonumber(offset))
-end
 
-local stored = redis.call('HGET', h, ARGV[1])
+local stored = cur[1]
 if stored then
   local parts, start = {}, 1
   for i = 1, 5 do
@@ -76,13 +75,15 @@ if stored then
   end
   local data = string.sub(stored, start)
   if parts[5] == '=' then data = sagadata() end
-  local now_st = redis.call('HGET', h, 'st')
-  return ret('duplicate', parts[1], now_st, why(parts[4]), long(parts[2]), abs(parts[3]), data, now_st)
+  local reason = parts[4]
+  if string.sub(reason, 1, 1) == '#' then reason = redis.call('HGET', h, 'x' .. string.sub(reason, 2)) or '' end
+  local rtype = parts[2]
+  if string.sub(rtype, 1, 1) == '~' then rtype = 'io.ksaga.' .. string.sub(rtype, 2) end
+  local rtime = parts[3]
+  if rtime ~= '' then rtime = tostring(tonumber(cur[5]) + tonumber(rtime)) end
+  return ret('duplicate', parts[1], st, reason, rtype, rtime, data)
 end
 
-local cur = redis.call('HMGET', h, 'st', 'v')
-local st, v = cur[1], tonumber(cur[2] or '0')
-local prev = st
 if ARGV[3] == '1' then
   if st then return ret('skipped:exists', v, st) end
 else
@@ -108,40 +109,38 @@ if freason then reason = freason end
 local compensable, compensates = ARGV[o + 3], ARGV[o + 4]
 local rtype, rdata, usesaga = ARGV[o + 5], ARGV[o + 6], ARGV[o + 7]
 local step = ARGV[6]
+local create = ARGV[3] == '1'
 
 v = v + 1
-local ca = now
-if ARGV[3] == '1' then
+local ca, n, cp = now, 0, ''
+local f = {}
+if create then
   st = 'running'
-  local d, f = ARGV[7], {'ca', now, 'dl', ARGV[8], 'n', 0}
+  local d = ARGV[7]
   local chunks = math.ceil(#d / 60)
-  f[#f + 1] = 'dc'
-  f[#f + 1] = chunks
+  f = {'ca', now, 'dl', ARGV[8], 'dc', chunks}
   for i = 0, chunks - 1 do
     f[#f + 1] = 'd' .. i
     f[#f + 1] = string.sub(d, i * 60 + 1, (i + 1) * 60)
   end
-  redis.call('HSET', h, unpack(f))
+  if usesaga == '1' then rdata = d end
 else
-  ca = redis.call('HGET', h, 'ca')
+  ca, n, cp = cur[5], tonumber(cur[4] or '0'), cur[6] or ''
+  if usesaga == '1' then rdata = sagadata() end
 end
-local at = tostring(tonumber(now) - tonumber(ca))
 if nst ~= '' then st = nst end
-local f = {'st', st, 'v', v, 'ua', now}
+local at = tostring(tonumber(now) - tonumber(ca))
+f[#f + 1] = 'st'
+f[#f + 1] = st
+f[#f + 1] = 'v'
+f[#f + 1] = v
+f[#f + 1] = 'ua'
+f[#f + 1] = now
 local rref = ''
 if reason ~= '' then
   rref = '#' .. v
   f[#f + 1] = 'x' .. v
   f[#f + 1] = reason
-end
-if step ~= '' then
-  local n = redis.call('HINCRBY', h, 'n', 1)
-  f[#f + 1] = 'l' .. n
-  f[#f + 1] = at .. '|' .. step .. '|' .. outcome .. '|' .. short(ARGV[10]) .. '|' .. rref
-  f[#f + 1] = 'sp'
-  f[#f + 1] = step
-end
-if reason ~= '' then
   f[#f + 1] = 'rs'
   f[#f + 1] = reason
   if step ~= '' then
@@ -149,8 +148,19 @@ if reason ~= '' then
     f[#f + 1] = step
   end
 end
+if step ~= '' then
+  n = n + 1
+  f[#f + 1] = 'n'
+  f[#f + 1] = n
+  f[#f + 1] = 'l' .. n
+  f[#f + 1] = at .. '|' .. step .. '|' .. outcome .. '|' .. short(ARGV[10]) .. '|' .. rref
+  f[#f + 1] = 'sp'
+  f[#f + 1] = step
+elseif create then
+  f[#f + 1] = 'n'
+  f[#f + 1] = 0
+end
 if compensable == '1' or compensates ~= '' then
-  local cp = redis.call('HGET', h, 'cp') or ''
   if compensates ~= '' then
     local list, removed = {}, false
     for name in string.gmatch(cp, '[^,]+') do
@@ -164,29 +174,23 @@ if compensable == '1' or compensates ~= '' then
   f[#f + 1] = 'cp'
   f[#f + 1] = cp
 end
-redis.call('HSET', h, unpack(f))
-
-local rtime = ''
-if rtype ~= '' then rtime = now end
-local flag, kept = 'd', rdata
+local rtime, roff, flag, kept = '', '', 'd', rdata
+if rtype ~= '' then rtime, roff = now, at end
 if usesaga == '1' then flag, kept = '=', '' end
-local roff = ''
-if rtype ~= '' then roff = at end
-redis.call('HSET', h, ARGV[1], v .. '\31' .. short(rtype) .. '\31' .. roff .. '\31' .. rref .. '\31' .. flag .. '\31' .. kept)
+f[#f + 1] = ARGV[1]
+f[#f + 1] = v .. '\31' .. short(rtype) .. '\31' .. roff .. '\31' .. rref .. '\31' .. flag .. '\31' .. kept
+redis.call('HSET', h, unpack(f))
 
 if st == 'completed' or st == 'compensated' or st == 'compensation_failed' then
   redis.call('EXPIRE', h, ARGV[9])
   if ARGV[13] == '1' then redis.call('ZREM', KEYS[2], ARGV[12]) end
-elseif ARGV[3] == '1' then
+elseif create then
   local ttl = math.floor((tonumber(ARGV[8]) - tonumber(now)) / 1000) + tonumber(ARGV[9])
   if ttl < 1 then ttl = 1 end
   redis.call('EXPIRE', h, ttl)
   if ARGV[13] == '1' then redis.call('ZADD', KEYS[2], ARGV[8], ARGV[12]) end
 end
-
-local data = rdata
-if usesaga == '1' then data = sagadata() end
-return ret(code, v, st, reason, rtype, rtime, data, prev)
+return ret(code, v, st, reason, rtype, rtime, rdata)
 `
 
 func transitionScript(effectLua string) string {

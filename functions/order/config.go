@@ -21,6 +21,9 @@ type config struct {
 	// UsersTimeout is USERS_TIMEOUT: the deadline of one GetUser call,
 	// retries included (default 2s).
 	UsersTimeout time.Duration
+	// UsersCacheTTL is USERS_CACHE_TTL: how long GetUser answers are reused
+	// (default 30s; unknown users at most 5s; 0 turns the cache off).
+	UsersCacheTTL time.Duration
 }
 
 // usersTarget is where the users function listens.
@@ -32,7 +35,7 @@ type usersTarget struct {
 
 // configFromEnv reads the config with getenv.
 func configFromEnv(getenv func(string) string) (config, error) {
-	c := config{UsersTimeout: 2 * time.Second}
+	c := config{UsersTimeout: 2 * time.Second, UsersCacheTTL: 30 * time.Second}
 	var errs []error
 	raw := getenv("USERS_URL")
 	if raw == "" {
@@ -49,6 +52,13 @@ func configFromEnv(getenv func(string) string) (config, error) {
 			errs = append(errs, fmt.Errorf("USERS_TIMEOUT=%q: want a positive duration like 2s", v))
 		}
 		c.UsersTimeout = d
+	}
+	if v := getenv("USERS_CACHE_TTL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			errs = append(errs, fmt.Errorf("USERS_CACHE_TTL=%q: want a duration like 30s, or 0 for no cache", v))
+		}
+		c.UsersCacheTTL = d
 	}
 	if len(errs) > 0 {
 		return config{}, fmt.Errorf("order config: %w", errors.Join(errs...))

@@ -50,7 +50,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		// order is every saga's entry point: it exports the fleet's
 		// in-flight and overdue saga gauges (once, not in every function).
 		env.Metrics.Registry.MustRegister(telemetry.NewSagaCollector(env.Redis, redisstore.ActiveKey, env.Config.Retention, env.Logger))
-		o := &orders{users: users, rdb: env.Redis, sagaTimeout: env.Config.SagaTimeout, now: time.Now}
+		var checker userChecker = users
+		if cfg.UsersCacheTTL > 0 {
+			checker = newUserCache(users, cfg.UsersCacheTTL)
+		}
+		o := &orders{users: checker, rdb: env.Redis, sagaTimeout: env.Config.SagaTimeout, now: time.Now}
 		a := &api{orders: o, store: store, sink: env.Sink, logger: env.Logger, maxBody: env.Config.MaxBodyBytes}
 		return &knfunc.Function{Step: newStep(o, store, env.Logger), Routes: a.routes(), Close: users.Close}, nil
 	})

@@ -18,7 +18,7 @@ import (
 // a request with it before sending the Create command, and the Create step
 // checks it again, authoritatively, when the broker delivers the command.
 type orders struct {
-	users       *usersClient
+	users       userChecker
 	rdb         redis.UniversalClient
 	sagaTimeout time.Duration    // a new saga's deadline (KSAGA_SAGA_TIMEOUT)
 	now         func() time.Time // time.Now

@@ -102,6 +102,8 @@ func (in *ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodGet && r.URL.Path == "/":
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		in.index(w)
+	case strings.HasPrefix(r.URL.Path, "/debug/pprof/") && pprofHandler != nil:
+		pprofHandler.ServeHTTP(w, r)
 	case r.Method == http.MethodGet && r.URL.Path == "/readyz":
 		switch {
 		case in.draining.Load():
