@@ -35,10 +35,16 @@ func TestOneTracePerSaga(t *testing.T) {
 			}
 			s.settled(t, a.OrderID, 20*time.Second)
 
+			// spans arrive in batches from eight processes: poll until the
+			// chain is complete, then assert on it
 			var steps []otlptest.Span
-			fntest.Eventually(t, 10*time.Second, func() error {
-				steps = steps[:0]
-				for _, sp := range rcv.Spans() {
+			var types []string
+			fntest.Eventually(t, 15*time.Second, func() error {
+				all := rcv.Spans()
+				steps, types = steps[:0], types[:0]
+				parents := map[string]string{}
+				for _, sp := range all {
+					parents[sp.SpanID] = sp.Parent
 					if sp.Attributes["ksaga.saga_id"] == a.SagaID && sp.Attributes["ksaga.service"] != "orchestrator" {
 						steps = append(steps, sp)
 					}
@@ -46,36 +52,40 @@ func TestOneTracePerSaga(t *testing.T) {
 				if len(steps) < len(want[mode]) {
 					return fmt.Errorf("%d step spans for saga %s", len(steps), a.SagaID)
 				}
-				return nil
-			})
-			sort.Slice(steps, func(i, j int) bool { return steps[i].StartNano < steps[j].StartNano })
-			parents := map[string]string{}
-			for _, sp := range rcv.Spans() {
-				parents[sp.SpanID] = sp.Parent
-			}
-			descends := func(child, ancestor string) bool {
-				for p := parents[child]; p != ""; p = parents[p] {
-					if p == ancestor {
-						return true
+				sort.Slice(steps, func(i, j int) bool { return steps[i].StartNano < steps[j].StartNano })
+				descends := func(child, ancestor string) bool {
+					for p := parents[child]; p != ""; p = parents[p] {
+						if p == ancestor {
+							return true
+						}
+					}
+					return false
+				}
+				for i, sp := range steps {
+					types = append(types, sp.Attributes["cloudevents.event_type"])
+					if sp.TraceID != steps[0].TraceID {
+						return fmt.Errorf("span %s (%s) is in trace %s, not %s", sp.Name, sp.Service, sp.TraceID, steps[0].TraceID)
+					}
+					if i > 0 && !descends(sp.SpanID, steps[i-1].SpanID) {
+						return fmt.Errorf("%s does not descend from %s (yet)", sp.Name, steps[i-1].Name)
 					}
 				}
-				return false
-			}
-			var types []string
-			for i, sp := range steps {
-				types = append(types, sp.Attributes["cloudevents.event_type"])
-				if sp.TraceID != steps[0].TraceID {
-					t.Errorf("span %s (%s) is in trace %s, not %s", sp.Name, sp.Service, sp.TraceID, steps[0].TraceID)
-				}
-				if i > 0 && !descends(sp.SpanID, steps[i-1].SpanID) {
-					t.Errorf("%s does not descend from %s", sp.Name, steps[i-1].Name)
-				}
-			}
+				return nil
+			})
 			if got := strings.Join(types[:len(want[mode])], " "); got != strings.Join(want[mode], " ") {
 				t.Errorf("step spans in causal order: %s\nwant: %s", got, strings.Join(want[mode], " "))
 			}
 			if len(steps) != 5 {
 				t.Errorf("%d step spans, want one per step (5)", len(steps))
+			}
+			brokerSpans := 0
+			for _, sp := range rcv.Spans() {
+				if sp.Service == "ksaga-dev" && sp.TraceID == steps[0].TraceID {
+					brokerSpans++
+				}
+			}
+			if brokerSpans == 0 {
+				t.Error("no broker delivery span in the saga's trace")
 			}
 
 			code, body := s.dev.Do(t, "payment", http.MethodGet, "/metrics", nil)

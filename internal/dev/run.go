@@ -24,6 +24,7 @@ import (
 	"github.com/ksaga/ksaga/internal/manifest"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/redisstore"
+	"github.com/ksaga/ksaga/telemetry"
 )
 
 // runtimeInfo is what the index page shows.
@@ -181,12 +182,26 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	if cfg.InstallDialer != nil {
 		cfg.InstallDialer(dl.DialContext)
 	}
-	br, err := devbroker.New(devbroker.Config{
+	// The broker traces its deliveries when OTEL_* (passed on to the
+	// functions too) names an endpoint: its spans join each saga's trace.
+	passed := map[string]string{}
+	for _, kv := range cfg.PassEnv {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			passed[k] = v
+		}
+	}
+	tracing := telemetry.NewTracing(ctx, "ksaga-dev", func(k string) string { return passed[k] }, log)
+	defer func() { _ = tracing.Shutdown(context.WithoutCancel(ctx)) }()
+	bcfg := devbroker.Config{
 		Redis: rdb, Brokers: set.Brokers(), Triggers: set.Triggers(),
 		Resolve: addrs.Resolver(), IngressURL: addrs.BrokerURL,
 		Logger: log, Consumer: devbroker.DefaultConsumer, DrainTimeout: cfg.DrainTimeout, // a stable name: pending entries survive restarts
 		DuplicateDeliveries: cfg.DuplicateDeliveries,
-	})
+	}
+	if tracing.Enabled {
+		bcfg.TracerProvider = tracing.Provider
+	}
+	br, err := devbroker.New(bcfg)
 	if cfg.DuplicateDeliveries {
 		log.Warn("duplicate deliveries: the broker delivers every event twice (--duplicate-deliveries)")
 	}

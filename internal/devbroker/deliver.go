@@ -114,8 +114,7 @@ func inspectResponse(ctx context.Context, resp *http.Response) (reply *event.Eve
 func (b *Broker) deliver(rs *runState, e *entry, t *triggerState) {
 	ctx := rs.dctx
 	a := &attempt{b: b, t: t, eventType: e.event.Type()}
-	info, err := b.dispatcher.SendEvent(context.WithValue(ctx, attemptKey{}, a), *e.event, t.subscriber,
-		t.sendOpts[0], t.sendOpts[1], kncloudevents.WithHeader(e.sendHeaders))
+	info, err := b.send(context.WithValue(ctx, attemptKey{}, a), e, t)
 	if ctx.Err() != nil {
 		return // drain timeout: the entry stays pending for the next Run
 	}
@@ -127,16 +126,16 @@ func (b *Broker) deliver(rs *runState, e *entry, t *triggerState) {
 		code := http.StatusInternalServerError
 		var body []byte
 		if info != nil {
-			if info.ResponseCode > 0 {
-				code = info.ResponseCode
+			if info.code > 0 {
+				code = info.code
 			}
-			body = info.ResponseBody
+			body = info.body
 		}
 		if !b.deadLetter(ctx, e, t, l, t.subscriber.URL, code, body, err) {
 			return
 		}
 	case a.reply != nil:
-		b.obs.Delivered(l, info.ResponseCode)
+		b.obs.Delivered(l, info.code)
 		vals, code, rerr := b.admitReply(e, a.reply, info)
 		if rerr != nil {
 			b.obs.Rejected(l, code)
@@ -147,7 +146,7 @@ func (b *Broker) deliver(rs *runState, e *entry, t *triggerState) {
 		}
 		reply, replyType = vals, a.reply.Type()
 	default:
-		b.obs.Delivered(l, info.ResponseCode)
+		b.obs.Delivered(l, info.code)
 	}
 	if err := b.finish(ctx, e, t, reply); err != nil {
 		b.log.Warn("devbroker: delivery finished but not recorded; it will be redelivered by the next Run",
@@ -162,9 +161,9 @@ func (b *Broker) deliver(rs *runState, e *entry, t *triggerState) {
 // admitReply puts the original TTL back on a reply and applies the ingress
 // rules to it. It returns the stream fields, or the code the ingress would
 // have answered (400, 413) and why.
-func (b *Broker) admitReply(e *entry, reply *event.Event, info *kncloudevents.DispatchInfo) ([]any, int, error) {
-	if int64(len(info.ResponseBody)) > b.maxBody {
-		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("reply of %d bytes exceeds the %d byte limit", len(info.ResponseBody), b.maxBody)
+func (b *Broker) admitReply(e *entry, reply *event.Event, info *sendResult) ([]any, int, error) {
+	if int64(len(info.body)) > b.maxBody {
+		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("reply of %d bytes exceeds the %d byte limit", len(info.body), b.maxBody)
 	}
 	if e.ttl != noTTL {
 		if err := knbroker.SetTTL(reply.Context, e.ttl); err != nil {
@@ -177,7 +176,7 @@ func (b *Broker) admitReply(e *entry, reply *event.Event, info *kncloudevents.Di
 	if code, err := b.admit(reply); err != nil {
 		return nil, code, fmt.Errorf("reply: %w", err)
 	}
-	h := storedHeaders(info.ResponseHeader)
+	h := storedHeaders(info.header)
 	if !hasTraceHeaders(h) {
 		// The reply continues the trace of the event it answers, as the
 		// HTTP hop to the ingress would under otelhttp in a cluster.
