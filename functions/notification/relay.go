@@ -48,6 +48,13 @@ type relay struct {
 	sender   Sender
 	logger   *slog.Logger
 	consumer string
+	// claimEvery is how often the relay takes over entries another
+	// consumer read but never acknowledged (it crashed); claimAfter is how
+	// idle they must be. Zero: 10s and 30s.
+	claimEvery, claimAfter time.Duration
+
+	claimed time.Time // when abandoned entries were last claimed
+	ready   bool      // the consumer group exists
 }
 
 func (r *relay) run(ctx context.Context) {
@@ -63,24 +70,33 @@ func (r *relay) run(ctx context.Context) {
 }
 
 func (r *relay) once(ctx context.Context) error {
-	err := r.rdb.XGroupCreateMkStream(ctx, ordersaga.OutboxKey, relayGroup, "0").Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
-		return fmt.Errorf("create group: %w", err)
+	if !r.ready {
+		err := r.rdb.XGroupCreateMkStream(ctx, ordersaga.OutboxKey, relayGroup, "0").Err()
+		if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+			return fmt.Errorf("create group: %w", err)
+		}
+		r.ready = true
 	}
-	// entries some consumer read but never acknowledged, e.g. it crashed
-	claimed, _, err := r.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: ordersaga.OutboxKey, Group: relayGroup,
-		Consumer: r.consumer, MinIdle: 30 * time.Second, Start: "0", Count: 100}).Result()
-	if err != nil {
-		return fmt.Errorf("claim: %w", err)
+	every, after := r.claimEvery, r.claimAfter
+	if every == 0 {
+		every, after = 10*time.Second, 30*time.Second
 	}
-	r.deliver(ctx, claimed)
+	if time.Since(r.claimed) > every {
+		claimed, _, err := r.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: ordersaga.OutboxKey, Group: relayGroup,
+			Consumer: r.consumer, MinIdle: after, Start: "0", Count: 100}).Result()
+		if err != nil {
+			return r.failed(fmt.Errorf("claim: %w", err))
+		}
+		r.claimed = time.Now()
+		r.deliver(ctx, claimed)
+	}
 	streams, err := r.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: relayGroup, Consumer: r.consumer,
 		Streams: []string{ordersaga.OutboxKey, ">"}, Count: 100, Block: time.Second}).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("read: %w", err)
+		return r.failed(fmt.Errorf("read: %w", err))
 	}
 	for _, s := range streams {
 		r.deliver(ctx, s.Messages)
@@ -88,7 +104,25 @@ func (r *relay) once(ctx context.Context) error {
 	return nil
 }
 
+// failed makes the next round check the group again (Redis may have
+// restarted empty).
+func (r *relay) failed(err error) error {
+	if strings.Contains(err.Error(), "NOGROUP") {
+		r.ready = false
+	}
+	return err
+}
+
 func (r *relay) deliver(ctx context.Context, msgs []redis.XMessage) {
+	sent := make([]string, 0, len(msgs))
+	defer func() { // one XACK for the batch
+		if len(sent) == 0 {
+			return
+		}
+		if err := r.rdb.XAck(ctx, ordersaga.OutboxKey, relayGroup, sent...).Err(); err != nil {
+			r.logger.Warn("ack notifications; they will be sent again", "count", len(sent), "error", err.Error())
+		}
+	}()
 	for _, m := range msgs {
 		n := Notification{ID: m.ID, SagaID: str(m.Values["saga_id"]), OrderID: str(m.Values["order_id"]),
 			Kind: str(m.Values["kind"]), Reason: str(m.Values["reason"])}
@@ -98,9 +132,7 @@ func (r *relay) deliver(ctx context.Context, msgs []redis.XMessage) {
 			r.logger.Warn("send notification; will retry", "outbox_id", m.ID, "correlationid", n.SagaID, "error", err.Error())
 			continue
 		}
-		if err := r.rdb.XAck(ctx, ordersaga.OutboxKey, relayGroup, m.ID).Err(); err != nil {
-			r.logger.Warn("ack notification", "outbox_id", m.ID, "error", err.Error())
-		}
+		sent = append(sent, m.ID)
 	}
 }
 
