@@ -1,6 +1,7 @@
 // Command ksaga is the developer tool of ksaga: `ksaga dev` runs a project's
 // Knative manifests on one machine (functions, broker, ingress), `ksaga
-// validate` checks them as a cluster and `ksaga dev` would.
+// validate` checks them as a cluster and `ksaga dev` would, `ksaga bench`
+// measures the reference saga against this machine's floor.
 package main
 
 import (
@@ -11,6 +12,8 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	"github.com/ksaga/ksaga/internal/bench"
 )
 
 func main() {
@@ -54,6 +57,9 @@ Usage:
                              every ko:// Knative Service as a process, the Broker
                              on Redis, one ingress on 127.0.0.1
   ksaga validate [-f PATH]   check the manifests as Knative and ksaga dev would
+  ksaga bench [flags]        measure the reference saga through ksaga dev, a real
+                             redis-server and every function, against this
+                             machine's floor measured in the same run
 
 Run 'ksaga <command> -h' for the flags of a command.
 `
@@ -70,6 +76,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runDev(ctx, args[1:], getenv, stdout, stderr)
 	case "validate":
 		return runValidate(args[1:], stdout, stderr)
+	case "bench":
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		err = bench.Command(ctx, args[1:], self, stdout, stderr)
+		if errors.Is(err, bench.ErrUsage) {
+			return &exitError{code: 2, msg: err.Error()}
+		}
+		return err
+	case "bench-floor-server": // hidden: the floor receivers `ksaga bench` runs
+		return bench.FloorServerCommand(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
 			return run(ctx, []string{args[1], "-h"}, getenv, stdout, stderr)

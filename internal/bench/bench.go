@@ -1,0 +1,892 @@
+// Package bench is `ksaga bench`: it measures the reference order saga
+// through the real stack — `ksaga dev` (broker + ingress) with its function
+// processes and a redis-server it starts — and, in the same run, the floor
+// of the same hops without saga logic (perf.md Part 2 c/d), the functions'
+// cold start and idle RSS, and the Redis memory a finished saga keeps. See
+// bench/README.md for the method.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ksaga/ksaga/ordersaga"
+)
+
+// Config configures Run. Zero fields get the defaults of `ksaga bench`.
+type Config struct {
+	Dir              string // the project folder (brokers/, triggers/, manifests/, functions/)
+	Ksaga            string // the ksaga binary to run `dev` and `bench-floor-server` with
+	Mode             string // choreography or orchestration
+	Inflight         int
+	Duration         time.Duration
+	Warmup           time.Duration
+	Unloaded         bool    // run the inflight-1 phase (unloaded latency)
+	Rate             float64 // open-loop sagas/s (0: no open-loop phase)
+	Mix              [3]float64
+	Floor            bool
+	FloorInflight    int
+	ColdStartRuns    int // 0: no cold start
+	Sweep            []int
+	AttributionSagas int // 0: no MONITOR run
+	AOF              string
+	Out              string // results folder ("" writes nothing)
+	QuietWait        time.Duration
+	QuietIdle        float64
+	SagaTimeout      time.Duration
+	Seed             uint64
+	MemorySample     int
+	Perf             bool      // profile the loaded window with Linux perf
+	Command          string    // the command line, for the report
+	Log              io.Writer // progress (default: discard)
+}
+
+// Defaults of Config.
+const (
+	DefaultInflight         = 32
+	DefaultDuration         = 10 * time.Second
+	DefaultWarmup           = 2 * time.Second
+	DefaultRate             = 1000
+	DefaultColdStartRuns    = 20
+	DefaultAttributionSagas = 300
+	DefaultQuietWait        = 60 * time.Second
+	DefaultQuietIdle        = 90
+	DefaultSagaTimeout      = 10 * time.Second
+	DefaultMemorySample     = 300
+)
+
+// DefaultSweep are the in-flight levels of --sweep.
+var DefaultSweep = []int{1, 2, 4, 8, 16, 32, 64}
+
+func (c *Config) setDefaults() {
+	if c.Dir == "" {
+		c.Dir = "."
+	}
+	if c.Mode == "" {
+		c.Mode = "choreography"
+	}
+	if c.Inflight <= 0 {
+		c.Inflight = DefaultInflight
+	}
+	if c.Duration <= 0 {
+		c.Duration = DefaultDuration
+	}
+	if c.Warmup < 0 {
+		c.Warmup = 0
+	}
+	if c.Mix == ([3]float64{}) {
+		c.Mix = [3]float64{80, 10, 10}
+	}
+	if c.FloorInflight <= 0 {
+		c.FloorInflight = c.Inflight
+	}
+	if c.AOF == "" {
+		c.AOF = "off"
+	}
+	if c.QuietIdle <= 0 {
+		c.QuietIdle = DefaultQuietIdle
+	}
+	if c.SagaTimeout <= 0 {
+		c.SagaTimeout = DefaultSagaTimeout
+	}
+	if c.MemorySample <= 0 {
+		c.MemorySample = DefaultMemorySample
+	}
+	if c.Log == nil {
+		c.Log = io.Discard
+	}
+}
+
+// proc is a process whose CPU and RSS the bench reads.
+type proc struct {
+	name string
+	pid  int
+}
+
+// runner holds one Run's state.
+type runner struct {
+	cfg   Config
+	res   *Result
+	logMu sync.Mutex
+	tmp   string
+	redis *redisServer
+	rdb   *redis.Client
+	dev   *devProcess
+	drv   *driver
+	procs []proc
+	self  int
+	// perfFiles are the --perf reports written (nil without --perf).
+	perfFiles []string
+}
+
+func (r *runner) logf(format string, args ...any) {
+	r.logMu.Lock()
+	defer r.logMu.Unlock()
+	_, _ = fmt.Fprintf(r.cfg.Log, "bench: "+format+"\n", args...)
+}
+
+func (r *runner) errorf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.res.Errors = append(r.res.Errors, msg)
+	r.logf("ERROR: %s", msg)
+}
+
+// Run runs the benchmark and returns its result (already written to
+// cfg.Out when set). An error means the stack could not be set up; a
+// phase that fails is recorded in Result.Errors instead.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	cfg.setDefaults()
+	if cfg.Ksaga == "" {
+		return nil, fmt.Errorf("bench: no ksaga binary to run")
+	}
+	if _, err := persistenceArgs(cfg.AOF); err != nil {
+		return nil, err
+	}
+	if cfg.Mode != "choreography" && cfg.Mode != "orchestration" {
+		return nil, fmt.Errorf("--mode %q: want choreography or orchestration", cfg.Mode)
+	}
+	began := time.Now()
+	r := &runner{cfg: cfg, self: os.Getpid(), res: &Result{Schema: 1, StartedAt: began.UTC(), Command: cfg.Command}}
+	r.res.Settings = Settings{
+		Mode: cfg.Mode, Inflight: cfg.Inflight, DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(),
+		RatePerS: cfg.Rate, Mix: map[string]float64{kindHappy: cfg.Mix[0], kindPayFail: cfg.Mix[1], kindInvFail: cfg.Mix[2]},
+		FloorInflight: cfg.FloorInflight, ColdStartRuns: cfg.ColdStartRuns, AttributionSagas: cfg.AttributionSagas,
+		SagaTimeoutS: cfg.SagaTimeout.Seconds(), QuietMinIdlePct: cfg.QuietIdle, QuietMaxWaitS: cfg.QuietWait.Seconds(), Seed: cfg.Seed,
+	}
+	var err error
+	if r.tmp, err = os.MkdirTemp("", "ksaga-bench-"); err != nil {
+		return nil, err
+	}
+	keepTmp := false
+	defer func() {
+		if !keepTmp {
+			_ = os.RemoveAll(r.tmp)
+		}
+	}()
+	defer r.teardown()
+	if err := r.setup(ctx); err != nil {
+		keepTmp = true
+		return nil, fmt.Errorf("%w\n(bench files kept in %s)", err, r.tmp)
+	}
+	r.runPhases(ctx)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	r.res.TookS = round1(time.Since(began).Seconds())
+	evaluate(r.res)
+	if cfg.Out != "" {
+		if err := write(r.res, cfg.Out); err != nil {
+			return r.res, err
+		}
+	}
+	if len(r.res.Errors) > 0 {
+		keepTmp = true
+		r.logf("errors occurred; ksaga dev's log is in %s", filepath.Join(r.tmp, "ksaga-dev.log"))
+	}
+	return r.res, nil
+}
+
+func (r *runner) setup(ctx context.Context) error {
+	cfg := r.cfg
+	r.res.Machine = machine()
+	r.res.Tree = gitTree(cfg.Dir)
+	r.logf("redis-server (persistence: %s)", cfg.AOF)
+	var err error
+	if r.redis, err = startRedis(ctx, r.tmp, cfg.AOF); err != nil {
+		return err
+	}
+	r.res.Settings.Redis = redisSettingsText(cfg.AOF)
+	r.rdb = redis.NewClient(&redis.Options{Addr: r.redis.Addr(), PoolSize: 4})
+	r.res.Machine.Redis = redisVersion(ctx, r.rdb)
+	if err := seedBenchData(ctx, r.rdb); err != nil {
+		return err
+	}
+	if r.drv, err = newDriver(); err != nil {
+		return err
+	}
+	trig, err := writeTriggers(r.tmp, r.drv.receiverURL())
+	if err != nil {
+		return err
+	}
+	if cfg.Perf {
+		if r.cfg.Ksaga, err = symbolizedKsaga(ctx, cfg.Dir, cfg.Ksaga, r.tmp); err != nil {
+			return err
+		}
+		cfg.Ksaga = r.cfg.Ksaga
+	}
+	r.logf("ksaga dev --mode %s (builds the functions if needed)", cfg.Mode)
+	r.dev, err = startDev(ctx, cfg.Ksaga, cfg.Dir, cfg.Mode, r.redis.URL(), trig, filepath.Join(r.tmp, "ksaga-dev.log"), 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	r.drv.brokerURL = r.dev.brokerURL()
+	r.procs = []proc{{"ksaga-dev", r.dev.cmd.Process.Pid}}
+	for _, f := range r.dev.functions {
+		r.procs = append(r.procs, proc{f.Name, f.PID})
+	}
+	r.procs = append(r.procs, proc{"redis-server", r.redis.PID()}, proc{"bench", r.self})
+	return nil
+}
+
+func (r *runner) teardown() {
+	if r.drv != nil {
+		r.drv.close()
+	}
+	r.dev.stop()
+	if r.rdb != nil {
+		_ = r.rdb.Close()
+	}
+	r.redis.stop()
+}
+
+func (r *runner) runPhases(ctx context.Context) {
+	cfg := r.cfg
+	usedBefore := int64(0)
+	if info, err := r.rdb.Info(ctx, "memory").Result(); err == nil {
+		usedBefore = infoInt(parseInfo(info), "used_memory")
+	}
+	// A short unmeasured run first: connections, scripts and goroutine
+	// stacks get warm in every process.
+	r.logf("settling: 1 s at inflight %d", cfg.Inflight)
+	r.drv.closedLoop(ctx, newPhase("settle"), cfg.Inflight, 0, time.Second, cfg.SagaTimeout, cfg.Mix, cfg.Seed+99, nil)
+
+	if cfg.Unloaded {
+		r.res.Unloaded = r.sagaPhase(ctx, "unloaded", 1, 0)
+	}
+	r.res.Loaded = r.sagaPhase(ctx, "loaded", cfg.Inflight, 0)
+	if r.perfFiles != nil {
+		r.res.Notes = append(r.res.Notes, "perf profiles of the loaded window: "+strings.Join(r.perfFiles, ", "))
+	}
+	if cfg.Rate > 0 {
+		r.res.OpenLoop = r.sagaPhase(ctx, "open-loop", 0, cfg.Rate)
+	}
+	for _, n := range cfg.Sweep {
+		if ctx.Err() != nil {
+			return
+		}
+		r.res.Sweep = append(r.res.Sweep, r.sagaPhase(ctx, "sweep-"+strconv.Itoa(n), n, 0))
+	}
+	if cfg.Floor {
+		r.res.FloorReply = r.floorPhase(ctx, "reply")
+		r.res.FloorEvalsha = r.floorPhase(ctx, "evalsha")
+	}
+	if cfg.AttributionSagas > 0 && ctx.Err() == nil {
+		r.res.Attribution = r.attribution(ctx, cfg.AttributionSagas)
+	}
+	for _, p := range r.procs {
+		rss, err := processRSS(p.pid)
+		if err != nil {
+			r.errorf("RSS of %s: %v", p.name, err)
+			continue
+		}
+		r.res.RSS = append(r.res.RSS, ProcRSS{Process: p.name, PID: p.pid, Bytes: rss})
+	}
+	r.res.Restarts = r.dev.restarts(ctx)
+	for _, s := range r.res.Restarts {
+		r.errorf("function restarted during the run: %s", s)
+	}
+	var started int64
+	for _, p := range r.allPhases() {
+		started += p.Accepted
+	}
+	r.logf("Redis memory per finished saga (MEMORY USAGE on %d sagas)", cfg.MemorySample)
+	m := measureMemory(ctx, r.rdb, cfg.MemorySample, usedBefore, started)
+	r.res.Memory = &m
+	if m.Error != "" {
+		r.errorf("memory: %s", m.Error)
+	}
+	r.res.Notes = append(r.res.Notes, fmt.Sprintf("ksaga dev's log: %s (removed unless the run had errors)", filepath.Join(r.tmp, "ksaga-dev.log")))
+
+	if cfg.ColdStartRuns > 0 && ctx.Err() == nil {
+		// ksaga dev is stopped first: a cold start is measured on an idle box.
+		r.dev.stop()
+		r.coldStarts(ctx)
+	}
+}
+
+func (r *runner) allPhases() []*SagaPhase {
+	var out []*SagaPhase
+	for _, p := range append([]*SagaPhase{r.res.Unloaded, r.res.Loaded, r.res.OpenLoop}, r.res.Sweep...) {
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// snapshot is what the bench reads at the edges of a measured window.
+type snapshot struct {
+	at       time.Time
+	cpu      map[string]time.Duration
+	sys      sysCPU
+	redis    redisSnapshot
+	steps    stepCounts // ksaga_step_events_total by service and type
+	received int64
+}
+
+// snap reads the counters. At the start of a window the slow reads
+// (metrics, INFO) come first and CPU last; at the end CPU comes first.
+func (r *runner) snap(ctx context.Context, procs []proc, start, steps bool) snapshot {
+	var s snapshot
+	slow := func() {
+		if steps {
+			s.steps = r.scrapeSteps(ctx)
+		}
+		var err error
+		if s.redis, err = takeRedisSnapshot(ctx, r.rdb); err != nil {
+			r.errorf("redis snapshot: %v", err)
+		}
+	}
+	fast := func() {
+		s.cpu = map[string]time.Duration{}
+		for _, p := range procs {
+			if d, err := processCPU(p.pid); err == nil {
+				s.cpu[p.name] = d
+			}
+		}
+		s.sys, _ = readSysCPU()
+		s.at = time.Now()
+		if r.drv != nil {
+			s.received = r.drv.received.Load()
+		}
+	}
+	if start {
+		slow()
+		fast()
+	} else {
+		fast()
+		slow()
+	}
+	return s
+}
+
+// stepCounts are ksaga_step_events_total by service, then event type.
+type stepCounts map[string]map[string]float64
+
+func (c stepCounts) service(s string) float64 {
+	var n float64
+	for _, v := range c[s] {
+		n += v
+	}
+	return n
+}
+
+// delta is c − before by service (only services that handled events).
+func (c stepCounts) delta(before stepCounts) map[string]int64 {
+	out := map[string]int64{}
+	for svc := range c {
+		if d := int64(c.service(svc) - before.service(svc)); d > 0 {
+			out[svc] = d
+		}
+	}
+	return out
+}
+
+// scrapeSteps reads ksaga_step_events_total of every function.
+func (r *runner) scrapeSteps(ctx context.Context) stepCounts {
+	out := stepCounts{}
+	c := &http.Client{Timeout: 2 * time.Second}
+	for _, f := range r.dev.functions {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(f.Port)+"/metrics", nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		for svc, types := range parseStepMetrics(string(b)) {
+			if out[svc] == nil {
+				out[svc] = map[string]float64{}
+			}
+			for t, v := range types {
+				out[svc][t] += v
+			}
+		}
+	}
+	return out
+}
+
+// parseStepMetrics sums ksaga_step_events_total by its service and type
+// labels (over every outcome).
+func parseStepMetrics(text string) stepCounts {
+	out := stepCounts{}
+	sc := lineScanner(text)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, "ksaga_step_events_total{")
+		if !ok {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			continue
+		}
+		var svc, typ string
+		for kv := range strings.SplitSeq(labels, ",") {
+			if s, ok := strings.CutPrefix(kv, `service="`); ok {
+				svc = strings.TrimSuffix(s, `"`)
+			}
+			if s, ok := strings.CutPrefix(kv, `type="`); ok {
+				typ = strings.TrimSuffix(s, `"`)
+			}
+		}
+		if out[svc] == nil {
+			out[svc] = map[string]float64{}
+		}
+		out[svc][typ] += v
+	}
+	return out
+}
+
+// sagaPhase runs one closed-loop (inflight > 0) or open-loop (rate > 0)
+// phase: quiet gate, warm-up, measured window.
+func (r *runner) sagaPhase(ctx context.Context, name string, inflight int, rate float64) *SagaPhase {
+	cfg := r.cfg
+	if rate > 0 {
+		r.logf("phase %s: %.0f sagas/s open loop; quiet gate…", name, rate)
+	} else {
+		r.logf("phase %s: inflight %d; quiet gate…", name, inflight)
+	}
+	q := waitQuiet(ctx, cfg.QuietWait, cfg.QuietIdle)
+	if !q.Quiet {
+		r.logf("  not quiet (%.0f%% idle after %.0f s); measuring anyway", q.IdlePct, q.WaitedS)
+	}
+	p := newPhase(name)
+	var s0, s1 snapshot
+	var prof *perfSession
+	mark := func(start bool) {
+		if start {
+			s0 = r.snap(ctx, r.procs, true, true)
+			if cfg.Perf && name == "loaded" {
+				var err error
+				if prof, err = startPerf(ctx, r.tmp, r.procs, cfg.Duration.Seconds()); err != nil {
+					r.errorf("%v", err)
+				}
+			}
+		} else {
+			s1 = r.snap(ctx, r.procs, false, true)
+		}
+	}
+	late0 := r.drv.late.Load()
+	if rate > 0 {
+		r.drv.openLoop(ctx, p, rate, cfg.Warmup, cfg.Duration, cfg.SagaTimeout, cfg.Mix, cfg.Seed, int64(rate*cfg.SagaTimeout.Seconds())+1000, mark)
+	} else {
+		r.drv.closedLoop(ctx, p, inflight, cfg.Warmup, cfg.Duration, cfg.SagaTimeout, cfg.Mix, cfg.Seed, mark)
+	}
+	sp := r.sagaResult(p, q, s0, s1)
+	sp.Inflight, sp.RatePerS = inflight, rate
+	if prof != nil {
+		out := cfg.Out
+		if out == "" {
+			out = r.tmp
+		}
+		if err := os.MkdirAll(out, 0o755); err == nil {
+			r.perfFiles = append([]string{}, prof.finish(out)...)
+		}
+	}
+	sp.DrainS, sp.Backlog = r.waitBrokerIdle(ctx, 2*time.Minute)
+	sp.Errors.Late = r.drv.late.Load() - late0
+	r.logf("  %.0f sagas/s, p50 %.2f ms, p99 %.2f ms, %d errors, %.0f µs CPU/saga, box %.0f%% busy",
+		sp.SagasPerS, sp.Latency.P50Ms, sp.Latency.P99Ms, sp.Errors.Total, sp.CPUUsPerSaga, sp.BoxBusyPct)
+	if sp.Backlog > 0 || sp.DrainS > 1 {
+		r.logf("  broker backlog after the phase: %d entries, drained in %.1f s", sp.Backlog, sp.DrainS)
+	}
+	if sp.Errors.First != "" {
+		r.logf("  first error: %s", sp.Errors.First)
+	}
+	return sp
+}
+
+// waitBrokerIdle waits (at most limit) until the broker's streams are
+// empty: every accepted event has been delivered (entries are deleted once
+// every Trigger is done with them). It returns the time waited and the
+// backlog found first.
+func (r *runner) waitBrokerIdle(ctx context.Context, limit time.Duration) (float64, int64) {
+	start := time.Now()
+	var keys []string
+	iter := r.rdb.Scan(ctx, 0, "ksaga:broker:{*}", 100).Iterator()
+	for iter.Next(ctx) {
+		if k := iter.Val(); !strings.Contains(k, ":done:") {
+			keys = append(keys, k)
+		}
+	}
+	var first int64 = -1
+	for ctx.Err() == nil {
+		var n int64
+		for _, k := range keys {
+			n += r.rdb.XLen(ctx, k).Val()
+		}
+		if first < 0 {
+			first = n
+		}
+		if n == 0 || time.Since(start) > limit {
+			if n > 0 {
+				r.errorf("broker backlog of %d entries still there after %s", n, limit)
+			}
+			break
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
+	return round1(time.Since(start).Seconds()), max(first, 0)
+}
+
+func (r *runner) sagaResult(p *phase, q Quiet, s0, s1 snapshot) *SagaPhase {
+	sp := &SagaPhase{Name: p.name, Quiet: q, WindowS: round3(p.windowSeconds()), Accepted: p.accepted.Load(),
+		Ended: p.endedInWindow.Load(), ByKind: map[string]Latency{}, Steps: map[string]int64{}}
+	sp.SagasPerS = round1(div(float64(sp.Ended), sp.WindowS))
+	p.mu.Lock()
+	sp.Latency = summarize(p.samples)
+	for k, v := range p.byKind {
+		sp.ByKind[k] = summarize(v)
+	}
+	if len(p.lags) > 0 {
+		sp.SendLagP99 = summarize(p.lags).P99Ms
+	}
+	sp.Errors.First = p.firstEr
+	p.mu.Unlock()
+	sp.Errors.Post, sp.Errors.Status, sp.Errors.Timeouts = p.postErrors.Load(), p.badStatus.Load(), p.timeouts.Load()
+	sp.Errors.Unexpected, sp.Errors.Dropped = p.unexpected.Load(), p.dropped.Load()
+	sp.Errors.Total = p.errors()
+
+	sagas := float64(sp.Ended)
+	sp.Steps = s1.steps.delta(s0.steps)
+	for _, d := range sp.Steps {
+		sp.StepsTotal += d
+	}
+	sp.TerminalDeliveries = s1.received - s0.received
+	sp.StepsPerSaga = round3(div(float64(sp.StepsTotal), sagas))
+	sp.DeliveriesPerSaga = round3(div(float64(sp.StepsTotal+sp.TerminalDeliveries), sagas))
+	sp.CPU, sp.CPUUsPerSaga = cpuRows(r.procs, s0, s1, sagas, sp.Steps)
+	sp.BoxBusyPct = round1(busyPct(s0.sys, s1.sys))
+	boxUs := sp.BoxBusyPct / 100 * s1.at.Sub(s0.at).Seconds() * 1e6 * float64(runtime.NumCPU())
+	sp.UnaccountedUsPerSaga = round1(div(boxUs, sagas) - sp.CPUUsPerSaga)
+	sp.Redis = redisWindow(s0.redis, s1.redis, float64(sp.StepsTotal), sagas)
+	return sp
+}
+
+// cpuRows computes each process's CPU per unit (saga or event) and per
+// step, and the total per unit.
+func cpuRows(procs []proc, s0, s1 snapshot, units float64, steps map[string]int64) ([]ProcCPU, float64) {
+	var rows []ProcCPU
+	var total float64
+	for _, p := range procs {
+		a, ok0 := s0.cpu[p.name]
+		b, ok1 := s1.cpu[p.name]
+		if !ok0 || !ok1 {
+			continue
+		}
+		d := b - a
+		us := float64(d) / float64(time.Microsecond)
+		row := ProcCPU{Process: p.name, PID: p.pid, CPUMs: round1(us / 1000), PerUnit: round1(div(us, units))}
+		if n := steps[p.name]; n > 0 {
+			row.PerStep = round1(us / float64(n))
+		}
+		total += row.PerUnit
+		rows = append(rows, row)
+	}
+	for i := range rows {
+		rows[i].SharePct = round1(100 * div(rows[i].PerUnit, total))
+	}
+	return rows, round1(total)
+}
+
+func redisWindow(a, b redisSnapshot, steps, sagas float64) *RedisWindow {
+	if a.cmds == nil || b.cmds == nil {
+		return nil
+	}
+	w := &RedisWindow{}
+	var calls, usec int64
+	for name, d := range diffCommandStats(a.cmds, b.cmds) {
+		switch name {
+		case "info", "monitor":
+			continue // the bench's own
+		}
+		calls += d.Calls
+		usec += d.Usec
+		w.Commands = append(w.Commands, CmdRow{Command: name, Calls: d.Calls, PerStep: round3(div(float64(d.Calls), steps)),
+			PerSaga: round3(div(float64(d.Calls), sagas)), UsecPerCall: round3(div(float64(d.Usec), float64(d.Calls)))})
+	}
+	sort.Slice(w.Commands, func(i, j int) bool {
+		if w.Commands[i].Calls != w.Commands[j].Calls {
+			return w.Commands[i].Calls > w.Commands[j].Calls
+		}
+		return w.Commands[i].Command < w.Commands[j].Command
+	})
+	delta := func(k string) float64 { return float64(infoInt(b.stats, k) - infoInt(a.stats, k)) }
+	w.CallsPerStep = round3(div(float64(calls), steps))
+	w.CallsPerSaga = round3(div(float64(calls), sagas))
+	w.ReadsPerStep = round3(div(delta("total_reads_processed"), steps))
+	w.ReadsPerSaga = round3(div(delta("total_reads_processed"), sagas))
+	w.NetInPerSaga = round1(div(delta("total_net_input_bytes"), sagas))
+	w.NetOutPerSaga = round1(div(delta("total_net_output_bytes"), sagas))
+	w.ServerUsecPerSaga = round1(div(float64(usec), sagas))
+	return w
+}
+
+// floorPhase runs one floor server under the bench's closed-loop load.
+func (r *runner) floorPhase(ctx context.Context, mode string) *FloorPhase {
+	cfg := r.cfg
+	r.logf("floor %s: sdk-go receiver%s, inflight %d; quiet gate…", mode, map[string]string{"evalsha": " + 1 EVALSHA"}[mode], cfg.FloorInflight)
+	srv, err := startFloorServer(ctx, cfg.Ksaga, mode, r.redis.URL())
+	if err != nil {
+		r.errorf("floor %s: %v", mode, err)
+		return nil
+	}
+	defer srv.stop()
+	procs := []proc{{"floor-server", srv.pid()}, {"redis-server", r.redis.PID()}, {"bench", r.self}}
+	fp := &FloorPhase{Mode: mode, Inflight: cfg.FloorInflight}
+	fp.Quiet = waitQuiet(ctx, cfg.QuietWait, cfg.QuietIdle)
+	var s0, s1 snapshot
+	mark := func(start bool) {
+		if start {
+			s0 = r.snap(ctx, procs, true, false)
+		} else {
+			s1 = r.snap(ctx, procs, false, false)
+		}
+	}
+	run := floorLoad(ctx, "http://"+srv.addr+"/", cfg.FloorInflight, cfg.Warmup, cfg.Duration, cfg.Seed, mark)
+	fp.WindowS = round3(run.window)
+	fp.EventsPerS = round1(div(float64(run.ended), run.window))
+	fp.Latency = summarize(run.samples)
+	fp.Errors, fp.FirstError = run.errors, run.firstEr
+	fp.CPU, _ = cpuRows(procs, s0, s1, float64(run.ended), nil)
+	fp.BoxBusyPct = round1(busyPct(s0.sys, s1.sys))
+	if w := redisWindow(s0.redis, s1.redis, float64(run.ended), float64(run.ended)); w != nil {
+		fp.Redis.CallsPerEvent, fp.Redis.ReadsPerEvent = w.CallsPerStep, w.ReadsPerStep
+	}
+	r.logf("  %.0f events/s, p50 %.2f ms, p99 %.2f ms, %d errors, server %.1f µs CPU/event",
+		fp.EventsPerS, fp.Latency.P50Ms, fp.Latency.P99Ms, fp.Errors, cpuOf(fp.CPU, "floor-server"))
+	return fp
+}
+
+func cpuOf(rows []ProcCPU, name string) float64 {
+	for _, r := range rows {
+		if r.Process == name {
+			return r.PerUnit
+		}
+	}
+	return 0
+}
+
+// attribution runs n sagas at inflight 4 under MONITOR and attributes the
+// Redis commands to processes.
+func (r *runner) attribution(ctx context.Context, n int) *Attribution {
+	r.logf("Redis attribution: %d sagas under MONITOR (not timed)", n)
+	a := &Attribution{}
+	mon, err := startMonitor(r.redis.Addr())
+	if err != nil {
+		a.Error = err.Error()
+		r.errorf("MONITOR: %v", err)
+		return a
+	}
+	steps0 := r.scrapeSteps(ctx)
+	p := newPhase("attribution")
+	p.wStart.Store(time.Now().UnixNano())
+	var wg sync.WaitGroup
+	var left atomic.Int64
+	left.Store(int64(n))
+	for i := range 4 {
+		m := newMixer(r.cfg.Mix, r.cfg.Seed+7, uint64(i)+1)
+		wg.Go(func() {
+			for left.Add(-1) >= 0 && ctx.Err() == nil {
+				rec := r.drv.newSaga(p, m.next(), true)
+				if !r.drv.post(ctx, rec) {
+					continue
+				}
+				select {
+				case <-rec.done:
+				case <-time.After(r.cfg.SagaTimeout):
+					r.drv.timeout(rec)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	time.Sleep(100 * time.Millisecond) // the notification step runs after the terminal event
+	steps1 := r.scrapeSteps(ctx)
+	agg := mon.stop()
+	a.Sagas = p.endedInWindow.Load()
+	byProc := byProcess(agg, clientOwners(r.redis.port, r.procs))
+	stepsOf := steps1.delta(steps0)
+	for _, d := range stepsOf {
+		a.StepsTotal += d
+	}
+	sagas := float64(a.Sagas)
+	var fnRT int64
+	for _, name := range sortedKeys(byProc) {
+		pr := byProc[name]
+		if name == "bench" {
+			continue
+		}
+		pr.Steps = stepsOf[name]
+		if name == "ksaga-dev" {
+			pr.StepPath = pr.RoundTrips // stream reads and acks are the broker's data path
+		}
+		var cmds int64
+		for _, v := range pr.TopLevel {
+			cmds += v
+		}
+		for _, v := range pr.Lua {
+			cmds += v
+		}
+		pr.RoundTripsPerSaga = round3(div(float64(pr.RoundTrips), sagas))
+		pr.StepPathPerSaga = round3(div(float64(pr.StepPath), sagas))
+		pr.CommandsPerSaga = round3(div(float64(cmds), sagas))
+		if pr.Steps > 0 {
+			pr.StepPathPerStep = round3(float64(pr.StepPath) / float64(pr.Steps))
+		}
+		if name != "ksaga-dev" && name != "other" {
+			fnRT += pr.StepPath
+		}
+		if len(pr.Lua) == 0 {
+			pr.Lua = nil
+		}
+		a.Processes = append(a.Processes, pr)
+	}
+	a.FunctionRoundTripsPerStep = round3(div(float64(fnRT), float64(a.StepsTotal)))
+	if b := byProc["ksaga-dev"]; b != nil {
+		a.BrokerRoundTripsStep = round3(div(float64(b.RoundTrips), float64(a.StepsTotal)))
+	}
+	// Order's step types are told apart by the commands only they send:
+	// the catalogue MGET and the users lookup (over gRPC, answered by the
+	// users function's HGETALL) are made by create; a state read (HGETALL)
+	// by the cancel step when the failure event carries no reason.
+	if o := byProc["order"]; o != nil {
+		d := func(types ...string) float64 {
+			var n float64
+			for _, t := range types {
+				n += steps1["order"][t] - steps0["order"][t]
+			}
+			return n
+		}
+		creates, cancels := d(ordersaga.Create), d(ordersaga.OrderSaga.Steps[0].CompensationTriggers...)
+		var usersRT float64
+		if u := byProc["users"]; u != nil {
+			usersRT = float64(u.StepPath)
+		}
+		if creates > 0 {
+			a.OrderCreateStep = round3(1 + (float64(o.TopLevel["mget"])+usersRT)/creates)
+			a.WorstStepRoundTrips, a.WorstStepPath = a.OrderCreateStep, "order, create step"
+		}
+		if cancels > 0 {
+			a.OrderCancelStep = round3(1 + float64(o.TopLevel["hgetall"])/cancels)
+			if a.OrderCancelStep > a.WorstStepRoundTrips {
+				a.WorstStepRoundTrips, a.WorstStepPath = a.OrderCancelStep, "order, cancel step"
+			}
+		}
+	}
+	for _, pr := range a.Processes {
+		if pr.Steps > 0 && pr.StepPathPerStep > a.WorstStepRoundTrips {
+			a.WorstStepRoundTrips, a.WorstStepPath = pr.StepPathPerStep, pr.Process+", mean per step"
+		}
+	}
+	slices.SortFunc(a.Processes, func(x, y *ProcRedis) int { return int(y.RoundTrips - x.RoundTrips) })
+	r.logf("  function step-path round trips per step %.2f (worst: %s %.2f), broker %.2f", a.FunctionRoundTripsPerStep,
+		a.WorstStepPath, a.WorstStepRoundTrips, a.BrokerRoundTripsStep)
+	return a
+}
+
+// coldStarts builds the functions like container images and measures
+// each one's cold start and idle RSS.
+func (r *runner) coldStarts(ctx context.Context) {
+	r.logf("cold start: building stripped function binaries (CGO_ENABLED=0 -trimpath -ldflags='-s -w')")
+	dir := filepath.Join(r.tmp, "images")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		r.errorf("cold start: %v", err)
+		return
+	}
+	bins, err := buildStripped(ctx, r.cfg.Dir, dir)
+	if err != nil {
+		r.errorf("cold start: %v", err)
+		return
+	}
+	q := waitQuiet(ctx, r.cfg.QuietWait, r.cfg.QuietIdle)
+	if !q.Quiet {
+		r.res.Notes = append(r.res.Notes, fmt.Sprintf("cold start measured on a box that was not quiet (%.0f%% idle)", q.IdlePct))
+	}
+	for _, f := range r.dev.functions {
+		bin, ok := bins[f.Name]
+		if !ok {
+			continue
+		}
+		env := f.Env
+		cs := coldStart(ctx, f.Name, bin, env, r.cfg.ColdStartRuns)
+		r.logf("  %-13s %5.1f MB  median %.2f ms (%d runs)  idle RSS %.1f MB %s", f.Name, float64(cs.BinaryBytes)/1e6,
+			cs.MedianMs, cs.Runs, float64(cs.IdleRSSBytes)/(1<<20), cs.Error)
+		if cs.Error != "" {
+			r.errorf("cold start %s: %s", f.Name, cs.Error)
+		}
+		r.res.ColdStart = append(r.res.ColdStart, cs)
+	}
+}
+
+func redisSettingsText(aof string) string {
+	if aof == "off" {
+		return `no persistence (--save "" --appendonly no), as perf.md's floors; the saga and the floor share this server`
+	}
+	return fmt.Sprintf(`AOF appendfsync %s (--save "" --appendonly yes); the saga and the floor share this server`, aof)
+}
+
+// machine describes this machine.
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version()}
+	m.Hostname, _ = os.Hostname()
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				m.CPUModel = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				f := strings.Fields(v)
+				if len(f) > 0 {
+					kb, _ := strconv.ParseInt(f[0], 10, 64)
+					m.MemTotalBytes = kb << 10
+				}
+			}
+		}
+	}
+	return m
+}
+
+// gitTree records the commit and the uncommitted changes of dir.
+func gitTree(dir string) Tree {
+	var t Tree
+	if out, err := exec.Command("git", "-C", dir, "rev-parse", "--short", "HEAD").Output(); err == nil {
+		t.Commit = strings.TrimSpace(string(out))
+	}
+	if out, err := exec.Command("git", "-C", dir, "status", "--porcelain").Output(); err == nil {
+		for l := range strings.SplitSeq(strings.TrimRight(string(out), "\n"), "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "?? bench/") {
+				t.Dirty = append(t.Dirty, l)
+			}
+		}
+	}
+	return t
+}

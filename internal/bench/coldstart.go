@@ -1,0 +1,199 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ksaga/ksaga/ordersaga"
+)
+
+// ColdStart is perf.md (e) for one function: exec its stripped binary
+// with its ksaga dev environment (on a fresh port), then poll it every
+// 200 µs on a fresh connection until the first 2xx.
+type ColdStart struct {
+	Function     string  `json:"function"`
+	BinaryBytes  int64   `json:"binary_bytes"`
+	Runs         int     `json:"runs"`
+	MedianMs     float64 `json:"median_ms"`
+	MinMs        float64 `json:"min_ms"`
+	MaxMs        float64 `json:"max_ms"`
+	IdleRSSBytes int64   `json:"idle_rss_bytes"` // VmRSS 1 s after the first 2xx of the first run
+	Probe        string  `json:"probe"`
+	Error        string  `json:"error,omitempty"`
+}
+
+// probeSpec is what proves a function serves: a CloudEvent it answers with
+// 2xx without a saga (an unknown saga is skipped with 200 and no reply), or
+// a GET for a function without a CloudEvents step.
+type probeSpec struct {
+	get    string // GET this path instead of POSTing an event
+	ceType string
+}
+
+// probeOrder is an order event's data, valid for every step that decodes it.
+var probeOrder = []byte(`{"order_id":"coldstart","user_id":9001,"items":[{"sku":"book","qty":1,"price_cents":1250}],"total_cents":1250}`)
+
+var probes = map[string]probeSpec{
+	"order":        {ceType: ordersaga.Confirm},
+	"payment":      {ceType: ordersaga.AuthorizePay},
+	"inventory":    {ceType: ordersaga.ReserveStock},
+	"notification": {ceType: ordersaga.SendNotification},
+	"orchestrator": {ceType: ordersaga.Created},
+	"deadletter":   {ceType: ordersaga.Created},
+	"users":        {get: "/healthz"}, // gRPC only: no CloudEvents step
+}
+
+func (p probeSpec) String() string {
+	if p.get != "" {
+		return "GET " + p.get
+	}
+	return "POST binary CE " + p.ceType + " (unknown saga: 200, no reply)"
+}
+
+// buildStripped builds every main package under ./functions like a
+// container image (CGO_ENABLED=0, -trimpath, -ldflags='-s -w') into outDir
+// and returns the binary of each, by name.
+func buildStripped(ctx context.Context, dir, outDir string) (map[string]string, error) {
+	list := exec.CommandContext(ctx, "go", "list", "-f", `{{if eq .Name "main"}}{{.ImportPath}}{{end}}`, "./functions/...")
+	list.Dir = dir
+	out, err := list.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list ./functions/...: %w", err)
+	}
+	var pkgs []string
+	for l := range strings.SplitSeq(string(out), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			pkgs = append(pkgs, l)
+		}
+	}
+	if len(pkgs) == 0 {
+		return nil, fmt.Errorf("no main packages under %s/functions", dir)
+	}
+	args := append([]string{"build", "-trimpath", "-ldflags=-s -w", "-o", outDir + string(filepath.Separator)}, pkgs...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, b)
+	}
+	bins := make(map[string]string, len(pkgs))
+	for _, p := range pkgs {
+		bins[path.Base(p)] = filepath.Join(outDir, path.Base(p))
+	}
+	return bins, nil
+}
+
+// withPort replaces PORT and LISTEN_ADDRESS in env.
+func withPort(env []string, port int) []string {
+	out := slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		return strings.HasPrefix(kv, "PORT=") || strings.HasPrefix(kv, "LISTEN_ADDRESS=")
+	})
+	return append(out, "PORT="+strconv.Itoa(port), "LISTEN_ADDRESS=127.0.0.1:"+strconv.Itoa(port))
+}
+
+// coldStart measures runs cold starts of bin.
+func coldStart(ctx context.Context, name, bin string, env []string, runs int) ColdStart {
+	cs := ColdStart{Function: name}
+	if st, err := os.Stat(bin); err == nil {
+		cs.BinaryBytes = st.Size()
+	}
+	probe, ok := probes[name]
+	if !ok {
+		probe = probeSpec{get: "/readyz"}
+	}
+	cs.Probe = probe.String()
+	var times []float64
+	for i := range runs {
+		d, rss, err := coldStartOnce(ctx, bin, env, probe, i, i == 0)
+		if err != nil {
+			cs.Error = err.Error()
+			break
+		}
+		times = append(times, float64(d)/float64(time.Millisecond))
+		if i == 0 {
+			cs.IdleRSSBytes = rss
+		}
+	}
+	cs.Runs = len(times)
+	if len(times) > 0 {
+		cs.MedianMs = round3(median(times))
+		cs.MinMs = round3(slices.Min(times))
+		cs.MaxMs = round3(slices.Max(times))
+	}
+	return cs
+}
+
+func coldStartOnce(ctx context.Context, bin string, env []string, probe probeSpec, run int, readRSS bool) (time.Duration, int64, error) {
+	port, err := freePort()
+	if err != nil {
+		return 0, 0, err
+	}
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	cmd := exec.Command(bin)
+	cmd.Env = withPort(env, port)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	done := make(chan struct{})
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, 0, fmt.Errorf("exec %s: %w", bin, err)
+	}
+	go func() { _ = cmd.Wait(); close(done) }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-done
+	}()
+	sagaID := "bench-coldstart-" + strconv.Itoa(run)
+	for {
+		var req *http.Request
+		if probe.get != "" {
+			req, _ = http.NewRequestWithContext(ctx, http.MethodGet, base+probe.get, nil)
+		} else {
+			req, _ = http.NewRequestWithContext(ctx, http.MethodPost, base+"/", bytes.NewReader(probeOrder))
+			h := req.Header
+			h["Ce-Specversion"] = []string{"1.0"}
+			h["Ce-Id"] = []string{sagaID + "-" + strconv.FormatInt(time.Now().UnixNano(), 10)}
+			h["Ce-Source"] = []string{"/ksaga/bench"}
+			h["Ce-Type"] = []string{probe.ceType}
+			h["Ce-Correlationid"] = []string{sagaID}
+			h["Content-Type"] = []string{"application/json"}
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+				break
+			}
+			err = fmt.Errorf("answered %s", resp.Status)
+		}
+		select {
+		case <-done:
+			return 0, 0, fmt.Errorf("%s exited before answering (%v)", filepath.Base(bin), err)
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		default:
+		}
+		if time.Since(t0) > 15*time.Second {
+			return 0, 0, fmt.Errorf("no 2xx after 15 s: %v", err)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	d := time.Since(t0)
+	var rss int64
+	if readRSS {
+		sleepCtx(ctx, time.Second)
+		rss, _ = processRSS(cmd.Process.Pid)
+	}
+	return d, rss, nil
+}

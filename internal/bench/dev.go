@@ -1,0 +1,304 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ksaga/ksaga/ordersaga"
+)
+
+// The bench's own subscription: one Trigger per terminal event type, whose
+// subscriber is a uri to the bench's HTTP receiver. It is loaded by ksaga dev
+// with -f next to the repo's folders, so the terminal events reach the bench
+// the Knative way (a delivery, no polling).
+const triggerTemplate = `# Written by ksaga bench: the bench's own subscription to the saga's terminal events.
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata:
+  name: ksaga-bench-%[1]s
+  namespace: saga
+spec:
+  broker: default
+  filter:
+    attributes:
+      type: %[2]s
+  subscriber:
+    uri: %[3]s
+---
+`
+
+// terminalTypes are the saga's terminal events the bench subscribes to: the
+// order step's last reply, in both modes.
+var terminalTypes = []string{ordersaga.Confirmed, ordersaga.Cancelled}
+
+// writeTriggers writes the bench Triggers for receiverURL into dir.
+func writeTriggers(dir, receiverURL string) (string, error) {
+	var b strings.Builder
+	for _, t := range terminalTypes {
+		fmt.Fprintf(&b, triggerTemplate, t[strings.LastIndexByte(t, '.')+1:], t, receiverURL)
+	}
+	p := filepath.Join(dir, "bench-triggers.yaml")
+	return p, os.WriteFile(p, []byte(b.String()), 0o644)
+}
+
+// Bench data (seeded before ksaga dev starts, which runs with --seed=false):
+// a rich user and a huge book stock so that happy sagas never run out, a
+// broke user (payment fails → compensated), and a lamp stock of 1 that
+// orders of 2 lamps never get (inventory fails → refund → cancel).
+const (
+	richUser  = int32(9001)
+	brokeUser = int32(9002)
+	bookPrice = 1250
+	lampPrice = 4999
+	huge      = int64(1_000_000_000_000_000)
+)
+
+// Saga kinds of the mix.
+const (
+	kindHappy   = "happy"
+	kindPayFail = "payment_fail"
+	kindInvFail = "inventory_fail"
+)
+
+var kinds = []string{kindHappy, kindPayFail, kindInvFail}
+
+// kindBody is the data of the Create command of each kind, and kindEnd the
+// terminal event it must end with.
+var (
+	kindBody = map[string][]byte{
+		kindHappy:   []byte(`{"user_id":9001,"items":[{"sku":"book","qty":1}]}`),
+		kindPayFail: []byte(`{"user_id":9002,"items":[{"sku":"book","qty":1}]}`),
+		kindInvFail: []byte(`{"user_id":9001,"items":[{"sku":"lamp","qty":2}]}`),
+	}
+	kindEnd = map[string]string{
+		kindHappy:   ordersaga.Confirmed,
+		kindPayFail: ordersaga.Cancelled,
+		kindInvFail: ordersaga.Cancelled,
+	}
+)
+
+func seedBenchData(ctx context.Context, rdb *redis.Client) error {
+	_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, ordersaga.UserKey(richUser), "username", "bench-rich", "email", "rich@bench.invalid")
+		p.HSet(ctx, ordersaga.UserKey(brokeUser), "username", "bench-broke", "email", "broke@bench.invalid")
+		p.Set(ctx, ordersaga.BalanceKey(richUser), huge, 0)
+		p.Set(ctx, ordersaga.BalanceKey(brokeUser), 0, 0)
+		p.Set(ctx, ordersaga.CatalogKey("book"), bookPrice, 0)
+		p.Set(ctx, ordersaga.CatalogKey("lamp"), lampPrice, 0)
+		p.Set(ctx, ordersaga.StockKey("book"), huge, 0)
+		p.Set(ctx, ordersaga.StockKey("lamp"), 1, 0)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("seed bench data: %w", err)
+	}
+	return nil
+}
+
+// devProcess is the running `ksaga dev`.
+type devProcess struct {
+	cmd       *exec.Cmd
+	done      chan error
+	port      int
+	log       string
+	functions []function
+}
+
+// function is one function process of ksaga dev.
+type function struct {
+	Name string // the Knative Service name
+	PID  int
+	Port int
+	Env  []string // read from /proc/<pid>/environ at start
+}
+
+func (d *devProcess) brokerURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d/saga/default", d.port)
+}
+
+// startDev runs `<bin> dev` from dir with the repo's broker, the mode's
+// triggers, the manifests and the bench triggers, against redisURL, and
+// waits until its /readyz answers 200 (every function ready and the broker
+// delivering). Its output goes to logPath.
+func startDev(ctx context.Context, bin, dir, mode, redisURL, benchTriggers, logPath string, readyTimeout time.Duration) (*devProcess, error) {
+	paths := []string{filepath.Join("brokers", "mt-channel"), filepath.Join("triggers", mode), "manifests"}
+	for _, p := range paths {
+		if st, err := os.Stat(filepath.Join(dir, p)); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("%s not found under %s: run ksaga bench from the project folder (or pass --dir)", p, dir)
+		}
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"dev", "--port", strconv.Itoa(port), "--redis-url", redisURL, "--seed=false"}
+	for _, p := range append(paths, benchTriggers) {
+		args = append(args, "-f", p)
+	}
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = logf.Close() }() // the child has its own descriptor
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Env = os.Environ()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start ksaga dev: %w", err)
+	}
+	d := &devProcess{cmd: cmd, done: make(chan error, 1), port: port, log: logPath}
+	go func() { d.done <- cmd.Wait() }()
+	if err := d.waitReady(ctx, readyTimeout); err != nil {
+		d.stop()
+		return nil, err
+	}
+	fs, err := d.readFunctions(ctx)
+	if err != nil {
+		d.stop()
+		return nil, err
+	}
+	d.functions = fs
+	return d, nil
+}
+
+func (d *devProcess) waitReady(ctx context.Context, timeout time.Duration) error {
+	c := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(timeout)
+	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", d.port)
+	for {
+		select {
+		case err := <-d.done:
+			d.done <- err
+			return fmt.Errorf("ksaga dev exited during start-up (%v):\n%s", err, tailFile(d.log, 3000))
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		if resp, err := c.Get(url); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ksaga dev not ready after %s:\n%s", timeout, tailFile(d.log, 3000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// indexLine matches a service line of ksaga dev's GET / index:
+//
+//	saga/order                   http://order.saga.localhost:8080        http  pid 123, port 4567, ready, restarts 0
+var indexLine = regexp.MustCompile(`^\s+(\S+)/(\S+)\s+\S+\s+(?:http|h2c)\s+pid (\d+), port (\d+), (\w+), restarts (\d+)`)
+
+// parseIndex reads the function processes from ksaga dev's index page.
+func parseIndex(page string) []function {
+	var fs []function
+	sc := lineScanner(page)
+	for sc.Scan() {
+		m := indexLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		pid, _ := strconv.Atoi(m[3])
+		port, _ := strconv.Atoi(m[4])
+		fs = append(fs, function{Name: m[2], PID: pid, Port: port})
+	}
+	sort.Slice(fs, func(i, j int) bool { return fs[i].Name < fs[j].Name })
+	return fs
+}
+
+func (d *devProcess) index(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/", d.port), nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("ksaga dev index: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func (d *devProcess) readFunctions(ctx context.Context) ([]function, error) {
+	page, err := d.index(ctx)
+	if err != nil {
+		return nil, err
+	}
+	fs := parseIndex(page)
+	if len(fs) == 0 {
+		return nil, fmt.Errorf("no function processes in ksaga dev's index:\n%s", page)
+	}
+	for i := range fs {
+		if fs[i].Env, err = processEnviron(fs[i].PID); err != nil {
+			return nil, fmt.Errorf("environment of %s (pid %d): %w", fs[i].Name, fs[i].PID, err)
+		}
+	}
+	return fs, nil
+}
+
+// restarts reports the functions whose pid changed since start (a crash
+// and restart by ksaga dev's supervisor during the bench).
+func (d *devProcess) restarts(ctx context.Context) []string {
+	page, err := d.index(ctx)
+	if err != nil {
+		return []string{"index unreadable: " + err.Error()}
+	}
+	now := map[string]int{}
+	for _, f := range parseIndex(page) {
+		now[f.Name] = f.PID
+	}
+	var out []string
+	for _, f := range d.functions {
+		if now[f.Name] != f.PID {
+			out = append(out, fmt.Sprintf("%s (pid %d → %d)", f.Name, f.PID, now[f.Name]))
+		}
+	}
+	return out
+}
+
+// stop interrupts ksaga dev (it drains and stops its functions) and waits,
+// killing its process group after 20 s.
+func (d *devProcess) stop() {
+	if d == nil || d.done == nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(os.Interrupt)
+	// The exit status of a stopped process is of no interest.
+	select {
+	case err := <-d.done:
+		_ = err
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+		err := <-d.done
+		_ = err
+	}
+	d.done = nil
+}
+
+// tailFile is the end of a file, for error messages.
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	return tailString(string(b), n)
+}

@@ -1,0 +1,113 @@
+package bench
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sampleResult is a run where some targets pass and some miss.
+func sampleResult() *Result {
+	cpu := []ProcCPU{
+		{Process: "ksaga-dev", PerUnit: 2000}, {Process: "order", PerUnit: 800, PerStep: 400}, {Process: "payment", PerUnit: 300, PerStep: 300},
+		{Process: "redis-server", PerUnit: 600}, {Process: "bench", PerUnit: 300},
+	}
+	res := &Result{
+		StartedAt: time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC), Command: "ksaga bench",
+		Machine:  Machine{CPUs: 2, Hostname: "vm"},
+		Settings: Settings{Mode: "choreography", Mix: map[string]float64{kindHappy: 80, kindPayFail: 10, kindInvFail: 10}},
+		Unloaded: &SagaPhase{Name: "unloaded", Inflight: 1, Latency: Latency{Count: 100, P50Ms: 2.5, P99Ms: 7}, Quiet: Quiet{Quiet: true}},
+		Loaded: &SagaPhase{Name: "loaded", Inflight: 32, Ended: 4000, SagasPerS: 400, WindowS: 10, StepsPerSaga: 5, DeliveriesPerSaga: 6,
+			Latency: Latency{Count: 4000, P50Ms: 70, MeanMs: 80, P99Ms: 120}, BoxBusyPct: 97, CPU: cpu, CPUUsPerSaga: 4000,
+			Steps: map[string]int64{"order": 8000, "payment": 4000}, ByKind: map[string]Latency{kindHappy: {P50Ms: 70}},
+			Redis: &RedisWindow{CallsPerStep: 20, ReadsPerStep: 3, Commands: []CmdRow{{Command: "evalsha", PerStep: 1, PerSaga: 5}}}},
+		FloorReply:   &FloorPhase{Mode: "reply", Inflight: 32, EventsPerS: 10000, CPU: []ProcCPU{{Process: "floor-server", PerUnit: 100}}},
+		FloorEvalsha: &FloorPhase{Mode: "evalsha", Inflight: 32, EventsPerS: 6000, CPU: []ProcCPU{{Process: "floor-server", PerUnit: 150}, {Process: "redis-server", PerUnit: 40}}},
+		Attribution:  &Attribution{Sagas: 100, StepsTotal: 500, WorstStepRoundTrips: 3, WorstStepPath: "order, create step", FunctionRoundTripsPerStep: 1.4},
+		ColdStart: []ColdStart{{Function: "order", BinaryBytes: 14_600_000, Runs: 20, MedianMs: 7.5, IdleRSSBytes: 14_000_000},
+			{Function: "payment", BinaryBytes: 14_100_000, Runs: 20, MedianMs: 6.5, IdleRSSBytes: 11_000_000}},
+		Memory: &Memory{Sampled: 300, SagaHash: SizeStats{Mean: 850, P95: 960}, Total: SizeStats{Mean: 1300, P95: 1330},
+			Encoding: map[string]int{"listpack": 300}, HashTTL: TTLStats{MinS: 86000, MaxS: 86400},
+			Related: []RelatedKeys{{Pattern: "order:o:<order id>", Present: 300, Mean: 300, TTL: TTLStats{NoExpiry: 300}}}},
+	}
+	evaluate(res)
+	return res
+}
+
+func TestEvaluate(t *testing.T) {
+	res := sampleResult()
+	r := res.Ratios
+	// floor = 1 / (5/6000 + 2/10000) = 967.7
+	if r == nil || r.HopsPerSaga != 7 || r.FloorSagasPerS != 967.7 || r.ThroughputVsFloor != 0.413 {
+		t.Fatalf("ratios: %+v", r)
+	}
+	if r.BrokerUsPerHop != 285.7 || r.BrokerVsPlain != 2.857 || r.FunctionUsPerStep != 220 || r.FunctionVsEvalsha != 1.467 || r.RedisUsPerStep != 120 {
+		t.Errorf("per-hop ratios: %+v", r)
+	}
+	got := map[string]*bool{}
+	for _, tg := range res.Targets {
+		got[tg.Name] = tg.Pass
+	}
+	want := map[string]bool{
+		"sustained throughput (closed loop, 32 in flight)":                              false,
+		"throughput vs the same-run floor":                                              false,
+		"unloaded saga latency p50 (1 in flight)":                                       true,
+		"unloaded saga latency p99 (1 in flight)":                                       false,
+		"Redis round trips per step, on the step's own path":                            false,
+		"broker CPU per hop vs a plain sdk-go receiver per event":                       false,
+		"function cold start, exec → first 2xx (median, slowest function)":              true,
+		"function idle RSS (largest)":                                                   false,
+		"function binary, stripped (largest)":                                           true,
+		"Redis memory per finished saga, all the keys it leaves, with retention expiry": false,
+		"… of which the saga's own hash (ksaga:{id})":                                   true,
+	}
+	for name, w := range want {
+		if p, ok := got[name]; !ok || p == nil || *p != w {
+			t.Errorf("target %q: pass = %v, want %v", name, p, w)
+		}
+	}
+	if p, ok := got["saga latency p99 at 1,000 sagas/s"]; !ok || p != nil {
+		t.Errorf("open loop not run: want an unmeasured target, got %v %v", ok, p)
+	}
+	// A missed throughput target says where the CPU went.
+	for _, tg := range res.Targets {
+		if strings.HasPrefix(tg.Name, "sustained throughput") && !strings.Contains(tg.Note, "ksaga-dev 50% (2000 µs)") {
+			t.Errorf("throughput miss note: %q", tg.Note)
+		}
+	}
+	if len(res.Limits) == 0 || !strings.Contains(res.Limits[0], "CPU-bound") {
+		t.Errorf("limits: %q", res.Limits)
+	}
+}
+
+func TestMarkdownAndWrite(t *testing.T) {
+	res := sampleResult()
+	res.Sweep = []*SagaPhase{{Name: "sweep-1", Inflight: 1, SagasPerS: 150, Latency: Latency{P50Ms: 6, P99Ms: 9}},
+		{Name: "sweep-8", Inflight: 8, SagasPerS: 400, Latency: Latency{P50Ms: 20, P99Ms: 40}}}
+	md := Markdown(res)
+	for _, want := range []string{"# ksaga bench — choreography", "| **MISS** | sustained throughput", "| pass | function cold start",
+		"## CPU per saga by process", "## Floor, same run", "## Cold start", "## Redis memory per finished saga", "**none**",
+		"## What limits throughput", "| sweep-8 | 8 in flight | 400 |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	dir := t.TempDir()
+	if err := write(res, dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"latest.json", "latest.md", "latest-sweep.svg", "20261125T200000Z-choreography.json",
+		"20261125T200000Z-choreography.md", "20261125T200000Z-choreography-sweep.svg"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s not written: %v", f, err)
+		}
+	}
+	var back Result
+	b, _ := os.ReadFile(filepath.Join(dir, "latest.json"))
+	if err := json.Unmarshal(b, &back); err != nil || back.Loaded.SagasPerS != 400 || len(back.Targets) != len(res.Targets) {
+		t.Errorf("latest.json round trip: %v", err)
+	}
+}
