@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -108,6 +109,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	cfg.Stdout, cfg.Stderr, cfg.Console = out, errw, errw
 	cfg.PassEnv = dev.InheritedEnv(os.Environ(), getenv)
 	cfg.InstallDialer = installDialer
+	if getenv("GOGC") == "" {
+		// The broker allocates per event and memory is plentiful on a
+		// developer's machine: GC at 5x the live heap instead of 2x costs a
+		// few tens of MB and measured ~10% more sagas per second.
+		debug.SetGCPercent(400)
+	}
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
