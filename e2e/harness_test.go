@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
 	"testing"
 	"time"
 
@@ -160,5 +159,3 @@ func (s system) sagaCount(t *testing.T) int {
 }
 
 func item(sku string, qty int) ordersaga.LineItem { return ordersaga.LineItem{SKU: sku, Qty: qty} }
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -27,7 +27,7 @@ type Server struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan error // receives the process's exit; owned by start
+	done chan struct{} // closed when the process has exited; owned by start
 }
 
 // Option adds redis-server arguments, e.g. Option("--appendonly", "yes").
@@ -79,7 +79,7 @@ func (s *Server) Stop() {
 		return
 	}
 	_ = s.cmd.Process.Kill()
-	_ = <-s.done
+	<-s.done
 	s.cmd, s.done = nil, nil
 }
 
@@ -108,16 +108,17 @@ func (s *Server) start() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("exec redis-server: %w", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	var exitErr error
+	go func() { exitErr = cmd.Wait(); close(exited) }()
 	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
 	defer func() { _ = c.Close() }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		select {
-		case err := <-exited:
+		case <-exited:
 			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
-			return fmt.Errorf("redis-server exited: %v\n%s", err, log)
+			return fmt.Errorf("redis-server exited: %v\n%s", exitErr, log)
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -130,7 +131,7 @@ func (s *Server) start() error {
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
-			_ = <-exited
+			<-exited
 			return fmt.Errorf("redis-server on %s not answering PING: %w", s.Addr(), err)
 		}
 		time.Sleep(5 * time.Millisecond)
