@@ -237,6 +237,9 @@ func TestImages(t *testing.T) {
 				if strings.HasPrefix(d, "knative.dev/") {
 					t.Errorf("%s depends on %s: functions must stay free of knative.dev packages", fn, d)
 				}
+				if strings.HasPrefix(d, "google.golang.org/grpc") {
+					t.Errorf("%s depends on %s: gRPC functions use connect-go (grpc-go adds ~10 MB)", fn, d)
+				}
 			}
 		})
 	}

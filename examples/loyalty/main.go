@@ -4,11 +4,7 @@ package main
 import (
 	"context"
 	"io"
-	"log"
-	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ordersaga"
@@ -36,10 +32,4 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	})
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
-		log.Fatal(err)
-	}
-}
+func main() { knfunc.Main(run) }

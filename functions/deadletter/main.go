@@ -12,22 +12,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ordersaga"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "deadletter:", err)
-		os.Exit(1)
-	}
-}
+func main() { knfunc.Main(run) }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	return knfunc.Run(ctx, getenv, stdout, func(ctx context.Context, env *knfunc.Env) (*knfunc.Function, error) {
