@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"strings"
@@ -86,6 +87,19 @@ func TestOneTracePerSaga(t *testing.T) {
 			}
 			if brokerSpans == 0 {
 				t.Error("no broker delivery span in the saga's trace")
+			}
+
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.dev.Port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			devMetrics, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			for _, w := range []string{`ksaga_broker_events_total{broker="saga/default",code="202"}`,
+				`ksaga_broker_deliveries_total{broker="saga/default",outcome="delivered",trigger="order-on-create"}`, "ksaga_sagas_in_flight 0"} {
+				if !strings.Contains(string(devMetrics), w) {
+					t.Errorf("ksaga dev /metrics lacks %s", w)
+				}
 			}
 
 			code, body := s.dev.Do(t, "payment", http.MethodGet, "/metrics", nil)

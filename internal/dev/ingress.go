@@ -28,6 +28,7 @@ import (
 type ingress struct {
 	log      *slog.Logger
 	broker   http.Handler
+	metrics  http.Handler // GET /metrics: the broker's and the saga gauges
 	services map[types.NamespacedName]*route
 	index    func(w io.Writer)
 	ready    atomic.Bool
@@ -104,6 +105,8 @@ func (in *ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in.index(w)
 	case strings.HasPrefix(r.URL.Path, "/debug/pprof/") && pprofHandler != nil:
 		pprofHandler.ServeHTTP(w, r)
+	case r.Method == http.MethodGet && r.URL.Path == "/metrics" && in.metrics != nil:
+		in.metrics.ServeHTTP(w, r)
 	case r.Method == http.MethodGet && r.URL.Path == "/readyz":
 		switch {
 		case in.draining.Load():

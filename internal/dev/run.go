@@ -192,11 +192,16 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	}
 	tracing := telemetry.NewTracing(ctx, "ksaga-dev", func(k string) string { return passed[k] }, log)
 	defer func() { _ = tracing.Shutdown(context.WithoutCancel(ctx)) }()
+	// GET /metrics on the ingress: the broker's counters, the fleet's
+	// in-flight and overdue sagas (read from the dev Redis) and Go's own.
+	metrics := telemetry.NewMetrics()
+	metrics.Registry.MustRegister(telemetry.NewSagaCollector(rdb, redisstore.ActiveKey, 24*time.Hour, log))
 	bcfg := devbroker.Config{
 		Redis: rdb, Brokers: set.Brokers(), Triggers: set.Triggers(),
 		Resolve: addrs.Resolver(), IngressURL: addrs.BrokerURL,
 		Logger: log, Consumer: devbroker.DefaultConsumer, DrainTimeout: cfg.DrainTimeout, // a stable name: pending entries survive restarts
 		DuplicateDeliveries: cfg.DuplicateDeliveries,
+		Observer:            newBrokerMetrics(metrics.Registry),
 	}
 	if tracing.Enabled {
 		bcfg.TracerProvider = tracing.Provider
@@ -223,6 +228,7 @@ func (rt *devRuntime) run(ctx context.Context) error {
 
 	// 7. The ingress.
 	in := newIngress(log, fs, br, func(w io.Writer) { writeIndex(w, info) })
+	in.metrics = metrics.Handler()
 	rt.in = in
 	rt.srv = &http.Server{Handler: in, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	rt.srv.Protocols = new(http.Protocols)
