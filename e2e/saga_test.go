@@ -256,3 +256,55 @@ var errNoDeadLetter = errString("no dead letter recorded")
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// TestIdenticalOutcomesAcrossModes: the same 500 random orders, placed one
+// after another (so that who gets the last lamp does not depend on timing),
+// end in exactly the same terminal state, history included, in
+// choreography and in orchestration.
+func TestIdenticalOutcomesAcrossModes(t *testing.T) {
+	t.Parallel()
+	const n = 500
+	rng := rand.New(rand.NewPCG(7, 42))
+	reqs := make([]ordersaga.OrderRequest, n)
+	for i := range reqs {
+		reqs[i] = ordersaga.OrderRequest{UserID: int32(1 + rng.IntN(3))}
+		for range 1 + rng.IntN(2) {
+			reqs[i].Items = append(reqs[i].Items, item([]string{"book", "lamp"}[rng.IntN(2)], 1+rng.IntN(3)))
+		}
+	}
+	var mu sync.Mutex
+	got := map[string][]outcome{}
+	t.Run("modes", func(t *testing.T) {
+		for _, mode := range modes {
+			t.Run(mode, func(t *testing.T) {
+				t.Parallel()
+				s := start(t, mode, nil)
+				outs := make([]outcome, 0, n)
+				for _, req := range reqs {
+					a, code := s.order(t, req.UserID, req.Items...)
+					if code != http.StatusAccepted {
+						t.Fatalf("POST /orders %d", code)
+					}
+					outs = append(outs, s.settled(t, a.OrderID, 20*time.Second).outcome())
+				}
+				mu.Lock()
+				got[mode] = outs
+				mu.Unlock()
+			})
+		}
+	})
+	a, b := got[modes[0]], got[modes[1]]
+	if len(a) != n || len(b) != n {
+		t.Fatalf("%d and %d outcomes", len(a), len(b))
+	}
+	kinds := map[string]int{}
+	for i := range a {
+		if a[i] != b[i] {
+			t.Errorf("order %d (%+v): %s %+v, %s %+v", i, reqs[i], modes[0], a[i], modes[1], b[i])
+		}
+		kinds[a[i].Steps]++
+	}
+	if len(kinds) < 3 {
+		t.Errorf("only %d kinds of outcome: the inputs must exercise success and both compensations", len(kinds))
+	}
+}
