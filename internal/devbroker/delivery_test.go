@@ -224,6 +224,9 @@ func TestRetryBackoff(t *testing.T) {
 		"nopolicy": {0, 0, 0},
 	}
 	dls := e.sink.wait(t, "/dls", 3)
+	// The sink has the dead letters; the broker counts them once the sink
+	// has answered: wait for the broker to finish before reading counters.
+	e.waitIdle()
 	for typ, gaps := range cases {
 		got := e.sink.got("/" + typ)
 		if len(got) != 4 {
@@ -268,7 +271,6 @@ func TestRetryBackoff(t *testing.T) {
 			t.Errorf("%s: deadlettered counted %d, want 1", typ, n)
 		}
 	}
-	e.waitIdle()
 }
 
 // TestRetryableCodes is §12.5's code table: transport errors, 5xx, 404,
