@@ -235,8 +235,9 @@ func TestRetryBackoff(t *testing.T) {
 		}
 		for i, want := range gaps {
 			gap := got[i+1].At.Sub(got[i].At)
-			// Lower bound: the backoff itself; upper: scheduling slack under -race.
-			if gap < want-5*time.Millisecond || gap > want+70*time.Millisecond {
+			// Lower bound: the backoff itself (what tells the formulas apart);
+			// upper: scheduling slack under -race on a busy CI machine.
+			if gap < want-5*time.Millisecond || gap > want+250*time.Millisecond {
 				t.Errorf("%s: wait before retry %d = %v, want %v", typ, i+1, gap, want)
 			}
 		}
