@@ -16,7 +16,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/ksaga/ksaga/internal/devtest"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/proto/user"
@@ -36,211 +36,42 @@ import (
 // and drive it over real HTTP and gRPC, against real redis-servers.
 
 const (
-	// readyTimeout covers a cold build of every function.
-	readyTimeout = 4 * time.Minute
 	// sagaTimeout is how long a saga may take to complete.
 	sagaTimeout = 60 * time.Second
 	// orderData is the reference order: user 1 buys one book.
 	orderData = `{"user_id":1,"items":[{"sku":"book","qty":1}]}`
 )
 
-var ksagaBuild struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
+func TestMain(m *testing.M) { os.Exit(devtest.Main(m)) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if ksagaBuild.dir != "" {
-		_ = os.RemoveAll(ksagaBuild.dir)
-	}
-	os.Exit(code)
-}
-
-// ksagaBinary builds cmd/ksaga once per test binary, into a temporary folder.
-func ksagaBinary(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: the end-to-end tests build and run ksaga and every function")
-	}
-	ksagaBuild.once.Do(func() {
-		dir, err := os.MkdirTemp("", "ksaga-e2e-")
-		if err != nil {
-			ksagaBuild.err = err
-			return
-		}
-		ksagaBuild.dir = dir
-		ksagaBuild.path = filepath.Join(dir, "ksaga")
-		out, err := exec.Command("go", "build", "-o", ksagaBuild.path, ".").CombinedOutput()
-		if err != nil {
-			ksagaBuild.err = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if ksagaBuild.err != nil {
-		t.Fatal(ksagaBuild.err)
-	}
-	return ksagaBuild.path
-}
-
-// repoRoot is the absolute path of the repository.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	p, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// lockedBuffer collects a child's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// devProc is one running `ksaga dev`.
+// devProc is one running `ksaga dev` (internal/devtest), with the helpers
+// these tests share.
 type devProc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	port   int
-	stdout lockedBuffer
-	stderr lockedBuffer
-	done   chan struct{}
-	state  *os.ProcessState
+	*devtest.Dev
+	t *testing.T
 }
 
-// startDev runs `ksaga dev --port 0 args...` from the repository root and
-// waits until its ingress answers GET /readyz with 200. At cleanup it is
-// stopped with SIGINT (and must exit 0) unless the test stopped it; its
-// output is logged if the test failed.
+// startDev runs `ksaga dev args...` from the repository root and waits
+// until its ingress answers GET /readyz; at cleanup it is stopped with
+// SIGINT and must exit 0, unless the test stopped it.
 func startDev(t *testing.T, args ...string) *devProc {
 	t.Helper()
-	d := &devProc{t: t, done: make(chan struct{})}
-	d.cmd = exec.Command(ksagaBinary(t), append([]string{"dev", "--port", "0"}, args...)...)
-	d.cmd.Dir = repoRoot(t)
-	d.cmd.Stdout, d.cmd.Stderr = &d.stdout, &d.stderr
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		_ = d.cmd.Wait()
-		d.state = d.cmd.ProcessState
-		close(d.done)
-	}()
-	t.Cleanup(func() {
-		if d.running() {
-			if code := d.interrupt(); code != 0 {
-				t.Errorf("ksaga dev exited with %d after SIGINT", code)
-			}
-		}
-		if t.Failed() {
-			t.Logf("ksaga dev stderr:\n%s", tail(d.stderr.String(), 150))
-			t.Logf("ksaga dev stdout (functions):\n%s", tail(d.stdout.String(), 150))
-		}
-	})
-	d.waitReady(readyTimeout)
-	return d
-}
-
-func (d *devProc) running() bool {
-	select {
-	case <-d.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// waitReady finds the ingress port in the log, then polls GET /readyz.
-func (d *devProc) waitReady(timeout time.Duration) {
-	d.t.Helper()
-	deadline := time.Now().Add(timeout)
-	client := &http.Client{Timeout: 2 * time.Second}
-	listening := regexp.MustCompile(`msg="ingress listening" addr=127\.0\.0\.1:(\d+)`)
-	for {
-		if !d.running() {
-			d.t.Fatalf("ksaga dev exited during start-up (%v)", d.state)
-		}
-		if d.port == 0 {
-			if m := listening.FindStringSubmatch(d.stderr.String()); m != nil {
-				d.port, _ = strconv.Atoi(m[1])
-			}
-		}
-		if d.port != 0 {
-			if resp, err := client.Get(d.url("/readyz")); err == nil {
-				_ = resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("ksaga dev not ready after %v", timeout)
-		}
-		select {
-		case <-d.done:
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// url is a URL on the ingress (Host localhost: the broker and the index).
-func (d *devProc) url(path string) string {
-	return "http://127.0.0.1:" + strconv.Itoa(d.port) + path
+	return &devProc{Dev: devtest.Start(t, nil, args...), t: t}
 }
 
 // serviceHost is the Host header of a Knative Service on the ingress.
 func (d *devProc) serviceHost(name string) string {
-	return name + ".saga.localhost:" + strconv.Itoa(d.port)
-}
-
-// pids returns the pid of every function started so far, by service.
-func (d *devProc) pids() map[string]int {
-	out := map[string]int{}
-	started := regexp.MustCompile(`msg="function started" service=(\S+) pid=(\d+)`)
-	for _, m := range started.FindAllStringSubmatch(d.stderr.String(), -1) {
-		out[m[1]], _ = strconv.Atoi(m[2])
-	}
-	return out
+	return name + ".saga.localhost:" + strconv.Itoa(d.Port)
 }
 
 // interrupt sends SIGINT and returns the exit code.
 func (d *devProc) interrupt() int {
 	d.t.Helper()
-	if err := d.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		d.t.Errorf("SIGINT: %v", err)
+	code, err := d.Interrupt(60 * time.Second)
+	if err != nil {
+		d.t.Error(err)
 	}
-	select {
-	case <-d.done:
-	case <-time.After(60 * time.Second):
-		_ = d.cmd.Process.Kill()
-		<-d.done
-		d.t.Errorf("ksaga dev did not stop within 60s of SIGINT")
-	}
-	return d.state.ExitCode()
-}
-
-// kill9 kills ksaga dev with SIGKILL and waits for it.
-func (d *devProc) kill9() {
-	d.t.Helper()
-	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		d.t.Fatalf("SIGKILL: %v", err)
-	}
-	<-d.done
+	return code
 }
 
 // assertGone waits until none of pids is a live process.
@@ -282,14 +113,6 @@ func processAlive(pid int) bool {
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = append([]string{fmt.Sprintf("... (%d lines before)", len(lines)-n)}, lines[len(lines)-n:]...)
-	}
-	return strings.Join(lines, "\n")
-}
-
 // uid returns a unique id with a prefix.
 func uid(prefix string) string {
 	b := make([]byte, 6)
@@ -301,7 +124,7 @@ func uid(prefix string) string {
 // returns the status code.
 func (d *devProc) postBinary(id, sagaID string) int {
 	d.t.Helper()
-	req, err := http.NewRequest(http.MethodPost, d.url("/saga/default"), strings.NewReader(orderData))
+	req, err := http.NewRequest(http.MethodPost, d.URL("/saga/default"), strings.NewReader(orderData))
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -324,7 +147,7 @@ func (d *devProc) postStructured(id, sagaID string) int {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	req, err := http.NewRequest(http.MethodPost, d.url("/saga/default"), bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, d.URL("/saga/default"), bytes.NewReader(body))
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -345,7 +168,7 @@ func (d *devProc) do(req *http.Request) int {
 
 // saga is GET /sagas/<id> of the order function, through the ingress.
 func (d *devProc) saga(id string) (status string, body string, err error) {
-	req, err := http.NewRequest(http.MethodGet, d.url("/sagas/"+id), nil)
+	req, err := http.NewRequest(http.MethodGet, d.URL("/sagas/"+id), nil)
 	if err != nil {
 		return "", "", err
 	}
@@ -424,7 +247,7 @@ func TestE2EChoreography(t *testing.T) {
 
 	// The order API: K_SINK (SinkBinding → broker) and USERS_URL (rewritten
 	// to the users dev URL, gRPC through the ingress) at work.
-	req, _ := http.NewRequest(http.MethodPost, d.url("/orders"), strings.NewReader(orderData))
+	req, _ := http.NewRequest(http.MethodPost, d.URL("/orders"), strings.NewReader(orderData))
 	req.Host = d.serviceHost("order")
 	req.Header.Set("content-type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
@@ -447,7 +270,7 @@ func TestE2EChoreography(t *testing.T) {
 	}
 
 	t.Run("gRPC GetUser through the ingress", func(t *testing.T) {
-		conn, err := grpc.NewClient("passthrough:///127.0.0.1:"+strconv.Itoa(d.port),
+		conn, err := grpc.NewClient("passthrough:///127.0.0.1:"+strconv.Itoa(d.Port),
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithAuthority(d.serviceHost("users")))
 		if err != nil {
@@ -466,14 +289,14 @@ func TestE2EChoreography(t *testing.T) {
 	})
 
 	t.Run("index", func(t *testing.T) {
-		resp, err := http.Get(d.url("/"))
+		resp, err := http.Get(d.URL("/"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		b, _ := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
 		for _, want := range []string{"mode:    choreography", "broker:  MTChannelBasedBroker",
-			"http://localhost:" + strconv.Itoa(d.port) + "/saga/default", "http://order.saga.localhost:" + strconv.Itoa(d.port), "h2c", "ready"} {
+			"http://localhost:" + strconv.Itoa(d.Port) + "/saga/default", "http://order.saga.localhost:" + strconv.Itoa(d.Port), "h2c", "ready"} {
 			if !strings.Contains(string(b), want) {
 				t.Errorf("index lacks %q:\n%s", want, b)
 			}
@@ -481,16 +304,16 @@ func TestE2EChoreography(t *testing.T) {
 	})
 
 	t.Run("start-up log", func(t *testing.T) {
-		log := d.stderr.String()
+		log := d.Log()
 		for _, want := range []string{`msg="ksaga dev" mode=choreography broker_class=MTChannelBasedBroker`,
 			`msg=redis url=redis://127.0.0.1:`, `msg="built functions" count=`, `msg=ready`,
-			"curl -i -X POST http://order.saga.localhost:" + strconv.Itoa(d.port) + "/orders -H 'content-type: application/json' -d '" + orderData + "'",
+			"curl -i -X POST http://order.saga.localhost:" + strconv.Itoa(d.Port) + "/orders -H 'content-type: application/json' -d '" + orderData + "'",
 			"-H 'ce-type: io.ksaga.order.create'"} {
 			if !strings.Contains(log, want) {
 				t.Errorf("log lacks %q", want)
 			}
 		}
-		if !regexp.MustCompile(`(?m)^order +\| \{.*"msg":"listening"`).MatchString(d.stdout.String()) {
+		if !regexp.MustCompile(`(?m)^order +\| \{.*"msg":"listening"`).MatchString(d.Out.String()) {
 			t.Error("function output is not prefixed with the service name")
 		}
 	})
@@ -500,7 +323,7 @@ func TestE2EChoreography(t *testing.T) {
 func TestE2EEmbeddedRedis(t *testing.T) {
 	t.Parallel()
 	d := startDev(t)
-	if !strings.Contains(d.stderr.String(), "redis: embedded (miniredis in this process): not durable") {
+	if !strings.Contains(d.Log(), "redis: embedded (miniredis in this process): not durable") {
 		t.Error("the log does not say that Redis is embedded and not durable")
 	}
 	id := uid("embedded")
@@ -515,7 +338,7 @@ func TestE2EOrchestration(t *testing.T) {
 	t.Parallel()
 	redis := testredis.Start(t)
 	d := startDev(t, "--mode", "orchestration", "--redis-url", redis.URL())
-	if !strings.Contains(d.stderr.String(), `mode=orchestration`) {
+	if !strings.Contains(d.Log(), `mode=orchestration`) {
 		t.Error("the log does not name the mode")
 	}
 	id := uid("orch")
@@ -570,8 +393,8 @@ func TestE2EDurability(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	pids := d.pids()
-	d.kill9()
+	pids := d.Pids()
+	d.Kill()
 	t.Logf("killed ksaga dev %v after the first create", time.Since(began).Round(time.Millisecond))
 	assertGone(t, pids)
 	store, err := redisstore.New(rdb, redisstore.Options{})
@@ -589,7 +412,7 @@ func TestE2EDurability(t *testing.T) {
 	}
 	d2 := startDev(t, "--redis-url", redis.URL(), "--fault-injection")
 	d2.waitCompleted(sagaTimeout, ids...)
-	if !strings.Contains(d2.stderr.String(), "redelivering pending entries") {
+	if !strings.Contains(d2.Log(), "redelivering pending entries") {
 		t.Error("the restarted broker did not redeliver pending entries")
 	}
 }
@@ -601,25 +424,25 @@ func TestE2EInterrupt(t *testing.T) {
 	d := startDev(t, "--seed=false", "--broker", "kafka")
 	for _, want := range []string{"not seeding the demo data (--seed=false)",
 		`broker_class=Kafka note="every broker class runs on the local data plane`} {
-		if !strings.Contains(d.stderr.String(), want) {
+		if !strings.Contains(d.Log(), want) {
 			t.Errorf("log lacks %q", want)
 		}
 	}
-	pids := d.pids()
-	if want := strings.Count(d.stderr.String(), `msg=service service=`); len(pids) != want || want == 0 {
+	pids := d.Pids()
+	if want := strings.Count(d.Log(), `msg=service service=`); len(pids) != want || want == 0 {
 		t.Fatalf("pids of %d functions: %v", want, pids)
 	}
 	if code := d.interrupt(); code != 0 {
 		t.Fatalf("exit status %d after SIGINT", code)
 	}
 	assertGone(t, pids)
-	log := d.stderr.String()
+	log := d.Log()
 	for _, want := range []string{`msg="shutting down"`, `msg="function stopped" service=saga/order pid=`, `msg=stopped`} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q", want)
 		}
 	}
-	if !strings.Contains(d.stdout.String(), `"msg":"draining"`) {
+	if !strings.Contains(d.Out.String(), `"msg":"draining"`) {
 		t.Error("the functions were not stopped with SIGTERM (no drain logged)")
 	}
 }
@@ -628,8 +451,8 @@ func TestE2EInterrupt(t *testing.T) {
 // the project and 0 on the project.
 func TestE2EValidateExitStatus(t *testing.T) {
 	t.Parallel()
-	bin := ksagaBinary(t)
-	root := repoRoot(t)
+	bin := devtest.Binary(t)
+	root := devtest.RepoRoot()
 	out, err := runIn(root, bin, "validate")
 	if err != nil {
 		t.Fatalf("validate of the project: %v\n%s", err, out)

@@ -9,6 +9,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/ksaga/ksaga/internal/redisserver"
 	"io"
 	"net/http"
 	"os"
@@ -124,7 +125,7 @@ type runner struct {
 	res   *Result
 	logMu sync.Mutex
 	tmp   string
-	redis *redisServer
+	redis *redisserver.Server
 	rdb   *redis.Client
 	dev   *devProcess
 	drv   *driver
@@ -235,7 +236,7 @@ func (r *runner) setup(ctx context.Context) error {
 		return err
 	}
 	r.drv.brokerURL = r.dev.brokerURL()
-	r.procs = []proc{{"ksaga-dev", r.dev.cmd.Process.Pid}}
+	r.procs = []proc{{"ksaga-dev", r.dev.PID()}}
 	for _, f := range r.dev.functions {
 		r.procs = append(r.procs, proc{f.Name, f.PID})
 	}
@@ -251,7 +252,9 @@ func (r *runner) teardown() {
 	if r.rdb != nil {
 		_ = r.rdb.Close()
 	}
-	r.redis.stop()
+	if r.redis != nil {
+		r.redis.Kill()
+	}
 }
 
 func (r *runner) runPhases(ctx context.Context) {
@@ -721,11 +724,16 @@ func (r *runner) attribution(ctx context.Context, n int) *Attribution {
 		})
 	}
 	wg.Wait()
-	time.Sleep(100 * time.Millisecond) // the notification step runs after the terminal event
-	steps1 := r.scrapeSteps(ctx)
-	agg := mon.stop()
 	a.Sagas = p.endedInWindow.Load()
-	byProc := byProcess(agg, clientOwners(r.redis.port, r.procs))
+	// Every saga ends with a notification step, which runs after the
+	// terminal event the bench waits for: poll until all have run.
+	steps1 := r.scrapeSteps(ctx)
+	for deadline := time.Now().Add(5 * time.Second); steps1.delta(steps0)["notification"] < a.Sagas && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond) // poll interval
+		steps1 = r.scrapeSteps(ctx)
+	}
+	agg := mon.stop()
+	byProc := byProcess(agg, clientOwners(r.redis.Port(), r.procs))
 	stepsOf := steps1.delta(steps0)
 	for _, d := range stepsOf {
 		a.StepsTotal += d

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/ksaga/ksaga/internal/redisserver"
 	"net/http"
 	"os"
 	"os/exec"
@@ -135,7 +136,7 @@ func coldStart(ctx context.Context, name, bin string, env []string, runs int) Co
 }
 
 func coldStartOnce(ctx context.Context, bin string, env []string, probe probeSpec, run int, readRSS bool) (time.Duration, int64, error) {
-	port, err := freePort()
+	port, err := redisserver.FreePort()
 	if err != nil {
 		return 0, 0, err
 	}

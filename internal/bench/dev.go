@@ -3,16 +3,15 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/ksaga/ksaga/internal/devproc"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -110,10 +109,7 @@ func seedBenchData(ctx context.Context, rdb *redis.Client) error {
 
 // devProcess is the running `ksaga dev`.
 type devProcess struct {
-	cmd       *exec.Cmd
-	done      chan error
-	port      int
-	log       string
+	*devproc.Process
 	functions []function
 }
 
@@ -126,7 +122,7 @@ type function struct {
 }
 
 func (d *devProcess) brokerURL() string {
-	return fmt.Sprintf("http://127.0.0.1:%d/saga/default", d.port)
+	return d.URL("/saga/default")
 }
 
 // startDev runs `<bin> dev` from dir with the repo's broker, the mode's
@@ -140,11 +136,7 @@ func startDev(ctx context.Context, bin, dir, mode, redisURL, benchTriggers, logP
 			return nil, fmt.Errorf("%s not found under %s: run ksaga bench from the project folder (or pass --dir)", p, dir)
 		}
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	args := []string{"dev", "--port", strconv.Itoa(port), "--redis-url", redisURL, "--seed=false"}
+	args := []string{"--redis-url", redisURL, "--seed=false"}
 	for _, p := range append(paths, benchTriggers) {
 		args = append(args, "-f", p)
 	}
@@ -153,20 +145,12 @@ func startDev(ctx context.Context, bin, dir, mode, redisURL, benchTriggers, logP
 		return nil, err
 	}
 	defer func() { _ = logf.Close() }() // the child has its own descriptor
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	cmd.Env = os.Environ()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start ksaga dev: %w", err)
-	}
-	d := &devProcess{cmd: cmd, done: make(chan error, 1), port: port, log: logPath}
-	go func() { d.done <- cmd.Wait() }()
-	if err := d.waitReady(ctx, readyTimeout); err != nil {
-		d.stop()
+	proc, err := devproc.Start(ctx, devproc.Options{Binary: bin, Dir: dir, Args: args,
+		Stdout: logf, Stderr: logf, ReadyTimeout: readyTimeout})
+	if err != nil {
 		return nil, err
 	}
+	d := &devProcess{Process: proc}
 	fs, err := d.readFunctions(ctx)
 	if err != nil {
 		d.stop()
@@ -174,32 +158,6 @@ func startDev(ctx context.Context, bin, dir, mode, redisURL, benchTriggers, logP
 	}
 	d.functions = fs
 	return d, nil
-}
-
-func (d *devProcess) waitReady(ctx context.Context, timeout time.Duration) error {
-	c := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(timeout)
-	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", d.port)
-	for {
-		select {
-		case err := <-d.done:
-			d.done <- err
-			return fmt.Errorf("ksaga dev exited during start-up (%v):\n%s", err, tailFile(d.log, 3000))
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
-		}
-		if resp, err := c.Get(url); err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("ksaga dev not ready after %s:\n%s", timeout, tailFile(d.log, 3000))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // indexLine matches a service line of ksaga dev's GET / index:
@@ -225,7 +183,7 @@ func parseIndex(page string) []function {
 }
 
 func (d *devProcess) index(ctx context.Context) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/", d.port), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.URL("/"), nil)
 	if err != nil {
 		return "", err
 	}
@@ -278,27 +236,8 @@ func (d *devProcess) restarts(ctx context.Context) []string {
 // stop interrupts ksaga dev (it drains and stops its functions) and waits,
 // killing its process group after 20 s.
 func (d *devProcess) stop() {
-	if d == nil || d.done == nil {
+	if d == nil {
 		return
 	}
-	_ = d.cmd.Process.Signal(os.Interrupt)
-	// The exit status of a stopped process is of no interest.
-	select {
-	case err := <-d.done:
-		_ = err
-	case <-time.After(20 * time.Second):
-		_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
-		err := <-d.done
-		_ = err
-	}
-	d.done = nil
-}
-
-// tailFile is the end of a file, for error messages.
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	return tailString(string(b), n)
+	_, _ = d.Interrupt(20 * time.Second) // a stopped run's exit status is of no interest
 }

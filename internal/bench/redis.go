@@ -3,17 +3,11 @@ package bench
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
+	"github.com/ksaga/ksaga/internal/redisserver"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -120,19 +114,6 @@ func takeRedisSnapshot(ctx context.Context, rdb *redis.Client) (redisSnapshot, e
 	return redisSnapshot{cmds: cmds, stats: parseInfo(st)}, nil
 }
 
-// redisServer is the redis-server the bench starts.
-type redisServer struct {
-	cmd  *exec.Cmd
-	done chan error
-	port int
-	dir  string
-	aof  string
-}
-
-func (r *redisServer) URL() string  { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
-func (r *redisServer) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
-func (r *redisServer) PID() int     { return r.cmd.Process.Pid }
-
 // persistenceArgs are the redis-server arguments for an AOF setting: "off"
 // is perf.md's configuration (no RDB snapshots, no AOF).
 func persistenceArgs(aof string) ([]string, error) {
@@ -145,71 +126,14 @@ func persistenceArgs(aof string) ([]string, error) {
 	return nil, fmt.Errorf("--aof %q: want off, everysec or always", aof)
 }
 
-// startRedis starts redis-server on a free loopback port in dir.
-func startRedis(ctx context.Context, dir, aof string) (*redisServer, error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return nil, errors.New("redis-server not found on PATH (Debian/Ubuntu: apt-get install -y redis-server; make bench installs it)")
-	}
+// startRedis starts redis-server on a free loopback port in dir, with the
+// --aof setting's persistence.
+func startRedis(ctx context.Context, dir, aof string) (*redisserver.Server, error) {
 	pargs, err := persistenceArgs(aof)
 	if err != nil {
 		return nil, err
 	}
-	var lastErr error
-	for range 5 { // a freed port can be taken before redis binds it
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
-			"--protected-mode", "no", "--logfile", filepath.Join(dir, "redis.log")}, pargs...)
-		cmd := exec.Command(bin, args...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start redis-server: %w", err)
-		}
-		r := &redisServer{cmd: cmd, done: make(chan error, 1), port: port, dir: dir, aof: aof}
-		go func() { r.done <- cmd.Wait() }()
-		if lastErr = r.waitUp(ctx); lastErr == nil {
-			return r, nil
-		}
-		r.stop()
-	}
-	return nil, fmt.Errorf("start redis-server: %w", lastErr)
-}
-
-func (r *redisServer) waitUp(ctx context.Context) error {
-	c := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-	defer func() { _ = c.Close() }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case err := <-r.done:
-			r.done <- err
-			log, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-			return fmt.Errorf("redis-server exited: %v\n%s", err, tailString(string(log), 2000))
-		default:
-		}
-		if err := c.Ping(ctx).Err(); err == nil {
-			return nil
-		} else if time.Now().After(deadline) {
-			return fmt.Errorf("redis-server not answering PING: %w", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop kills redis-server (nothing of it is kept) and waits for it.
-func (r *redisServer) stop() {
-	if r == nil || r.cmd == nil || r.cmd.Process == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	if r.done != nil {
-		err := <-r.done // killed: the exit status says so
-		_ = err
-		r.done = nil
-	}
+	return redisserver.Start(ctx, redisserver.Options{Dir: dir, Args: pargs})
 }
 
 // redisVersion is INFO server's redis_version.
@@ -229,24 +153,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(ks)
 	return ks
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// tailString is the last n bytes of s.
-func tailString(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
 }
 
 // lineScanner returns a scanner with a large line buffer.

@@ -1,5 +1,6 @@
 // Package devtest runs `ksaga dev` as a real process for end-to-end tests:
-// the real broker, the real function processes, the repo's own manifests.
+// the real broker, the real function processes, the repo's own manifests
+// (internal/devproc does the work; this wraps it for testing.TB).
 package devtest
 
 import (
@@ -7,31 +8,28 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/ksaga/ksaga/internal/devproc"
 )
 
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
+var build struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
 
 // RepoRoot is the module root (where brokers/, triggers/ and manifests/ are).
 func RepoRoot() string {
@@ -39,34 +37,40 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// Binary builds the ksaga CLI once per test binary.
+// Main runs a package's tests and removes the ksaga binary they built; call
+// it from TestMain: os.Exit(devtest.Main(m)).
+func Main(m *testing.M) int {
+	code := m.Run()
+	if build.dir != "" {
+		_ = os.RemoveAll(build.dir)
+	}
+	return code
+}
+
+// Binary builds the ksaga CLI once per test binary. Under -short the
+// calling test is skipped: end-to-end tests build and run everything.
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ksaga-devtest-")
-		if err != nil {
-			buildErr = err
+	if testing.Short() {
+		t.Skip("-short: the end-to-end tests build and run ksaga and every function")
+	}
+	build.once.Do(func() {
+		if build.dir, build.err = os.MkdirTemp("", "ksaga-devtest-"); build.err != nil {
 			return
 		}
-		binary = filepath.Join(dir, "ksaga")
-		cmd := exec.Command("go", "build", "-o", binary, "./cmd/ksaga")
-		cmd.Dir = RepoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/ksaga: %v\n%s", err, out)
-		}
+		build.path = filepath.Join(build.dir, "ksaga")
+		build.err = devproc.Build(RepoRoot(), build.path)
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if build.err != nil {
+		t.Fatal(build.err)
 	}
-	return binary
+	return build.path
 }
 
 // Dev is a running `ksaga dev`.
 type Dev struct {
-	Port int
-	Out  *Buffer
-	cmd  *exec.Cmd
-	done chan error
+	*devproc.Process
+	Out  *Buffer // the functions' output ("<service> | <JSON line>")
 	http *http.Client
 }
 
@@ -81,56 +85,36 @@ func (b *Buffer) Write(p []byte) (int, error) { b.mu.Lock(); defer b.mu.Unlock()
 // String returns everything written so far.
 func (b *Buffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
 
-// Start runs `ksaga dev --port <free> args...` from the repo root with extra
-// environment, and waits until it is ready. It is stopped (SIGINT) at the end
-// of the test.
+// Start runs `ksaga dev args...` from the repo root with extra environment
+// and waits until it is ready. At the end of the test it is stopped with
+// SIGINT and must exit 0 (unless the test stopped it); its output is logged
+// if the test failed.
 func Start(t testing.TB, env []string, args ...string) *Dev {
 	t.Helper()
-	d := &Dev{Port: freePort(t), Out: &Buffer{}, done: make(chan error, 1),
-		http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
-	d.cmd = exec.Command(Binary(t), append([]string{"dev", "--port", strconv.Itoa(d.Port)}, args...)...)
-	d.cmd.Dir = RepoRoot()
-	d.cmd.Env = append(os.Environ(), env...)
-	d.cmd.Stdout, d.cmd.Stderr = d.Out, d.Out
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := d.cmd.Start(); err != nil {
+	d := &Dev{Out: &Buffer{}, http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	p, err := devproc.Start(context.Background(), devproc.Options{Binary: Binary(t), Dir: RepoRoot(), Args: args, Env: env, Stdout: d.Out,
+		ReadyTimeout: 4 * time.Minute}) // covers a cold build of every function
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { d.done <- d.cmd.Wait() }()
-	t.Cleanup(func() { d.Stop(t) })
-	deadline := time.Now().Add(90 * time.Second)
-	for !strings.Contains(d.Out.String(), "ksaga dev is ready") {
-		select {
-		case err := <-d.done:
-			d.done <- err
-			t.Fatalf("ksaga dev exited: %v\n%s", err, d.Out.String())
-		case <-time.After(20 * time.Millisecond):
+	d.Process = p
+	t.Cleanup(func() {
+		if d.Running() {
+			if code, err := d.Interrupt(60 * time.Second); err != nil || code != 0 {
+				t.Errorf("ksaga dev after SIGINT: exit %d, %v", code, err)
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ksaga dev not ready:\n%s", d.Out.String())
+		if t.Failed() {
+			t.Logf("ksaga dev log:\n%s", devproc.Tail(d.Log(), 150))
+			t.Logf("functions:\n%s", devproc.Tail(d.Out.String(), 150))
 		}
-	}
+	})
 	return d
-}
-
-// Stop interrupts ksaga dev and waits for it (and its children) to exit.
-func (d *Dev) Stop(t testing.TB) {
-	if d.cmd.ProcessState != nil {
-		return
-	}
-	_ = d.cmd.Process.Signal(os.Interrupt)
-	select {
-	case err := <-d.done:
-		d.done <- err
-	case <-time.After(30 * time.Second):
-		_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
-		t.Errorf("ksaga dev did not stop on SIGINT")
-	}
 }
 
 // BrokerURL is the ingress of broker ns/name.
 func (d *Dev) BrokerURL(ns, name string) string {
-	return fmt.Sprintf("http://127.0.0.1:%d/%s/%s", d.Port, ns, name)
+	return d.URL("/" + ns + "/" + name)
 }
 
 // Do sends a request to a service through the dev ingress (Host routing).
@@ -141,7 +125,7 @@ func (d *Dev) Do(t testing.TB, service, method, path string, body any) (int, []b
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d%s", d.Port, path), rd)
+	req, err := http.NewRequest(method, d.URL(path), rd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,14 +179,4 @@ func (d *Dev) Lines(t testing.TB, service string) []map[string]any {
 		out = append(out, m)
 	}
 	return out
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
 }
