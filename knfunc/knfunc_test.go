@@ -14,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
+	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/saga"
@@ -52,66 +51,13 @@ func newStep(store saga.Store, logger *slog.Logger) saga.Step {
 	}}
 }
 
-// syncBuffer collects a function's stdout safely across goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-type fn struct {
-	url    string
-	out    *syncBuffer
-	cancel context.CancelFunc
-	done   chan error
-}
-
 // startFunction runs knfunc.Run as a function's main would, on a free port.
-func startFunction(t *testing.T, env map[string]string, setup knfunc.Setup) *fn {
+func startFunction(t *testing.T, env map[string]string, setup knfunc.Setup) *fntest.Func {
 	t.Helper()
-	env["LISTEN_ADDRESS"] = "127.0.0.1:0"
 	env["K_SERVICE"] = "test"
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &fn{out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
-	go func() { f.done <- knfunc.Run(ctx, func(k string) string { return env[k] }, f.out, setup) }()
-	t.Cleanup(func() { f.stop(t) })
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		sc := bufio.NewScanner(strings.NewReader(f.out.String()))
-		for sc.Scan() {
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
-				f.url = "http://" + line.Addr + "/"
-				return f
-			}
-		}
-		select {
-		case err := <-f.done:
-			t.Fatalf("function exited: %v\n%s", err, f.out.String())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	t.Fatalf("function not listening:\n%s", f.out.String())
-	return nil
-}
-
-func (f *fn) stop(t *testing.T) {
-	f.cancel()
-	select {
-	case err := <-f.done:
-		if err != nil {
-			t.Errorf("function returned %v", err)
-		}
-		f.done <- nil
-	case <-time.After(10 * time.Second):
-		t.Error("function did not stop")
-	}
+	return fntest.Start(t, func(ctx context.Context, getenv func(string) string, out io.Writer) error {
+		return knfunc.Run(ctx, getenv, out, setup)
+	}, env)
 }
 
 func stepSetup(ctx context.Context, env *knfunc.Env) (*knfunc.Function, error) {
@@ -123,56 +69,10 @@ func stepSetup(ctx context.Context, env *knfunc.Env) (*knfunc.Function, error) {
 }
 
 func newEvent(id, typ, sagaID string, data string) event.Event {
-	e := event.New()
-	e.SetID(id)
-	e.SetSource("/test/sender")
-	e.SetType(typ)
-	if sagaID != "" {
-		e.SetExtension(saga.ExtCorrelationID, sagaID)
+	if sagaID == "" {
+		return fntest.Event(id, typ, []byte(data))
 	}
-	_ = e.SetData(event.ApplicationJSON, json.RawMessage(data))
-	return e
-}
-
-type response struct {
-	status int
-	body   string
-	reply  *event.Event
-}
-
-func post(t *testing.T, url string, e event.Event, structured bool) response {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, url, nil)
-	ctx := context.Background()
-	if structured {
-		ctx = binding.WithForceStructured(ctx)
-	}
-	if err := cehttp.WriteRequest(ctx, binding.ToMessage(&e), req); err != nil {
-		t.Fatal(err)
-	}
-	return do(t, req)
-}
-
-func do(t *testing.T, req *http.Request) response {
-	t.Helper()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("POST: %v", err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	r := response{status: resp.StatusCode, body: string(body)}
-	if len(body) > 0 || resp.Header.Get("Ce-Id") != "" {
-		msg := cehttp.NewMessage(resp.Header, io.NopCloser(bytes.NewReader(body)))
-		if msg.ReadEncoding() != binding.EncodingUnknown {
-			ev, err := binding.ToEvent(context.Background(), msg)
-			if err != nil {
-				t.Fatalf("reply: %v", err)
-			}
-			r.reply = ev
-		}
-	}
-	return r
+	return fntest.Event(id, typ, []byte(data), saga.ExtCorrelationID, sagaID)
 }
 
 func TestStepOverHTTP(t *testing.T) {
@@ -186,26 +86,26 @@ func TestStepOverHTTP(t *testing.T) {
 		mode := map[bool]string{false: "binary", true: "structured"}[structured]
 		t.Run(mode+" mode: start, reserve, redelivery", func(t *testing.T) {
 			sagaID := "saga-" + mode
-			r := post(t, f.url, newEvent(sagaID, "io.ksaga.test.start", "", `{"order":1}`), structured)
-			if r.status != 200 || r.reply == nil || r.reply.Type() != "io.ksaga.test.started" {
-				t.Fatalf("start: %d %s %v", r.status, r.body, r.reply)
+			r := fntest.Post(t, f.URL, newEvent(sagaID, "io.ksaga.test.start", "", `{"order":1}`), structured)
+			if r.Status != 200 || r.Reply == nil || r.Reply.Type() != "io.ksaga.test.started" {
+				t.Fatalf("start: %d %s %v", r.Status, r.Body, r.Reply)
 			}
-			if saga.SagaIDOf(*r.reply) != sagaID || r.reply.Extensions()[saga.ExtCausationID] != sagaID {
-				t.Fatalf("reply correlation: %v", r.reply.Extensions())
+			if saga.SagaIDOf(*r.Reply) != sagaID || r.Reply.Extensions()[saga.ExtCausationID] != sagaID {
+				t.Fatalf("reply correlation: %v", r.Reply.Extensions())
 			}
 			in := newEvent("res-"+mode, "io.ksaga.test.reserve", sagaID, `{"qty":2}`)
-			in.SetExtension(saga.ExtSagaVersion, r.reply.Extensions()[saga.ExtSagaVersion])
-			first := post(t, f.url, in, structured)
-			second := post(t, f.url, in, structured)
-			if first.status != 200 || second.status != 200 || first.reply == nil || second.reply == nil {
-				t.Fatalf("reserve: %d %s / %d %s", first.status, first.body, second.status, second.body)
+			in.SetExtension(saga.ExtSagaVersion, r.Reply.Extensions()[saga.ExtSagaVersion])
+			first := fntest.Post(t, f.URL, in, structured)
+			second := fntest.Post(t, f.URL, in, structured)
+			if first.Status != 200 || second.Status != 200 || first.Reply == nil || second.Reply == nil {
+				t.Fatalf("reserve: %d %s / %d %s", first.Status, first.Body, second.Status, second.Body)
 			}
-			a, _ := json.Marshal(first.reply)
-			b, _ := json.Marshal(second.reply)
+			a, _ := json.Marshal(first.Reply)
+			b, _ := json.Marshal(second.Reply)
 			if !bytes.Equal(a, b) {
 				t.Fatalf("redelivery got a different reply:\n%s\n%s", a, b)
 			}
-			if first.reply.Type() != "io.ksaga.test.reserved" || first.reply.Extensions()[saga.ExtSagaVersion] != "2" {
+			if first.Reply.Type() != "io.ksaga.test.reserved" || first.Reply.Extensions()[saga.ExtSagaVersion] != "2" {
 				t.Fatalf("reply: %s", a)
 			}
 		})
@@ -215,35 +115,35 @@ func TestStepOverHTTP(t *testing.T) {
 	}
 
 	t.Run("business failure is a failure event, not an HTTP error", func(t *testing.T) {
-		post(t, f.url, newEvent("saga-short", "io.ksaga.test.start", "", `{}`), false)
-		r := post(t, f.url, newEvent("res-short", "io.ksaga.test.reserve", "saga-short", `{"qty":9}`), false)
-		if r.status != 200 || r.reply == nil || r.reply.Type() != "io.ksaga.test.failed" {
-			t.Fatalf("got %d %s", r.status, r.body)
+		fntest.Post(t, f.URL, newEvent("saga-short", "io.ksaga.test.start", "", `{}`), false)
+		r := fntest.Post(t, f.URL, newEvent("res-short", "io.ksaga.test.reserve", "saga-short", `{"qty":9}`), false)
+		if r.Status != 200 || r.Reply == nil || r.Reply.Type() != "io.ksaga.test.failed" {
+			t.Fatalf("got %d %s", r.Status, r.Body)
 		}
 		var data map[string]any
-		_ = json.Unmarshal(r.reply.Data(), &data)
+		_ = json.Unmarshal(r.Reply.Data(), &data)
 		if data["reason"] != "out of stock" || data["qty"] != float64(9) {
-			t.Fatalf("failure data %s", r.reply.Data())
+			t.Fatalf("failure data %s", r.Reply.Data())
 		}
 	})
 
 	t.Run("unknown saga is acknowledged, not 404", func(t *testing.T) {
-		r := post(t, f.url, newEvent("res-ghost", "io.ksaga.test.reserve", "ghost", `{"qty":1}`), false)
-		if r.status != 200 || r.reply != nil {
-			t.Fatalf("got %d %q", r.status, r.body)
+		r := fntest.Post(t, f.URL, newEvent("res-ghost", "io.ksaga.test.reserve", "ghost", `{"qty":1}`), false)
+		if r.Status != 200 || r.Reply != nil {
+			t.Fatalf("got %d %q", r.Status, r.Body)
 		}
 	})
 
 	t.Run("100 concurrent events of one saga end as a serial order would", func(t *testing.T) {
 		rdb.Set(ctx, "stock", 1000, 0)
-		post(t, f.url, newEvent("saga-many", "io.ksaga.test.start", "", `{}`), false)
+		fntest.Post(t, f.URL, newEvent("saga-many", "io.ksaga.test.start", "", `{}`), false)
 		var wg sync.WaitGroup
 		codes := make(chan int, 100)
 		for i := range 100 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				codes <- post(t, f.url, newEvent(fmt.Sprintf("many-%d", i), "io.ksaga.test.reserve", "saga-many", `{"qty":1}`), i%2 == 0).status
+				codes <- fntest.Post(t, f.URL, newEvent(fmt.Sprintf("many-%d", i), "io.ksaga.test.reserve", "saga-many", `{"qty":1}`), i%2 == 0).Status
 			}()
 		}
 		wg.Wait()
@@ -265,7 +165,7 @@ func TestStepOverHTTP(t *testing.T) {
 
 	t.Run("every log line of a step is JSON with the saga id", func(t *testing.T) {
 		var seen bool
-		sc := bufio.NewScanner(strings.NewReader(f.out.String()))
+		sc := bufio.NewScanner(strings.NewReader(f.Out.String()))
 		for sc.Scan() {
 			var line map[string]any
 			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
@@ -289,22 +189,22 @@ func TestRedisDownAnswers503ThenRecovers(t *testing.T) {
 	f := startFunction(t, map[string]string{"REDIS_URL": srv.URL() + "?max_retries=-1"}, stepSetup)
 	start := newEvent("saga-down", "io.ksaga.test.start", "", `{}`)
 	srv.Stop()
-	if r := post(t, f.url, start, false); r.status != http.StatusServiceUnavailable {
-		t.Fatalf("redis down: %d %s, want 503", r.status, r.body)
+	if r := fntest.Post(t, f.URL, start, false); r.Status != http.StatusServiceUnavailable {
+		t.Fatalf("redis down: %d %s, want 503", r.Status, r.Body)
 	}
-	resp, err := http.Get(strings.TrimSuffix(f.url, "/") + "/readyz")
+	resp, err := http.Get(f.URL + "/readyz")
 	if err != nil || resp.StatusCode != 503 {
 		t.Fatalf("readyz with redis down: %v %v", resp.StatusCode, err)
 	}
 	srv.Restart()
 	deadline := time.Now().Add(5 * time.Second)
 	for { // the broker's retry, as Knative would send it
-		r := post(t, f.url, start, false)
-		if r.status == 200 && r.reply != nil {
+		r := fntest.Post(t, f.URL, start, false)
+		if r.Status == 200 && r.Reply != nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("retry after restart: %d %s", r.status, r.body)
+			t.Fatalf("retry after restart: %d %s", r.Status, r.Body)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
+	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/saga"
@@ -36,14 +37,14 @@ func TestDrainFinishesInFlightRequests(t *testing.T) {
 	f := startFunction(t, map[string]string{"REDIS_URL": srv.URL(), "KSAGA_SHUTDOWN_TIMEOUT": "10s"},
 		func(context.Context, *knfunc.Env) (*knfunc.Function, error) { return &knfunc.Function{Step: slow}, nil })
 
-	got := make(chan response, 1)
-	go func() { got <- post(t, f.url, newEvent("1", "io.ksaga.test.slow", "", `{}`), false) }()
+	got := make(chan fntest.Response, 1)
+	go func() { got <- fntest.Post(t, f.URL, newEvent("1", "io.ksaga.test.slow", "", `{}`), false) }()
 	<-entered
-	f.cancel() // SIGTERM
+	f.Cancel() // SIGTERM
 	// readiness fails while draining; poll until it does
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		resp, err := http.Get(strings.TrimSuffix(f.url, "/") + "/readyz")
+		resp, err := http.Get(f.URL + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 		}
@@ -56,20 +57,20 @@ func TestDrainFinishesInFlightRequests(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	select {
-	case err := <-f.done:
+	case err := <-f.Done:
 		t.Fatalf("Run returned before the in-flight request finished: %v", err)
 	default:
 	}
 	close(release)
-	if r := <-got; r.status != 200 || r.reply == nil {
-		t.Fatalf("in-flight request: %d %s", r.status, r.body)
+	if r := <-got; r.Status != 200 || r.Reply == nil {
+		t.Fatalf("in-flight request: %d %s", r.Status, r.Body)
 	}
 	select {
-	case err := <-f.done:
+	case err := <-f.Done:
 		if err != nil {
 			t.Fatalf("Run: %v", err)
 		}
-		f.done <- nil
+		f.Done <- nil
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after draining")
 	}
