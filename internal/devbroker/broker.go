@@ -129,7 +129,8 @@ type Broker struct {
 	drain       time.Duration
 	zlog        *zap.Logger
 	dispatcher  *kncloudevents.Dispatcher // dead letters
-	client      *http.Client              // deliveries (send.go)
+	conns       *connPool                 // deliveries to http subscribers (send.go)
+	client      *http.Client              // deliveries to other subscribers
 	tracer      trace.Tracer
 	tracing     bool // a TracerProvider was given: one span per delivery
 	ttl         client.EventDefaulter
@@ -250,6 +251,7 @@ func New(cfg Config) (*Broker, error) {
 	transport := http.DefaultTransport.(*http.Transport).Clone() // after ksaga dev installed its dialer
 	transport.MaxIdleConns, transport.MaxIdleConnsPerHost = maxIdleConns, maxIdleConnsPerHost
 	b.client = &http.Client{Transport: transport}
+	b.conns = newConnPool(transport.DialContext, maxIdleConnsPerHost, b.maxBody)
 
 	ctx := context.Background()
 	for _, br := range cfg.Brokers {

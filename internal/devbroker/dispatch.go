@@ -144,6 +144,7 @@ func (b *Broker) Run(ctx context.Context) error {
 		<-drained
 	}
 	rs.pool.close()
+	b.conns.closeIdle()
 	for _, br := range runs {
 		close(br.commits)
 	}

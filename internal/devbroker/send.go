@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -56,10 +57,7 @@ func (b *Broker) send(ctx context.Context, e *entry, t *triggerState) (*sendResu
 		if rc.RequestTimeout > 0 {
 			actx, cancel = context.WithTimeout(ctx, rc.RequestTimeout)
 		}
-		req := &http.Request{Method: http.MethodPost, URL: u, Host: u.Host, Header: headers.Clone(),
-			Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
-			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}
-		resp, err := b.client.Do(req.WithContext(actx))
+		resp, err := b.post(actx, u, headers, body)
 		retry, cerr := rc.CheckRetry(actx, resp, err)
 		if cerr != nil {
 			retry = false
@@ -89,6 +87,18 @@ func (b *Broker) send(ctx context.Context, e *entry, t *triggerState) (*sendResu
 			}
 		}
 	}
+}
+
+// post is one attempt: over the broker's own connections for http
+// subscribers, through net/http for the rest.
+func (b *Broker) post(ctx context.Context, u *url.URL, headers http.Header, body []byte) (*http.Response, error) {
+	if u.Scheme == "http" {
+		return b.conns.post(ctx, u, headers, body)
+	}
+	req := &http.Request{Method: http.MethodPost, URL: u, Host: u.Host, Header: headers.Clone(),
+		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}
+	return b.client.Do(req.WithContext(ctx))
 }
 
 // encode writes the event once, in binary mode unless the trigger's

@@ -24,6 +24,9 @@ func TestDeliverySpans(t *testing.T) {
 	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	e.post("/"+ns+"/"+brokerName, newEvent("order"), false, http.Header{"Traceparent": {parent}})
 	got := e.sink.wait(t, "/svc", 1)[0].Header.Get("Traceparent")
+	// The span ends once the delivery has the subscriber's answer, a
+	// moment after the subscriber recorded the request.
+	eventually(t, "the delivery span", func() bool { return len(exp.GetSpans()) > 0 })
 	spans := exp.GetSpans()
 	if len(spans) != 1 {
 		t.Fatalf("%d spans, want 1", len(spans))
