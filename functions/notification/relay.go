@@ -88,21 +88,38 @@ func (r *relay) once(ctx context.Context) error {
 			return r.failed(fmt.Errorf("claim: %w", err))
 		}
 		r.claimed = time.Now()
-		r.deliver(ctx, claimed)
+		r.ack(ctx, r.deliver(ctx, claimed))
 	}
 	streams, err := r.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: relayGroup, Consumer: r.consumer,
-		Streams: []string{ordersaga.OutboxKey, ">"}, Count: 100, Block: time.Second}).Result()
+		Streams: []string{ordersaga.OutboxKey, ">"}, Count: relayBatch, Block: time.Second}).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil
 	}
 	if err != nil {
 		return r.failed(fmt.Errorf("read: %w", err))
 	}
+	var msgs []redis.XMessage
 	for _, s := range streams {
-		r.deliver(ctx, s.Messages)
+		msgs = append(msgs, s.Messages...)
+	}
+	// While entries keep coming, a batch's XACK and the next read share
+	// one round trip (the read does not block; when it finds nothing, the
+	// next round blocks).
+	for len(msgs) > 0 {
+		sent := r.deliver(ctx, msgs)
+		if ctx.Err() != nil {
+			r.ack(context.WithoutCancel(ctx), sent)
+			return nil
+		}
+		if msgs, err = r.ackAndRead(ctx, sent); err != nil {
+			return r.failed(err)
+		}
 	}
 	return nil
 }
+
+// relayBatch is the most entries one read takes.
+const relayBatch = 100
 
 // failed makes the next round check the group again (Redis may have
 // restarted empty).
@@ -113,16 +130,9 @@ func (r *relay) failed(err error) error {
 	return err
 }
 
-func (r *relay) deliver(ctx context.Context, msgs []redis.XMessage) {
+// deliver sends each entry and returns the ids that were sent.
+func (r *relay) deliver(ctx context.Context, msgs []redis.XMessage) []string {
 	sent := make([]string, 0, len(msgs))
-	defer func() { // one XACK for the batch
-		if len(sent) == 0 {
-			return
-		}
-		if err := r.rdb.XAck(ctx, ordersaga.OutboxKey, relayGroup, sent...).Err(); err != nil {
-			r.logger.Warn("ack notifications; they will be sent again", "count", len(sent), "error", err.Error())
-		}
-	}()
 	for _, m := range msgs {
 		n := Notification{ID: m.ID, SagaID: str(m.Values["saga_id"]), OrderID: str(m.Values["order_id"]),
 			Kind: str(m.Values["kind"]), Reason: str(m.Values["reason"])}
@@ -134,6 +144,46 @@ func (r *relay) deliver(ctx context.Context, msgs []redis.XMessage) {
 		}
 		sent = append(sent, m.ID)
 	}
+	return sent
+}
+
+// ack acknowledges sent entries; an entry whose ack is lost is claimed and
+// sent again later (at least once).
+func (r *relay) ack(ctx context.Context, sent []string) {
+	if len(sent) == 0 {
+		return
+	}
+	if err := r.rdb.XAck(ctx, ordersaga.OutboxKey, relayGroup, sent...).Err(); err != nil {
+		r.logger.Warn("ack notifications; they will be sent again", "count", len(sent), "error", err.Error())
+	}
+}
+
+// ackAndRead acknowledges sent entries and reads new ones without
+// blocking, in one round trip.
+func (r *relay) ackAndRead(ctx context.Context, sent []string) ([]redis.XMessage, error) {
+	pipe := r.rdb.Pipeline()
+	var ack *redis.IntCmd
+	if len(sent) > 0 {
+		ack = pipe.XAck(ctx, ordersaga.OutboxKey, relayGroup, sent...)
+	}
+	read := pipe.XReadGroup(ctx, &redis.XReadGroupArgs{Group: relayGroup, Consumer: r.consumer,
+		Streams: []string{ordersaga.OutboxKey, ">"}, Count: relayBatch, Block: -1})
+	_, _ = pipe.Exec(ctx) // errors are per command
+	if ack != nil && ack.Err() != nil {
+		r.logger.Warn("ack notifications; they will be sent again", "count", len(sent), "error", ack.Err().Error())
+	}
+	streams, err := read.Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	var msgs []redis.XMessage
+	for _, s := range streams {
+		msgs = append(msgs, s.Messages...)
+	}
+	return msgs, nil
 }
 
 func str(v any) string {
