@@ -24,6 +24,10 @@ type config struct {
 	// UsersCacheTTL is USERS_CACHE_TTL: how long GetUser answers are reused
 	// (default 30s; unknown users at most 5s; 0 turns the cache off).
 	UsersCacheTTL time.Duration
+	// CatalogueCacheTTL is CATALOGUE_CACHE_TTL: how long a SKU's price is
+	// reused (default 5s; unknown SKUs are not remembered; 0 reads the
+	// catalogue for every order).
+	CatalogueCacheTTL time.Duration
 }
 
 // usersTarget is where the users function listens.
@@ -35,7 +39,7 @@ type usersTarget struct {
 
 // configFromEnv reads the config with getenv.
 func configFromEnv(getenv func(string) string) (config, error) {
-	c := config{UsersTimeout: 2 * time.Second, UsersCacheTTL: 30 * time.Second}
+	c := config{UsersTimeout: 2 * time.Second, UsersCacheTTL: 30 * time.Second, CatalogueCacheTTL: 5 * time.Second}
 	var errs []error
 	raw := getenv("USERS_URL")
 	if raw == "" {
@@ -59,6 +63,13 @@ func configFromEnv(getenv func(string) string) (config, error) {
 			errs = append(errs, fmt.Errorf("USERS_CACHE_TTL=%q: want a duration like 30s, or 0 for no cache", v))
 		}
 		c.UsersCacheTTL = d
+	}
+	if v := getenv("CATALOGUE_CACHE_TTL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			errs = append(errs, fmt.Errorf("CATALOGUE_CACHE_TTL=%q: want a duration like 5s, or 0 for no cache", v))
+		}
+		c.CatalogueCacheTTL = d
 	}
 	if len(errs) > 0 {
 		return config{}, fmt.Errorf("order config: %w", errors.Join(errs...))

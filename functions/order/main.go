@@ -43,7 +43,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		if cfg.UsersCacheTTL > 0 {
 			checker = newUserCache(users, cfg.UsersCacheTTL)
 		}
-		o := &orders{users: checker, rdb: env.Redis, sagaTimeout: env.Config.SagaTimeout, now: time.Now}
+		o := &orders{users: checker, catalogue: newCatalogue(env.Redis, cfg.CatalogueCacheTTL), rdb: env.Redis, sagaTimeout: env.Config.SagaTimeout, now: time.Now}
 		a := &api{orders: o, store: store, sink: env.Sink, logger: env.Logger, maxBody: env.Config.MaxBodyBytes}
 		return &knfunc.Function{Step: newStep(o, store, env.Logger), Routes: a.routes(), Close: users.Close}, nil
 	})

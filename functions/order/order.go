@@ -11,7 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ksaga/ksaga/ordersaga"
-	"github.com/ksaga/ksaga/saga"
 )
 
 // orders is the order domain both entry points share: POST /orders checks
@@ -19,6 +18,7 @@ import (
 // checks it again, authoritatively, when the broker delivers the command.
 type orders struct {
 	users       userChecker
+	catalogue   *catalogue
 	rdb         redis.UniversalClient
 	sagaTimeout time.Duration    // a new saga's deadline (KSAGA_SAGA_TIMEOUT)
 	now         func() time.Time // time.Now
@@ -40,7 +40,7 @@ func (q quote) Rejected() bool { return len(q.Problems) > 0 }
 func (q quote) Reason() string { return strings.Join(q.reasons, "; ") }
 
 // quote checks req's user with the users function and prices its items from
-// the catalogue (one MGET). An unknown user or SKU is a rejection in the
+// the catalogue. An unknown user or SKU is a rejection in the
 // quote, not an error; errors are saga.Transient when the users function or
 // Redis is unavailable.
 func (o *orders) quote(ctx context.Context, orderID string, req ordersaga.OrderRequest) (quote, error) {
@@ -56,31 +56,23 @@ func (o *orders) quote(ctx context.Context, orderID string, req ordersaga.OrderR
 		q.Problems["user_id"] = "unknown user"
 		q.reasons = append(q.reasons, fmt.Sprintf("unknown user %d", req.UserID))
 	}
-	keys := make([]string, len(req.Items))
+	skus := make([]string, len(req.Items))
 	for i, it := range req.Items {
-		keys[i] = ordersaga.CatalogKey(it.SKU)
+		skus[i] = it.SKU
 	}
-	prices, err := o.rdb.MGet(ctx, keys...).Result()
+	prices, known, err := o.catalogue.lookup(ctx, skus)
 	if err != nil {
-		return quote{}, saga.Transient(err, "redis: catalogue")
+		return quote{}, err
 	}
 	for i, it := range req.Items {
 		q.Order.Items[i] = ordersaga.Item{SKU: it.SKU, Qty: it.Qty}
-		s, known := prices[i].(string)
-		if !known {
+		if !known[i] {
 			q.Problems[fmt.Sprintf("items[%d].sku", i)] = "unknown SKU"
 			q.reasons = append(q.reasons, fmt.Sprintf("unknown SKU %q", it.SKU))
 			continue
 		}
-		price, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return quote{}, fmt.Errorf("catalogue price of %q: %w", it.SKU, err)
-		}
-		if price < 0 {
-			return quote{}, fmt.Errorf("catalogue price of %q is negative: %d", it.SKU, price)
-		}
-		q.Order.Items[i].PriceCents = price
-		q.Order.TotalCents += price * int64(it.Qty)
+		q.Order.Items[i].PriceCents = prices[i]
+		q.Order.TotalCents += prices[i] * int64(it.Qty)
 	}
 	return q, nil
 }

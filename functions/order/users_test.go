@@ -280,11 +280,18 @@ func TestParseUsersURL(t *testing.T) {
 
 func TestConfigFromEnv(t *testing.T) {
 	c, err := configFromEnv(func(string) string { return "" })
-	if err != nil || c.Users.Addr != "users:80" || c.UsersTimeout != 2*time.Second {
+	if err != nil || c.Users.Addr != "users:80" || c.UsersTimeout != 2*time.Second || c.CatalogueCacheTTL != 5*time.Second {
 		t.Fatalf("defaults: %+v %v", c, err)
 	}
-	env := map[string]string{"USERS_URL": "ftp://x", "USERS_TIMEOUT": "soon"}
-	if _, err := configFromEnv(func(k string) string { return env[k] }); err == nil {
-		t.Fatal("bad config accepted")
+	for _, env := range []map[string]string{
+		{"USERS_URL": "ftp://x"}, {"USERS_TIMEOUT": "soon"}, {"USERS_CACHE_TTL": "-1s"}, {"CATALOGUE_CACHE_TTL": "often"},
+	} {
+		if _, err := configFromEnv(func(k string) string { return env[k] }); err == nil {
+			t.Errorf("bad config %v accepted", env)
+		}
+	}
+	c, err = configFromEnv(func(k string) string { return map[string]string{"CATALOGUE_CACHE_TTL": "0"}[k] })
+	if err != nil || c.CatalogueCacheTTL != 0 {
+		t.Errorf("CATALOGUE_CACHE_TTL=0: %+v %v", c, err)
 	}
 }
