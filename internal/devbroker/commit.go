@@ -1,6 +1,7 @@
 package devbroker
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -66,6 +67,7 @@ func (c *committer) exec(ctx context.Context, batch []*commitOp) {
 	pipe := c.rdb.TxPipeline()
 	ends := make([]int, len(batch))
 	n, replies := 0, 0
+	var acks []string
 	for i, op := range batch {
 		if op.reply != nil {
 			pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: op.reply})
@@ -76,16 +78,19 @@ func (c *committer) exec(ctx context.Context, batch []*commitOp) {
 			pipe.SAdd(ctx, op.doneKey, op.doneMember)
 			n++
 		}
-		if len(op.ack) > 0 {
-			pipe.XAck(ctx, key, groupName, op.ack...)
-			pipe.XDel(ctx, key, op.ack...)
-			n += 2
-		}
+		acks = append(acks, op.ack...)
 		if op.delKey != "" {
 			pipe.Del(ctx, op.delKey)
 			n++
 		}
 		ends[i] = n
+	}
+	// One XACK and one XDEL for the whole batch: in the same transaction,
+	// so the entries are still acknowledged together with their replies.
+	var ackCmd, delCmd *redis.IntCmd
+	if len(acks) > 0 {
+		ackCmd = pipe.XAck(ctx, key, groupName, acks...)
+		delCmd = pipe.XDel(ctx, key, acks...)
 	}
 	var read *redis.XStreamSliceCmd
 	if replies > 0 && c.br.reading.Load() && len(c.br.committed) < cap(c.br.committed) {
@@ -107,6 +112,9 @@ func (c *committer) exec(ctx context.Context, batch []*commitOp) {
 						break
 					}
 				}
+			}
+			if opErr == nil && len(op.ack) > 0 {
+				opErr = cmp.Or(ackCmd.Err(), delCmd.Err())
 			}
 		}
 		start = ends[i]
