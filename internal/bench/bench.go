@@ -883,17 +883,21 @@ func machine() Machine {
 	return m
 }
 
-// gitTree records the commit and the uncommitted changes of dir.
+// gitTree records the commit and the uncommitted changes of dir, leaving
+// out bench/results/.
 func gitTree(dir string) Tree {
 	var t Tree
 	if out, err := exec.Command("git", "-C", dir, "rev-parse", "--short", "HEAD").Output(); err == nil {
 		t.Commit = strings.TrimSpace(string(out))
 	}
 	if out, err := exec.Command("git", "-C", dir, "status", "--porcelain").Output(); err == nil {
+		// "XY path" lines; the results of earlier runs are not the code
+		// being measured.
 		for l := range strings.SplitSeq(strings.TrimRight(string(out), "\n"), "\n") {
-			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "?? bench/") {
-				t.Dirty = append(t.Dirty, l)
+			if len(l) < 4 || strings.HasPrefix(l[3:], "bench/results/") {
+				continue
 			}
+			t.Dirty = append(t.Dirty, strings.TrimSpace(l))
 		}
 	}
 	return t
