@@ -3,9 +3,11 @@ package telemetry
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -24,6 +26,22 @@ type StepObserver struct {
 	// Known reports the event types the step handles; others are labelled
 	// "other" so a sender cannot blow up the metrics' cardinality.
 	Known func(eventType string) bool
+
+	// The per-step metrics, remembered by label values: looking them up
+	// (a hash of the values) for every event was measurable on the hot path.
+	// Every key is bounded: types by Known, outcomes and reply types by code.
+	counted sync.Map // [2]string{type, outcome} → prometheus.Counter
+	timed   sync.Map // type → prometheus.Observer
+	replied sync.Map // reply type → prometheus.Counter
+}
+
+// cached returns m[key], creating it on first use.
+func cached[K comparable, V any](m *sync.Map, key K, create func() V) V {
+	if v, ok := m.Load(key); ok {
+		return v.(V)
+	}
+	v, _ := m.LoadOrStore(key, create())
+	return v.(V)
 }
 
 func (o *StepObserver) typeLabel(t string) string {
@@ -38,14 +56,16 @@ func (o *StepObserver) Start(ctx context.Context, w http.ResponseWriter, r *http
 	begin := time.Now()
 	typ := o.typeLabel(e.Type())
 	ctx = Extract(ctx, r.Header, e)
-	ctx, span := o.Tracer.Start(ctx, "ksaga.step "+typ, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(
+	ctx, span := o.Tracer.Start(ctx, "ksaga.step "+typ, trace.WithSpanKind(trace.SpanKindServer))
+	if span.IsRecording() { // attributes only for a span that is kept
+		span.SetAttributes(
 			attribute.String("cloudevents.event_id", e.ID()),
 			attribute.String("cloudevents.event_type", e.Type()),
 			attribute.String("cloudevents.event_source", e.Source()),
 			attribute.String("ksaga.saga_id", saga.SagaIDOf(*e)),
 			attribute.String("ksaga.service", o.Service),
-		))
+		)
+	}
 	ctx, rep := saga.WithReport(ctx)
 	return ctx, func(reply *event.Event, status int, err error) {
 		outcome := rep.Outcome()
@@ -62,8 +82,8 @@ func (o *StepObserver) Start(ctx context.Context, w http.ResponseWriter, r *http
 			outcome = "acked"
 		}
 		m := o.Metrics
-		m.events.WithLabelValues(o.Service, typ, outcome).Inc()
-		m.duration.WithLabelValues(o.Service, typ).Observe(time.Since(begin).Seconds())
+		cached(&o.counted, [2]string{typ, outcome}, func() prometheus.Counter { return m.events.WithLabelValues(o.Service, typ, outcome) }).Inc()
+		cached(&o.timed, typ, func() prometheus.Observer { return m.duration.WithLabelValues(o.Service, typ) }).Observe(time.Since(begin).Seconds())
 		switch outcome {
 		case "invalid":
 			m.errors.WithLabelValues(o.Service, "bad_input").Inc()
@@ -75,14 +95,18 @@ func (o *StepObserver) Start(ctx context.Context, w http.ResponseWriter, r *http
 		if st := rep.Finished(); st != "" {
 			m.sagas.WithLabelValues(o.Service, string(st)).Inc()
 		}
-		span.SetAttributes(attribute.String("ksaga.outcome", outcome), attribute.Int("http.response.status_code", status))
-		if rep.Handled {
-			span.SetAttributes(attribute.String("ksaga.step", rep.Step), attribute.String("ksaga.saga_status", string(rep.Result.Status)),
-				attribute.Int64("ksaga.saga_version", rep.Result.Version))
-		}
 		if reply != nil {
-			m.replies.WithLabelValues(o.Service, reply.Type()).Inc()
-			span.SetAttributes(attribute.String("ksaga.reply_type", reply.Type()), attribute.String("ksaga.reply_id", reply.ID()))
+			cached(&o.replied, reply.Type(), func() prometheus.Counter { return m.replies.WithLabelValues(o.Service, reply.Type()) }).Inc()
+		}
+		if span.IsRecording() {
+			span.SetAttributes(attribute.String("ksaga.outcome", outcome), attribute.Int("http.response.status_code", status))
+			if rep.Handled {
+				span.SetAttributes(attribute.String("ksaga.step", rep.Step), attribute.String("ksaga.saga_status", string(rep.Result.Status)),
+					attribute.Int64("ksaga.saga_version", rep.Result.Version))
+			}
+			if reply != nil {
+				span.SetAttributes(attribute.String("ksaga.reply_type", reply.Type()), attribute.String("ksaga.reply_id", reply.ID()))
+			}
 		}
 		if status >= 500 {
 			span.SetStatus(codes.Error, errText(err))
