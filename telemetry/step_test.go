@@ -97,7 +97,7 @@ func TestStepObserver(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, kv := range spans[0].Attributes {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	for k, want := range map[string]string{"cloudevents.event_id": "e0", "cloudevents.event_type": "a", "ksaga.saga_id": "saga-1",
 		"ksaga.service": "svc", "ksaga.outcome": "replied", "ksaga.reply_type": "a.done"} {
