@@ -7,33 +7,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/ksaga/ksaga/internal/fntest"
-	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/ordersaga"
-	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
 )
 
-type env struct {
-	rdb   *redis.Client
-	store *redisstore.Store
-	fn    *fntest.Func
-}
+type env struct{ fntest.Step }
 
 func setup(t *testing.T) env {
 	t.Helper()
-	srv := testredis.Start(t)
-	rdb := srv.Client(t)
-	if err := ordersaga.LoadFixture(context.Background(), rdb, true); err != nil {
-		t.Fatal(err)
-	}
-	store, err := redisstore.New(rdb, redisstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return env{rdb, store, fntest.Start(t, run, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "inventory"})}
+	return env{fntest.StartStep(t, run, true, map[string]string{"K_SERVICE": "inventory"})}
 }
 
 // startSaga creates a saga whose payment is authorised, at version 2.
@@ -42,7 +25,7 @@ func (e env) startSaga(t *testing.T, sagaID string, items ...ordersaga.Item) ord
 	o := ordersaga.Order{OrderID: "o-" + sagaID, UserID: 1, TotalCents: 1, Items: items}
 	ctx := context.Background()
 	for i, step := range []string{ordersaga.StepOrder, ordersaga.StepPayment} {
-		_, err := e.store.Apply(ctx, saga.Transition{SagaID: sagaID, EventSource: "/test", EventID: sagaID + step,
+		_, err := e.Store.Apply(ctx, saga.Transition{SagaID: sagaID, EventSource: "/test", EventID: sagaID + step,
 			Create: i == 0, Data: o.Marshal(), Deadline: time.Now().Add(time.Minute), Step: step,
 			OnSuccess: saga.Outcome{Outcome: "done", Compensable: true}})
 		if err != nil {
@@ -54,7 +37,7 @@ func (e env) startSaga(t *testing.T, sagaID string, items ...ordersaga.Item) ord
 
 func (e env) stock(t *testing.T, sku string) int {
 	t.Helper()
-	n, err := e.rdb.Get(context.Background(), ordersaga.StockKey(sku)).Int()
+	n, err := e.RDB.Get(context.Background(), ordersaga.StockKey(sku)).Int()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +46,7 @@ func (e env) stock(t *testing.T, sku string) int {
 
 func (e env) post(t *testing.T, id, typ, sagaID string, version int64, o ordersaga.Order) fntest.Response {
 	t.Helper()
-	return fntest.Post(t, e.fn.URL, fntest.Event(id, typ, o, saga.ExtCorrelationID, sagaID, saga.ExtSagaVersion, strconv.FormatInt(version, 10)), true)
+	return e.PostSaga(t, id, typ, sagaID, version, o, true)
 }
 
 func TestReserve(t *testing.T) {
@@ -77,7 +60,7 @@ func TestReserve(t *testing.T) {
 	if e.stock(t, "book") != 997 || e.stock(t, "lamp") != 0 {
 		t.Fatalf("stock book %d lamp %d", e.stock(t, "book"), e.stock(t, "lamp"))
 	}
-	if ttl := e.rdb.TTL(context.Background(), ordersaga.ReservationKey("s1")).Val(); ttl < 24*time.Hour || ttl > 24*time.Hour+5*time.Minute {
+	if ttl := e.RDB.TTL(context.Background(), ordersaga.ReservationKey("s1")).Val(); ttl < 24*time.Hour || ttl > 24*time.Hour+5*time.Minute {
 		t.Fatalf("reservation ttl %v, want the saga timeout plus retention", ttl)
 	}
 }
@@ -108,7 +91,7 @@ func TestReserveIsAllOrNothing(t *testing.T) {
 			if e.stock(t, "book") != 1000 || e.stock(t, "lamp") != 1 {
 				t.Fatal("a failed reservation moved stock")
 			}
-			st, _ := e.store.Get(context.Background(), sagaID)
+			st, _ := e.Store.Get(context.Background(), sagaID)
 			if st.Status != saga.StatusCompensating || st.FailedStep != ordersaga.StepInventory {
 				t.Fatalf("saga %+v", st)
 			}
@@ -120,7 +103,7 @@ func TestReleaseOnce(t *testing.T) {
 	e := setup(t)
 	o := e.startSaga(t, "s2", ordersaga.Item{SKU: "book", Qty: 5})
 	e.post(t, "ev1", ordersaga.ReserveStock, "s2", 2, o)
-	if _, err := e.store.Apply(context.Background(), saga.Transition{SagaID: "s2", EventSource: "/t", EventID: "fail", Step: "later",
+	if _, err := e.Store.Apply(context.Background(), saga.Transition{SagaID: "s2", EventSource: "/t", EventID: "fail", Step: "later",
 		OnSuccess: saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating}}); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +118,7 @@ func TestReleaseOnce(t *testing.T) {
 func TestReserveRefusedWhileCompensating(t *testing.T) {
 	e := setup(t)
 	o := e.startSaga(t, "s3", ordersaga.Item{SKU: "book", Qty: 1})
-	if _, err := e.store.Apply(context.Background(), saga.Transition{SagaID: "s3", EventSource: "/t", EventID: "timeout", Step: "deadline",
+	if _, err := e.Store.Apply(context.Background(), saga.Transition{SagaID: "s3", EventSource: "/t", EventID: "timeout", Step: "deadline",
 		OnSuccess: saga.Outcome{Outcome: "expired", Status: saga.StatusCompensating}}); err != nil {
 		t.Fatal(err)
 	}

@@ -3,34 +3,21 @@ package main
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ksaga/ksaga/internal/fntest"
-	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/ordersaga"
-	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
 )
 
-type env struct {
-	rdb   *redis.Client
-	store *redisstore.Store
-	fn    *fntest.Func
-}
+type env struct{ fntest.Step }
 
 func setup(t *testing.T) env {
 	t.Helper()
-	srv := testredis.Start(t)
-	rdb := srv.Client(t)
-	store, err := redisstore.New(rdb, redisstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return env{rdb, store, fntest.Start(t, run, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "notification", "K_REVISION": "notification-00001"})}
+	return env{fntest.StartStep(t, run, false, map[string]string{"K_SERVICE": "notification", "K_REVISION": "notification-00001"})}
 }
 
 // finishedSaga creates a saga that ended with status st, at version 2.
@@ -39,7 +26,7 @@ func (e env) finishedSaga(t *testing.T, sagaID string, st saga.Status) ordersaga
 	o := ordersaga.Order{OrderID: "o-" + sagaID, UserID: 1, TotalCents: 1250, Items: []ordersaga.Item{{SKU: "book", Qty: 1}}}
 	ctx := context.Background()
 	for i, s := range []saga.Status{saga.StatusRunning, st} {
-		_, err := e.store.Apply(ctx, saga.Transition{SagaID: sagaID, EventSource: "/test", EventID: fmt.Sprint(sagaID, i),
+		_, err := e.Store.Apply(ctx, saga.Transition{SagaID: sagaID, EventSource: "/test", EventID: fmt.Sprint(sagaID, i),
 			Create: i == 0, Data: o.Marshal(), Deadline: time.Now().Add(time.Minute), Step: ordersaga.StepOrder,
 			OnSuccess: saga.Outcome{Outcome: "x", Status: s}})
 		if err != nil {
@@ -51,12 +38,12 @@ func (e env) finishedSaga(t *testing.T, sagaID string, st saga.Status) ordersaga
 
 func (e env) post(t *testing.T, id, typ, sagaID string, version int64, o ordersaga.Order) fntest.Response {
 	t.Helper()
-	return fntest.Post(t, e.fn.URL, fntest.Event(id, typ, o, saga.ExtCorrelationID, sagaID, saga.ExtSagaVersion, strconv.FormatInt(version, 10)), false)
+	return e.PostSaga(t, id, typ, sagaID, version, o, false)
 }
 
 func (e env) outbox(t *testing.T, orderID string) []redis.XMessage {
 	t.Helper()
-	all, err := e.rdb.XRange(context.Background(), ordersaga.OutboxKey, "-", "+").Result()
+	all, err := e.RDB.XRange(context.Background(), ordersaga.OutboxKey, "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,12 +81,12 @@ func TestOneNotificationPerSaga(t *testing.T) {
 			if len(msgs) != 1 || msgs[0].Values["kind"] != tt.kind {
 				t.Fatalf("outbox %v", msgs)
 			}
-			st, _ := e.store.Get(context.Background(), tt.sagaID)
+			st, _ := e.Store.Get(context.Background(), tt.sagaID)
 			if st.Status != tt.status || st.Steps[len(st.Steps)-1].Step != ordersaga.StepNotification {
 				t.Fatalf("saga %+v", st)
 			}
 			fntest.Eventually(t, 5*time.Second, func() error { // the relay hands it to the sender
-				for _, l := range e.fn.Out.Lines(t) {
+				for _, l := range e.Out.Lines(t) {
 					if l["msg"] == "notification" && l["order_id"] == o.OrderID && l["correlationid"] == tt.sagaID {
 						return nil
 					}

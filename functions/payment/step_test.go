@@ -3,45 +3,26 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"strconv"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/ksaga/ksaga/internal/fntest"
-	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/ordersaga"
-	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
 )
 
-type env struct {
-	rdb   *redis.Client
-	store *redisstore.Store
-	fn    *fntest.Func
-}
+type env struct{ fntest.Step }
 
 func setup(t *testing.T) env {
 	t.Helper()
-	srv := testredis.Start(t)
-	rdb := srv.Client(t)
-	if err := ordersaga.LoadFixture(context.Background(), rdb, true); err != nil {
-		t.Fatal(err)
-	}
-	store, err := redisstore.New(rdb, redisstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fn := fntest.Start(t, run, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "payment"})
-	return env{rdb, store, fn}
+	return env{fntest.StartStep(t, run, true, map[string]string{"K_SERVICE": "payment"})}
 }
 
 // startSaga creates a saga as the order step would, and returns its order.
 func (e env) startSaga(t *testing.T, sagaID string, user int32, total int64) ordersaga.Order {
 	t.Helper()
 	o := ordersaga.Order{OrderID: "o-" + sagaID, UserID: user, TotalCents: total, Items: []ordersaga.Item{{SKU: "book", Qty: 1}}}
-	_, err := e.store.Apply(context.Background(), saga.Transition{SagaID: sagaID, EventSource: "/test", EventID: "create-" + sagaID,
+	_, err := e.Store.Apply(context.Background(), saga.Transition{SagaID: sagaID, EventSource: "/test", EventID: "create-" + sagaID,
 		Create: true, Data: o.Marshal(), Deadline: time.Now().Add(time.Minute), Step: ordersaga.StepOrder,
 		OnSuccess: saga.Outcome{Outcome: "created", Compensable: true}})
 	if err != nil {
@@ -52,7 +33,7 @@ func (e env) startSaga(t *testing.T, sagaID string, user int32, total int64) ord
 
 func (e env) balance(t *testing.T, user int32) int64 {
 	t.Helper()
-	n, err := e.rdb.Get(context.Background(), ordersaga.BalanceKey(user)).Int64()
+	n, err := e.RDB.Get(context.Background(), ordersaga.BalanceKey(user)).Int64()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +42,7 @@ func (e env) balance(t *testing.T, user int32) int64 {
 
 func (e env) post(t *testing.T, id, typ, sagaID string, version int64, o ordersaga.Order) fntest.Response {
 	t.Helper()
-	return fntest.Post(t, e.fn.URL, fntest.Event(id, typ, o, saga.ExtCorrelationID, sagaID, saga.ExtSagaVersion, strconv.FormatInt(version, 10)), false)
+	return e.PostSaga(t, id, typ, sagaID, version, o, false)
 }
 
 func TestAuthorize(t *testing.T) {
@@ -79,7 +60,7 @@ func TestAuthorize(t *testing.T) {
 			if got := e.balance(t, 1); got != before-1250 {
 				t.Fatalf("balance %d, want %d (charged once)", got, before-1250)
 			}
-			if ttl := e.rdb.TTL(context.Background(), ordersaga.ChargeKey(sagaID)).Val(); ttl < 24*time.Hour || ttl > 24*time.Hour+5*time.Minute {
+			if ttl := e.RDB.TTL(context.Background(), ordersaga.ChargeKey(sagaID)).Val(); ttl < 24*time.Hour || ttl > 24*time.Hour+5*time.Minute {
 				t.Fatalf("charge record ttl %v, want the saga timeout plus retention", ttl)
 			}
 			var data ordersaga.Order
@@ -106,7 +87,7 @@ func TestInsufficientFundsFailsTheSaga(t *testing.T) {
 	if e.balance(t, 2) != 500 {
 		t.Fatal("bob's balance moved")
 	}
-	st, _ := e.store.Get(context.Background(), "bob")
+	st, _ := e.Store.Get(context.Background(), "bob")
 	if st.Status != saga.StatusCompensating || st.FailedStep != ordersaga.StepPayment {
 		t.Fatalf("saga %+v", st)
 	}
@@ -117,7 +98,7 @@ func TestRefundExactlyOnce(t *testing.T) {
 	o := e.startSaga(t, "s1", 1, 9998)
 	e.post(t, "ev1", ordersaga.Created, "s1", 1, o)
 	// inventory fails: the saga compensates
-	if _, err := e.store.Apply(context.Background(), saga.Transition{SagaID: "s1", EventSource: "/test", EventID: "inv", Step: ordersaga.StepInventory,
+	if _, err := e.Store.Apply(context.Background(), saga.Transition{SagaID: "s1", EventSource: "/test", EventID: "inv", Step: ordersaga.StepInventory,
 		OnSuccess: saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating, Reason: "out of stock"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +111,7 @@ func TestRefundExactlyOnce(t *testing.T) {
 	if got := e.balance(t, 1); got != 100000 {
 		t.Fatalf("balance %d, want 100000: refunded exactly once", got)
 	}
-	st, _ := e.store.Get(context.Background(), "s1")
+	st, _ := e.Store.Get(context.Background(), "s1")
 	if len(st.Compensate) != 1 || st.Compensate[0] != ordersaga.StepOrder {
 		t.Fatalf("compensation stack %v, want [order]", st.Compensate)
 	}
@@ -148,11 +129,11 @@ func TestRefundWithoutChargeIsANoop(t *testing.T) {
 
 func TestBadDataIs400(t *testing.T) {
 	e := setup(t)
-	r := fntest.Post(t, e.fn.URL, fntest.Event("x", ordersaga.Created, []byte(`{"order_id":1`), saga.ExtCorrelationID, "s"), false)
+	r := fntest.Post(t, e.URL, fntest.Event("x", ordersaga.Created, []byte(`{"order_id":1`), saga.ExtCorrelationID, "s"), false)
 	if r.Status != 400 {
 		t.Fatalf("status %d", r.Status)
 	}
-	r = fntest.Post(t, e.fn.URL, fntest.Event("y", ordersaga.Created, ordersaga.Order{OrderID: "o"}, saga.ExtCorrelationID, "s"), false)
+	r = fntest.Post(t, e.URL, fntest.Event("y", ordersaga.Created, ordersaga.Order{OrderID: "o"}, saga.ExtCorrelationID, "s"), false)
 	if r.Status != 400 {
 		t.Fatalf("zero total: status %d", r.Status)
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,12 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ksaga/ksaga/internal/testredis"
+	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/redisstore"
+	"github.com/ksaga/ksaga/saga"
 )
 
 // Run is a function's entry point.
@@ -197,4 +204,39 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Step is a step function under test, with the Redis it uses and a store
+// on it for arranging sagas.
+type Step struct {
+	*Func
+	RDB   *redis.Client
+	Store *redisstore.Store
+}
+
+// StartStep starts a redis-server on a free port (with the order saga's
+// fixture loaded when fixture is true), a store on it, and the function
+// run with env plus REDIS_URL.
+func StartStep(t *testing.T, run Run, fixture bool, env map[string]string) Step {
+	t.Helper()
+	srv := testredis.Start(t)
+	rdb := srv.Client(t)
+	if fixture {
+		if err := ordersaga.LoadFixture(context.Background(), rdb, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store, err := redisstore.New(rdb, redisstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env["REDIS_URL"] = srv.URL()
+	return Step{Func: Start(t, run, env), RDB: rdb, Store: store}
+}
+
+// PostSaga posts data as event typ of saga sagaID at version (its
+// correlationid and sagaversion extensions).
+func (s Step) PostSaga(t testing.TB, id, typ, sagaID string, version int64, data any, structured bool) Response {
+	t.Helper()
+	return Post(t, s.URL, Event(id, typ, data, saga.ExtCorrelationID, sagaID, saga.ExtSagaVersion, strconv.FormatInt(version, 10)), structured)
 }
