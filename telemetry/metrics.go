@@ -19,6 +19,11 @@ type Metrics struct {
 	errors   *prometheus.CounterVec   // ksaga_step_errors_total{service,class}
 	sagas    *prometheus.CounterVec   // ksaga_sagas_total{service,status}
 	duration *prometheus.HistogramVec // ksaga_step_duration_seconds{service,type}
+
+	// The children every event touches (StepObserver), by label values.
+	stepEvents   *Children[[3]string, prometheus.Counter]  // events{service,type,outcome}
+	stepDuration *Children[[2]string, prometheus.Observer] // duration{service,type}
+	stepReplies  *Children[[2]string, prometheus.Counter]  // replies{service,type}
 }
 
 // DurationBuckets suit steps that take about a millisecond when healthy.
@@ -51,6 +56,9 @@ func NewMetrics() *Metrics {
 			Buckets: DurationBuckets,
 		}, []string{"service", "type"}),
 	}
+	m.stepEvents = NewChildren(func(k [3]string) prometheus.Counter { return m.events.WithLabelValues(k[:]...) })
+	m.stepDuration = NewChildren(func(k [2]string) prometheus.Observer { return m.duration.WithLabelValues(k[:]...) })
+	m.stepReplies = NewChildren(func(k [2]string) prometheus.Counter { return m.replies.WithLabelValues(k[:]...) })
 	m.Registry.MustRegister(m.events, m.replies, m.errors, m.sagas, m.duration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

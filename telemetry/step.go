@@ -3,11 +3,9 @@ package telemetry
 import (
 	"context"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -26,22 +24,6 @@ type StepObserver struct {
 	// Known reports the event types the step handles; others are labelled
 	// "other" so a sender cannot blow up the metrics' cardinality.
 	Known func(eventType string) bool
-
-	// The per-step metrics, remembered by label values: looking them up
-	// (a hash of the values) for every event was measurable on the hot path.
-	// Every key is bounded: types by Known, outcomes and reply types by code.
-	counted sync.Map // [2]string{type, outcome} → prometheus.Counter
-	timed   sync.Map // type → prometheus.Observer
-	replied sync.Map // reply type → prometheus.Counter
-}
-
-// cached returns m[key], creating it on first use.
-func cached[K comparable, V any](m *sync.Map, key K, create func() V) V {
-	if v, ok := m.Load(key); ok {
-		return v.(V)
-	}
-	v, _ := m.LoadOrStore(key, create())
-	return v.(V)
 }
 
 func (o *StepObserver) typeLabel(t string) string {
@@ -82,8 +64,8 @@ func (o *StepObserver) Start(ctx context.Context, w http.ResponseWriter, r *http
 			outcome = "acked"
 		}
 		m := o.Metrics
-		cached(&o.counted, [2]string{typ, outcome}, func() prometheus.Counter { return m.events.WithLabelValues(o.Service, typ, outcome) }).Inc()
-		cached(&o.timed, typ, func() prometheus.Observer { return m.duration.WithLabelValues(o.Service, typ) }).Observe(time.Since(begin).Seconds())
+		m.stepEvents.Get([3]string{o.Service, typ, outcome}).Inc()
+		m.stepDuration.Get([2]string{o.Service, typ}).Observe(time.Since(begin).Seconds())
 		switch outcome {
 		case "invalid":
 			m.errors.WithLabelValues(o.Service, "bad_input").Inc()
@@ -96,7 +78,7 @@ func (o *StepObserver) Start(ctx context.Context, w http.ResponseWriter, r *http
 			m.sagas.WithLabelValues(o.Service, string(st)).Inc()
 		}
 		if reply != nil {
-			cached(&o.replied, reply.Type(), func() prometheus.Counter { return m.replies.WithLabelValues(o.Service, reply.Type()) }).Inc()
+			m.stepReplies.Get([2]string{o.Service, reply.Type()}).Inc()
 		}
 		if span.IsRecording() {
 			span.SetAttributes(attribute.String("ksaga.outcome", outcome), attribute.Int("http.response.status_code", status))

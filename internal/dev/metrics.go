@@ -2,11 +2,11 @@ package dev
 
 import (
 	"strconv"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ksaga/ksaga/internal/devbroker"
+	"github.com/ksaga/ksaga/telemetry"
 )
 
 // brokerMetrics exports the local broker's counters (docs/observability.md).
@@ -18,13 +18,11 @@ type brokerMetrics struct {
 	deliveries *prometheus.CounterVec // ksaga_broker_deliveries_total{broker,trigger,outcome}
 	retries    *prometheus.CounterVec // ksaga_broker_delivery_retries_total{broker,trigger}
 
-	// The counters of the two calls made for every event, by broker and
-	// trigger: looking them up by label values (a string join and a hash
-	// per call) was a few percent of the broker's CPU.
-	received, delivered sync.Map // counterKey → prometheus.Counter
+	// The counters of the two calls made for every event, by namespace,
+	// broker (and trigger).
+	received  *telemetry.Children[[2]string, prometheus.Counter]
+	delivered *telemetry.Children[[3]string, prometheus.Counter]
 }
-
-type counterKey struct{ namespace, broker, trigger string }
 
 var _ devbroker.Observer = (*brokerMetrics)(nil)
 
@@ -43,6 +41,12 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 			Help: "Retried delivery attempts (after 5xx, 404, 408, 409, 429, transport errors or a 2xx that is not an event).",
 		}, []string{"broker", "trigger"}),
 	}
+	m.received = telemetry.NewChildren(func(k [2]string) prometheus.Counter {
+		return m.events.WithLabelValues(k[0]+"/"+k[1], "202")
+	})
+	m.delivered = telemetry.NewChildren(func(k [3]string) prometheus.Counter {
+		return m.deliveries.WithLabelValues(k[0]+"/"+k[1], k[2], "delivered")
+	})
 	reg.MustRegister(m.events, m.deliveries, m.retries)
 	return m
 }
@@ -51,12 +55,7 @@ func brokerLabel(l devbroker.Labels) string { return l.Namespace + "/" + l.Broke
 
 // Received implements devbroker.Observer.
 func (m *brokerMetrics) Received(l devbroker.Labels) {
-	k := counterKey{l.Namespace, l.Broker, ""}
-	c, ok := m.received.Load(k)
-	if !ok {
-		c, _ = m.received.LoadOrStore(k, m.events.WithLabelValues(brokerLabel(l), "202"))
-	}
-	c.(prometheus.Counter).Inc()
+	m.received.Get([2]string{l.Namespace, l.Broker}).Inc()
 }
 
 // Rejected implements devbroker.Observer.
@@ -70,12 +69,7 @@ func (m *brokerMetrics) Rejected(l devbroker.Labels, code int) {
 
 // Delivered implements devbroker.Observer.
 func (m *brokerMetrics) Delivered(l devbroker.Labels, _ int) {
-	k := counterKey{l.Namespace, l.Broker, l.Trigger}
-	c, ok := m.delivered.Load(k)
-	if !ok {
-		c, _ = m.delivered.LoadOrStore(k, m.deliveries.WithLabelValues(brokerLabel(l), l.Trigger, "delivered"))
-	}
-	c.(prometheus.Counter).Inc()
+	m.delivered.Get([3]string{l.Namespace, l.Broker, l.Trigger}).Inc()
 }
 
 // Retried implements devbroker.Observer.
