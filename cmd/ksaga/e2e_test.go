@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -460,7 +459,9 @@ func TestE2EValidateExitStatus(t *testing.T) {
 
 	dir := t.TempDir()
 	for _, sub := range []string{"brokers", "triggers", "manifests"} {
-		copyTree(t, filepath.Join(root, sub), filepath.Join(dir, sub))
+		if err := os.CopyFS(filepath.Join(dir, sub), os.DirFS(filepath.Join(root, sub))); err != nil {
+			t.Fatal(err)
+		}
 	}
 	broken := "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: broken\n  namespace: saga\nspec:\n  broker: default\n  subscriber:\n    ref:\n      apiVersion: serving.knative.dev/v1\n      kind: Service\n      name: ghost\n"
 	if err := os.WriteFile(filepath.Join(dir, "triggers", "orchestration", "99-broken.yaml"), []byte(broken), 0o644); err != nil {
@@ -484,25 +485,4 @@ func runIn(dir, bin string, args ...string) (string, error) {
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	return string(out), err
-}
-
-func copyTree(t *testing.T, src, dst string) {
-	t.Helper()
-	err := filepath.WalkDir(src, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if e.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }

@@ -73,24 +73,6 @@ func TestLineWriter(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // script writes an executable shell script.
 func script(t *testing.T, body string) string {
 	t.Helper()
@@ -105,7 +87,7 @@ func script(t *testing.T, body string) string {
 }
 
 func TestSupervisorRestartsACrashedFunction(t *testing.T) {
-	var logs, stdout, stderr syncBuffer
+	var logs, stdout, stderr fntest.Buffer
 	sup := &supervisor{
 		log: slog.New(slog.NewTextHandler(&logs, nil)), dir: t.TempDir(), stdout: &stdout, stderr: &stderr, width: 6,
 		backoff:         Backoff{Initial: 10 * time.Millisecond, Max: 40 * time.Millisecond, ResetAfter: time.Minute},
@@ -151,7 +133,7 @@ func TestSupervisorStopsWithSIGTERMThenSIGKILL(t *testing.T) {
 		{"ignores SIGTERM", `trap '' TERM; echo up; while :; do sleep 0.05; done`, "signal: killed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs, stdout syncBuffer
+			var logs, stdout fntest.Buffer
 			sup := &supervisor{
 				log: slog.New(slog.NewTextHandler(&logs, nil)), dir: t.TempDir(), stdout: &stdout, stderr: &stdout,
 				backoff: DefaultBackoff(), shutdownTimeout: 300 * time.Millisecond, spawn: newSpawner(),

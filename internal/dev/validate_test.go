@@ -2,7 +2,6 @@ package dev
 
 import (
 	"bytes"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,22 +19,7 @@ func copyProject(t *testing.T) string {
 	t.Helper()
 	dst := t.TempDir()
 	for _, d := range []string{BrokersDir, TriggersDir, ManifestsDir} {
-		src := filepath.Join(repoRoot, d)
-		err := filepath.WalkDir(src, func(p string, e fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			rel, _ := filepath.Rel(repoRoot, p)
-			if e.IsDir() {
-				return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-			}
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
-		})
-		if err != nil {
+		if err := os.CopyFS(filepath.Join(dst, d), os.DirFS(filepath.Join(repoRoot, d))); err != nil {
 			t.Fatal(err)
 		}
 	}
