@@ -210,9 +210,11 @@ func (b *Broker) deadLetter(ctx context.Context, e *entry, t *triggerState, l La
 	if e.ttl != noTTL {
 		trs = append(trs, transformer.AddExtension(knbroker.TTLAttribute, e.ttl))
 	}
+	hdr := make(http.Header, len(e.headers)+1)
+	e.addHeaders(hdr)
 	_, err := b.dispatcher.SendEvent(ctx, *e.event, *t.dls,
 		kncloudevents.WithRetryConfig(&t.dlsRetry),
-		kncloudevents.WithHeader(e.sendHeaders),
+		kncloudevents.WithHeader(hdr),
 		kncloudevents.WithTransformers(trs...),
 	)
 	if err != nil {

@@ -54,14 +54,22 @@ type brokerRun struct {
 
 // entry is one stream entry being delivered.
 type entry struct {
-	id          string
-	br          *brokerRun
-	event       *event.Event // knativebrokerttl removed; shared read-only by deliveries
-	ttl         int32        // the removed TTL, or noTTL
-	headers     http.Header  // stored headers (pass-through + trace)
-	sendHeaders http.Header  // headers plus Kn-Namespace, sent to subscribers
-	multi       bool         // matched more than one trigger
-	remaining   atomic.Int32 // deliveries of a multi entry not yet recorded done
+	id        string
+	br        *brokerRun
+	event     *event.Event // knativebrokerttl removed; shared read-only by deliveries
+	ttl       int32        // the removed TTL, or noTTL
+	headers   http.Header  // stored headers (pass-through + trace)
+	multi     bool         // matched more than one trigger
+	remaining atomic.Int32 // deliveries of a multi entry not yet recorded done
+}
+
+// addHeaders sets what every request for the entry carries: the stored
+// headers and Kn-Namespace (the broker's namespace, as broker-filter sends).
+func (e *entry) addHeaders(h http.Header) {
+	for k, v := range e.headers {
+		h[k] = v
+	}
+	h.Set(eventingapis.KnNamespaceHeader, e.br.name.Namespace)
 }
 
 // Run consumes the broker streams and delivers events until ctx is done.
@@ -324,11 +332,6 @@ func (b *Broker) dispatch(ctx context.Context, br *brokerRun, msgs []redis.XMess
 			continue
 		}
 		e := &entry{id: m.ID, br: br, event: ev, ttl: ttl, headers: hdr, multi: len(matched)*b.copies > 1}
-		e.sendHeaders = make(http.Header, len(hdr)+1)
-		for k, v := range hdr {
-			e.sendHeaders[k] = v
-		}
-		e.sendHeaders.Set(eventingapis.KnNamespaceHeader, bs.name.Namespace)
 
 		todo := matched
 		if recovered && e.multi && len(done[m.ID]) > 0 {

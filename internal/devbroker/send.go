@@ -111,7 +111,7 @@ func (b *Broker) encode(ctx context.Context, e *entry, t *triggerState) (http.He
 	case t.format != nil && *t.format == eventingduckv1.DeliveryFormatBinary:
 		ctx = binding.WithForceBinary(ctx)
 	}
-	req := &http.Request{Header: make(http.Header, len(e.sendHeaders)+8)}
+	req := &http.Request{Header: make(http.Header, len(e.headers)+10)}
 	if err := cehttp.WriteRequest(ctx, binding.ToMessage(e.event), req); err != nil {
 		return nil, nil, fmt.Errorf("encode event: %w", err)
 	}
@@ -122,9 +122,7 @@ func (b *Broker) encode(ctx context.Context, e *entry, t *triggerState) (http.He
 			return nil, nil, fmt.Errorf("encode event: %w", err)
 		}
 	}
-	for k, v := range e.sendHeaders {
-		req.Header[k] = v
-	}
+	e.addHeaders(req.Header)
 	req.Header.Set("Prefer", "reply")
 	return req.Header, body, nil
 }
