@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,24 +20,17 @@ import (
 // remembered, so a SKU added to the catalogue is sellable at once. ttl 0
 // reads Redis for every quote.
 type catalogue struct {
-	rdb redis.UniversalClient
-	ttl time.Duration
-	now func() time.Time
-
-	mu     sync.Mutex
-	prices map[string]priceEntry
-}
-
-type priceEntry struct {
-	cents   int64
-	expires time.Time
+	rdb    redis.UniversalClient
+	ttl    time.Duration
+	now    func() time.Time
+	prices *ttlMap[string, int64] // cents by SKU
 }
 
 // maxCachedPrices bounds the cache; past it, it starts over.
 const maxCachedPrices = 100_000
 
 func newCatalogue(rdb redis.UniversalClient, ttl time.Duration) *catalogue {
-	return &catalogue{rdb: rdb, ttl: ttl, now: time.Now, prices: map[string]priceEntry{}}
+	return &catalogue{rdb: rdb, ttl: ttl, now: time.Now, prices: newTTLMap[string, int64](maxCachedPrices)}
 }
 
 // lookup returns the price of each SKU, and whether the catalogue has it.
@@ -47,15 +39,11 @@ func (c *catalogue) lookup(ctx context.Context, skus []string) (cents []int64, k
 	cents, known = make([]int64, len(skus)), make([]bool, len(skus))
 	now := c.now()
 	var missing []int // indexes of skus to read
-	c.mu.Lock()
 	for i, sku := range skus {
-		if e, ok := c.prices[sku]; ok && now.Before(e.expires) {
-			cents[i], known[i] = e.cents, true
-			continue
+		if cents[i], known[i] = c.prices.get(sku, now); !known[i] {
+			missing = append(missing, i)
 		}
-		missing = append(missing, i)
 	}
-	c.mu.Unlock()
 	if len(missing) == 0 {
 		return cents, known, nil
 	}
@@ -82,16 +70,11 @@ func (c *catalogue) lookup(ctx context.Context, skus []string) (cents []int64, k
 		cents[i], known[i] = price, true
 	}
 	if c.ttl > 0 {
-		c.mu.Lock()
-		if len(c.prices) >= maxCachedPrices {
-			c.prices = map[string]priceEntry{}
-		}
 		for _, i := range missing {
 			if known[i] {
-				c.prices[skus[i]] = priceEntry{cents: cents[i], expires: now.Add(c.ttl)}
+				c.prices.put(skus[i], cents[i], now.Add(c.ttl))
 			}
 		}
-		c.mu.Unlock()
 	}
 	return cents, known, nil
 }

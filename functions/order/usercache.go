@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"sync"
 	"time"
 )
 
@@ -20,31 +19,21 @@ type userCache struct {
 	next     userChecker
 	ttl, neg time.Duration
 	now      func() time.Time
-
-	mu      sync.Mutex
-	entries map[int32]userEntry
-}
-
-type userEntry struct {
-	exists  bool
-	expires time.Time
+	entries  *ttlMap[int32, bool] // exists
 }
 
 // maxCachedUsers bounds the cache; past it, it starts over.
 const maxCachedUsers = 100_000
 
 func newUserCache(next userChecker, ttl time.Duration) *userCache {
-	return &userCache{next: next, ttl: ttl, neg: min(ttl, 5*time.Second), now: time.Now, entries: map[int32]userEntry{}}
+	return &userCache{next: next, ttl: ttl, neg: min(ttl, 5*time.Second), now: time.Now, entries: newTTLMap[int32, bool](maxCachedUsers)}
 }
 
 // Exists implements userChecker.
 func (c *userCache) Exists(ctx context.Context, id int32) (bool, error) {
 	now := c.now()
-	c.mu.Lock()
-	e, ok := c.entries[id]
-	c.mu.Unlock()
-	if ok && now.Before(e.expires) {
-		return e.exists, nil
+	if exists, ok := c.entries.get(id, now); ok {
+		return exists, nil
 	}
 	exists, err := c.next.Exists(ctx, id)
 	if err != nil {
@@ -54,11 +43,6 @@ func (c *userCache) Exists(ctx context.Context, id int32) (bool, error) {
 	if !exists {
 		ttl = c.neg
 	}
-	c.mu.Lock()
-	if len(c.entries) >= maxCachedUsers {
-		c.entries = map[int32]userEntry{}
-	}
-	c.entries[id] = userEntry{exists: exists, expires: now.Add(ttl)}
-	c.mu.Unlock()
+	c.entries.put(id, exists, now.Add(ttl))
 	return exists, nil
 }
