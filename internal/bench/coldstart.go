@@ -30,8 +30,15 @@ type ColdStart struct {
 	MinMs        float64 `json:"min_ms"`
 	MaxMs        float64 `json:"max_ms"`
 	IdleRSSBytes int64   `json:"idle_rss_bytes"` // VmRSS 1 s after the first 2xx of the first run
-	Probe        string  `json:"probe"`
-	Error        string  `json:"error,omitempty"`
+	// IdleRSSBytes split: private pages (RssAnon: heap, stacks, runtime
+	// data) and pages of the executable mapped in (RssFile). The kernel
+	// maps file pages around each page fault from the page cache, so
+	// RssFile depends on how much of the binary is cached, not on the
+	// function's own memory.
+	IdleAnonBytes int64  `json:"idle_rss_anon_bytes"`
+	IdleFileBytes int64  `json:"idle_rss_file_bytes"`
+	Probe         string `json:"probe"`
+	Error         string `json:"error,omitempty"`
 }
 
 // probeSpec is what proves a function serves: a CloudEvent it answers with
@@ -116,14 +123,14 @@ func coldStart(ctx context.Context, name, bin string, env []string, runs int) Co
 	cs.Probe = probe.String()
 	var times []float64
 	for i := range runs {
-		d, rss, err := coldStartOnce(ctx, bin, env, probe, i, i == 0)
+		d, mem, err := coldStartOnce(ctx, bin, env, probe, i, i == 0)
 		if err != nil {
 			cs.Error = err.Error()
 			break
 		}
 		times = append(times, float64(d)/float64(time.Millisecond))
 		if i == 0 {
-			cs.IdleRSSBytes = rss
+			cs.IdleRSSBytes, cs.IdleAnonBytes, cs.IdleFileBytes = mem.RSS, mem.Anon, mem.File
 		}
 	}
 	cs.Runs = len(times)
@@ -135,10 +142,10 @@ func coldStart(ctx context.Context, name, bin string, env []string, runs int) Co
 	return cs
 }
 
-func coldStartOnce(ctx context.Context, bin string, env []string, probe probeSpec, run int, readRSS bool) (time.Duration, int64, error) {
+func coldStartOnce(ctx context.Context, bin string, env []string, probe probeSpec, run int, readMem bool) (time.Duration, memUsage, error) {
 	port, err := redisserver.FreePort()
 	if err != nil {
-		return 0, 0, err
+		return 0, memUsage{}, err
 	}
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -148,7 +155,7 @@ func coldStartOnce(ctx context.Context, bin string, env []string, probe probeSpe
 	done := make(chan struct{})
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
-		return 0, 0, fmt.Errorf("exec %s: %w", bin, err)
+		return 0, memUsage{}, fmt.Errorf("exec %s: %w", bin, err)
 	}
 	go func() { _ = cmd.Wait(); close(done) }()
 	defer func() {
@@ -180,21 +187,21 @@ func coldStartOnce(ctx context.Context, bin string, env []string, probe probeSpe
 		}
 		select {
 		case <-done:
-			return 0, 0, fmt.Errorf("%s exited before answering (%v)", filepath.Base(bin), err)
+			return 0, memUsage{}, fmt.Errorf("%s exited before answering (%v)", filepath.Base(bin), err)
 		case <-ctx.Done():
-			return 0, 0, ctx.Err()
+			return 0, memUsage{}, ctx.Err()
 		default:
 		}
 		if time.Since(t0) > 15*time.Second {
-			return 0, 0, fmt.Errorf("no 2xx after 15 s: %v", err)
+			return 0, memUsage{}, fmt.Errorf("no 2xx after 15 s: %v", err)
 		}
 		time.Sleep(200 * time.Microsecond)
 	}
 	d := time.Since(t0)
-	var rss int64
-	if readRSS {
+	var mem memUsage
+	if readMem {
 		sleepCtx(ctx, time.Second)
-		rss, _ = processRSS(cmd.Process.Pid)
+		mem, _ = processMem(cmd.Process.Pid)
 	}
-	return d, rss, nil
+	return d, mem, nil
 }

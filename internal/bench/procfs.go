@@ -75,33 +75,69 @@ func processCPU(pid int) (time.Duration, error) {
 	return ticksToDuration(u + s), nil
 }
 
-// parseVmRSS returns VmRSS in bytes from the contents of /proc/<pid>/status.
-func parseVmRSS(b []byte) (int64, error) {
+// statusBytes returns a "<field>: <n> kB" line of /proc/<pid>/status in
+// bytes (VmRSS, RssAnon, RssFile, …).
+func statusBytes(b []byte, field string) (int64, error) {
 	for line := range strings.SplitSeq(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, "VmRSS:")
+		rest, ok := strings.CutPrefix(line, field+":")
 		if !ok {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("proc status: VmRSS line %q", line)
+			return 0, fmt.Errorf("proc status: %s line %q", field, line)
 		}
 		kb, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("proc status: VmRSS %q: %w", f[0], err)
+			return 0, fmt.Errorf("proc status: %s %q: %w", field, f[0], err)
 		}
 		return kb << 10, nil
 	}
-	return 0, errors.New("proc status: no VmRSS (a zombie or a kernel thread?)")
+	return 0, fmt.Errorf("proc status: no %s (a zombie or a kernel thread?)", field)
+}
+
+// memUsage is a process's resident set and its two parts: private
+// (anonymous: heap, stacks, the Go runtime's data) and file-backed (the
+// pages of its executable and libraries it has mapped in).
+type memUsage struct {
+	RSS, Anon, File int64
+}
+
+func parseMemUsage(b []byte) (memUsage, error) {
+	var m memUsage
+	var err error
+	for _, f := range []struct {
+		name string
+		dst  *int64
+	}{{"VmRSS", &m.RSS}, {"RssAnon", &m.Anon}, {"RssFile", &m.File}} {
+		if *f.dst, err = statusBytes(b, f.name); err != nil {
+			return memUsage{}, err
+		}
+	}
+	return m, nil
+}
+
+func readStatus(pid int) ([]byte, error) {
+	return os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 }
 
 // processRSS is a process's resident set size in bytes.
 func processRSS(pid int) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	b, err := readStatus(pid)
 	if err != nil {
 		return 0, err
 	}
-	return parseVmRSS(b)
+	return statusBytes(b, "VmRSS")
+}
+
+// processMem is a process's resident set, split into private and
+// file-backed pages.
+func processMem(pid int) (memUsage, error) {
+	b, err := readStatus(pid)
+	if err != nil {
+		return memUsage{}, err
+	}
+	return parseMemUsage(b)
 }
 
 // processEnviron reads a process's environment (KEY=VALUE entries).

@@ -56,6 +56,10 @@ func TestProcessCPUAndRSSOfSelf(t *testing.T) {
 	if err != nil || rss < 1<<20 {
 		t.Errorf("own RSS = %d, %v", rss, err)
 	}
+	// The test binary runs from its file: it has both kinds of pages.
+	if m, err := processMem(os.Getpid()); err != nil || m.Anon <= 0 || m.File <= 0 || m.Anon+m.File > m.RSS+m.RSS/10 {
+		t.Errorf("own memory = %+v, %v", m, err)
+	}
 	if _, err := processCPU(1 << 30); err == nil {
 		t.Error("CPU of a missing pid: no error")
 	}
@@ -66,14 +70,15 @@ func TestProcessCPUAndRSSOfSelf(t *testing.T) {
 	_ = x
 }
 
-func TestParseVmRSS(t *testing.T) {
-	in := "Name:\tksaga\nVmPeak:\t  200000 kB\nVmRSS:\t    9216 kB\nThreads:\t7\n"
-	if got, err := parseVmRSS([]byte(in)); err != nil || got != 9216<<10 {
-		t.Errorf("parseVmRSS = %d, %v", got, err)
+func TestParseMemUsage(t *testing.T) {
+	in := "Name:\tksaga\nVmPeak:\t  200000 kB\nVmRSS:\t    9216 kB\nRssAnon:\t    1024 kB\nRssFile:\t    8192 kB\nRssShmem:\t       0 kB\nThreads:\t7\n"
+	got, err := parseMemUsage([]byte(in))
+	if want := (memUsage{RSS: 9216 << 10, Anon: 1024 << 10, File: 8192 << 10}); err != nil || got != want {
+		t.Errorf("parseMemUsage = %+v, %v; want %+v", got, err, want)
 	}
-	for _, bad := range []string{"Name:\tx\n", "VmRSS:\t12 MB\n", "VmRSS:\tx kB\n"} {
-		if _, err := parseVmRSS([]byte(bad)); err == nil {
-			t.Errorf("parseVmRSS(%q) accepted", bad)
+	for _, bad := range []string{"Name:\tx\n", "VmRSS:\t12 MB\nRssAnon:\t1 kB\nRssFile:\t1 kB\n", "VmRSS:\tx kB\n", "VmRSS:\t12 kB\nRssAnon:\t1 kB\n"} {
+		if _, err := parseMemUsage([]byte(bad)); err == nil {
+			t.Errorf("parseMemUsage(%q) accepted", bad)
 		}
 	}
 }

@@ -152,14 +152,14 @@ func Markdown(res *Result) string {
 
 	if len(res.ColdStart) > 0 {
 		p("\n## Cold start, idle RSS, binaries (stripped: CGO_ENABLED=0 -trimpath -ldflags='-s -w')\n\n")
-		p("| function | binary | cold start median (min–max), runs | idle RSS (1 s after) | probe |\n|---|---|---|---|---|\n")
+		p("| function | binary | cold start median (min–max), runs | idle RSS (1 s after) | … private | … file-backed | probe |\n|---|---|---|---|---|---|---|\n")
 		for _, c := range res.ColdStart {
 			e := ""
 			if c.Error != "" {
 				e = " — " + c.Error
 			}
-			p("| %s | %.1f MB | %.2f ms (%.2f–%.2f), %d | %.1f MB | %s%s |\n", c.Function, float64(c.BinaryBytes)/1e6, c.MedianMs, c.MinMs, c.MaxMs,
-				c.Runs, float64(c.IdleRSSBytes)/1e6, c.Probe, e)
+			p("| %s | %.1f MB | %.2f ms (%.2f–%.2f), %d | %.1f MB | %.1f MB | %.1f MB | %s%s |\n", c.Function, float64(c.BinaryBytes)/1e6, c.MedianMs, c.MinMs, c.MaxMs,
+				c.Runs, float64(c.IdleRSSBytes)/1e6, float64(c.IdleAnonBytes)/1e6, float64(c.IdleFileBytes)/1e6, c.Probe, e)
 		}
 	}
 

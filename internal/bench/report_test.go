@@ -27,7 +27,7 @@ func sampleResult() *Result {
 		FloorReply:   &FloorPhase{Mode: "reply", Inflight: 32, EventsPerS: 10000, CPU: []ProcCPU{{Process: "floor-server", PerUnit: 100}}},
 		FloorEvalsha: &FloorPhase{Mode: "evalsha", Inflight: 32, EventsPerS: 6000, CPU: []ProcCPU{{Process: "floor-server", PerUnit: 150}, {Process: "redis-server", PerUnit: 40}}},
 		Attribution:  &Attribution{Sagas: 100, StepsTotal: 500, WorstStepRoundTrips: 3, WorstStepPath: "order, create step", FunctionRoundTripsPerStep: 1.4},
-		ColdStart: []ColdStart{{Function: "order", BinaryBytes: 14_600_000, Runs: 20, MedianMs: 7.5, IdleRSSBytes: 14_000_000},
+		ColdStart: []ColdStart{{Function: "order", BinaryBytes: 14_600_000, Runs: 20, MedianMs: 7.5, IdleRSSBytes: 14_000_000, IdleAnonBytes: 1_700_000, IdleFileBytes: 12_300_000},
 			{Function: "payment", BinaryBytes: 14_100_000, Runs: 20, MedianMs: 6.5, IdleRSSBytes: 11_000_000}},
 		Memory: &Memory{Sampled: 300, SagaHash: SizeStats{Mean: 850, P95: 960}, Total: SizeStats{Mean: 1300, P95: 1330},
 			Encoding: map[string]int{"listpack": 300}, HashTTL: TTLStats{MinS: 86000, MaxS: 86400},
@@ -78,6 +78,12 @@ func TestEvaluate(t *testing.T) {
 			t.Errorf("throughput miss note: %q", tg.Note)
 		}
 	}
+	// A missed idle RSS splits private from file-backed pages.
+	for _, tg := range res.Targets {
+		if tg.Name == "function idle RSS (largest)" && !strings.Contains(tg.Note, "1.7 MB private (heap, stacks, runtime), 12.3 MB file-backed: 84% of its 14.6 MB binary") {
+			t.Errorf("idle RSS miss note: %q", tg.Note)
+		}
+	}
 	if len(res.Limits) == 0 || !strings.Contains(res.Limits[0], "CPU-bound") {
 		t.Errorf("limits: %q", res.Limits)
 	}
@@ -89,7 +95,7 @@ func TestMarkdownAndWrite(t *testing.T) {
 		{Name: "sweep-8", Inflight: 8, SagasPerS: 400, Latency: Latency{P50Ms: 20, P99Ms: 40}}}
 	md := Markdown(res)
 	for _, want := range []string{"# ksaga bench — choreography", "| **MISS** | sustained throughput", "| pass | function cold start",
-		"## CPU per saga by process", "## Floor, same run", "## Cold start", "## Redis memory per finished saga", "**none**",
+		"## CPU per saga by process", "## Floor, same run", "## Cold start", "## Redis memory per finished saga", "**none**", "| order | 14.6 MB | 7.50 ms (0.00–0.00), 20 | 14.0 MB | 1.7 MB | 12.3 MB |",
 		"## What limits throughput", "| sweep-8 | 8 in flight | 400 |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
