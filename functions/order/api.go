@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strconv"
 	"time"
@@ -21,6 +22,9 @@ import (
 
 // maxIdempotencyKey is the longest Idempotency-Key header accepted.
 const maxIdempotencyKey = 255
+
+// maxOrderReads bounds getOrder's reads of an order that keeps changing.
+const maxOrderReads = 4
 
 // api is the order function's REST API. Every answer is JSON; errors are
 // apiError.
@@ -168,6 +172,12 @@ func (a *api) postOrder(w http.ResponseWriter, r *http.Request) {
 
 // getOrder answers an order and its saga: 200 orderView, 404 unknown (or
 // not written yet), 503 Redis unavailable.
+//
+// The two are read one after the other, and a step may land in between
+// (the order record changes only in the same script as its saga: create,
+// confirm, cancel). So the order is read again after the saga: when it is
+// unchanged, no such step ran between the reads and the answer is one
+// moment of both; when it changed, both are read again.
 func (a *api) getOrder(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	m, err := a.orders.rdb.HGetAll(r.Context(), ordersaga.OrderKey(id)).Result()
@@ -179,16 +189,35 @@ func (a *api) getOrder(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "order " + strconv.Quote(id) + " not found"})
 		return
 	}
+	var st saga.State
+	var sagaErr error
+	for read := 1; ; read++ {
+		st, sagaErr = a.store.Get(r.Context(), m["saga_id"])
+		again, err := a.orders.rdb.HGetAll(r.Context(), ordersaga.OrderKey(id)).Result()
+		if err != nil {
+			a.fail(w, r, saga.Transient(err, "redis"))
+			return
+		}
+		if maps.Equal(again, m) {
+			break
+		}
+		// An order changes at most twice (written, then confirmed or
+		// cancelled), so this ends; the bound is a guard.
+		if read == maxOrderReads {
+			a.fail(w, r, saga.Transient(errors.New("order "+id+" kept changing while read"), "redis"))
+			return
+		}
+		m = again
+	}
 	v, err := parseOrder(id, m)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	st, err := a.store.Get(r.Context(), m["saga_id"])
 	switch {
-	case errors.Is(err, saga.ErrNotFound): // expired after its retention
-	case err != nil:
-		a.fail(w, r, err)
+	case errors.Is(sagaErr, saga.ErrNotFound): // expired after its retention
+	case sagaErr != nil:
+		a.fail(w, r, sagaErr)
 		return
 	default:
 		v.Saga = &sagaView{

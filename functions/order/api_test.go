@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
@@ -255,5 +259,58 @@ func TestClientPricesAreRejected(t *testing.T) {
 	r := e.request(t, http.MethodPost, "/orders", `{"user_id":1,"items":[{"sku":"book","qty":1,"price_cents":1}]}`, nil)
 	if r.Status != http.StatusBadRequest || len(e.sink.events()) != 0 {
 		t.Fatalf("status %d %s: a client must not set prices", r.Status, r.Body)
+	}
+}
+
+// racingStore runs race the first time the API reads a saga: a step that
+// lands between GET /orders/{id}'s read of the order and of its saga.
+type racingStore struct {
+	saga.Store
+	once sync.Once
+	race func()
+}
+
+func (s *racingStore) Get(ctx context.Context, id string) (saga.State, error) {
+	s.once.Do(s.race)
+	return s.Store.Get(ctx, id)
+}
+
+// TestGetOrderIsOneMoment: GET /orders/{id} never pairs an order with a
+// saga from a different moment. Here the compensation that cancels the
+// order runs after the API has read the pending order and before it reads
+// the saga: the answer must be the cancelled order with its compensated
+// saga, not the pending order with it.
+func TestGetOrderIsOneMoment(t *testing.T) {
+	e := setup(t, nil)
+	sagaID, o := e.create(t, "torn", bookOrder())
+	v := e.apply(t, saga.Transition{SagaID: sagaID, Step: ordersaga.StepPayment,
+		OnSuccess: saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating, Reason: "insufficient funds"}}).Version
+	cancel := sagaEvent("cancel-torn", ordersaga.PayFailed, sagaID, v, o)
+	raced := false
+	a := &api{orders: &orders{rdb: e.rdb}, logger: slog.New(slog.DiscardHandler), store: &racingStore{Store: e.store, race: func() {
+		r := e.post(t, cancel)
+		raced = r.Reply != nil && r.Reply.Type() == ordersaga.Cancelled
+	}}}
+	mux := http.NewServeMux()
+	for pattern, h := range a.routes() {
+		mux.Handle(pattern, h)
+	}
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	resp, err := http.Get(srv.URL + "/orders/" + o.OrderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var view orderView
+	if err := json.NewDecoder(resp.Body).Decode(&view); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET: %d %v", resp.StatusCode, err)
+	}
+	if !raced {
+		t.Fatal("the cancel did not run between the reads")
+	}
+	if view.Saga == nil || view.Saga.Status != saga.StatusCompensated || view.Status != "cancelled" || view.Reason != "insufficient funds" {
+		t.Fatalf("order %s (%q) with saga %+v", view.Status, view.Reason, view.Saga)
 	}
 }
