@@ -82,13 +82,10 @@ func (r *relay) once(ctx context.Context) error {
 		every, after = 10*time.Second, 30*time.Second
 	}
 	if time.Since(r.claimed) > every {
-		claimed, _, err := r.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: ordersaga.OutboxKey, Group: relayGroup,
-			Consumer: r.consumer, MinIdle: after, Start: "0", Count: 100}).Result()
-		if err != nil {
-			return r.failed(fmt.Errorf("claim: %w", err))
+		if err := r.claim(ctx, after); err != nil {
+			return r.failed(err)
 		}
 		r.claimed = time.Now()
-		r.ack(ctx, r.deliver(ctx, claimed))
 	}
 	streams, err := r.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: relayGroup, Consumer: r.consumer,
 		Streams: []string{ordersaga.OutboxKey, ">"}, Count: relayBatch, Block: time.Second}).Result()
@@ -104,16 +101,36 @@ func (r *relay) once(ctx context.Context) error {
 	}
 	// While entries keep coming, a batch's XACK and the next read share
 	// one round trip (the read does not block; when it finds nothing, the
-	// next round blocks).
+	// next round blocks). When a claim is due, the round ends after the
+	// batch, so entries to retry are not starved by a steady stream.
 	for len(msgs) > 0 {
 		sent := r.deliver(ctx, msgs)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || time.Since(r.claimed) > every {
 			r.ack(context.WithoutCancel(ctx), sent)
 			return nil
 		}
 		if msgs, err = r.ackAndRead(ctx, sent); err != nil {
 			return r.failed(err)
 		}
+	}
+	return nil
+}
+
+// claim takes over every entry pending for at least after, whichever
+// consumer read it (a crashed relay, or this one when Send failed), page by
+// page along XAUTOCLAIM's cursor, sends them and acknowledges the sent ones.
+func (r *relay) claim(ctx context.Context, after time.Duration) error {
+	for start := "0-0"; ctx.Err() == nil; {
+		claimed, next, err := r.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: ordersaga.OutboxKey, Group: relayGroup,
+			Consumer: r.consumer, MinIdle: after, Start: start, Count: relayBatch}).Result()
+		if err != nil {
+			return fmt.Errorf("claim: %w", err)
+		}
+		r.ack(context.WithoutCancel(ctx), r.deliver(ctx, claimed))
+		if next == "0-0" || next == "" {
+			return nil
+		}
+		start = next
 	}
 	return nil
 }

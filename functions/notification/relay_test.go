@@ -158,3 +158,166 @@ func (a *ackTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		return next(ctx, cmds)
 	}
 }
+
+// addOutbox appends one notification for order id to the outbox.
+func addOutbox(t *testing.T, rdb *redis.Client, id string) {
+	t.Helper()
+	if err := xaddOutbox(rdb, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func xaddOutbox(rdb *redis.Client, id string) error {
+	return rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: ordersaga.OutboxKey,
+		Values: []any{"order_id", id, "saga_id", "s-" + id, "user_id", "1", "kind", "order_confirmed"}}).Err()
+}
+
+// waitIdle waits until n entries have been pending for at least idle, so a
+// claim with that minimum idle time takes them.
+func waitIdle(t *testing.T, rdb *redis.Client, n int64, idle time.Duration) {
+	t.Helper()
+	fntest.Eventually(t, 5*time.Second, func() error {
+		p, err := rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{Stream: ordersaga.OutboxKey, Group: relayGroup,
+			Idle: idle, Start: "-", End: "+", Count: n}).Result()
+		if err != nil || int64(len(p)) < n {
+			return errString("entries not idle yet")
+		}
+		return nil
+	})
+}
+
+// startRelay runs r until the test ends and returns a stop function that
+// waits for it.
+func startRelay(t *testing.T, ctx context.Context, r *relay) (stop func()) {
+	t.Helper()
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); r.run(rctx) }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestRelayClaimsEveryAbandonedEntry: one claim takes over all the entries
+// a crashed relay left, not just the first page of them.
+func TestRelayClaimsEveryAbandonedEntry(t *testing.T) {
+	rdb := testredis.Start(t).Client(t)
+	ctx := context.Background()
+	rdb.XGroupCreateMkStream(ctx, ordersaga.OutboxKey, relayGroup, "0")
+	const n = 2*relayBatch + 50
+	for i := range n {
+		addOutbox(t, rdb, "o"+strconv.Itoa(i))
+	}
+	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: relayGroup, Consumer: "crashed", Streams: []string{ordersaga.OutboxKey, ">"}, Count: n}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, rdb, n, time.Millisecond)
+	s := &recordingSender{sent: map[string]int{}}
+	// One claim, at start: the next is an hour away.
+	startRelay(t, ctx, &relay{rdb: rdb, sender: s, logger: slog.New(slog.DiscardHandler), consumer: "me",
+		claimEvery: time.Hour, claimAfter: time.Millisecond})
+	fntest.Eventually(t, 5*time.Second, func() error {
+		pending, err := rdb.XPending(ctx, ordersaga.OutboxKey, relayGroup).Result()
+		if err != nil || pending.Count != 0 {
+			return errString("entries still pending")
+		}
+		return nil
+	})
+	for i := range n {
+		if c := s.count("o" + strconv.Itoa(i)); c != 1 {
+			t.Fatalf("o%d sent %d times, want 1", i, c)
+		}
+	}
+}
+
+// feedingSender records what it sends and, until lost is sent, adds a new
+// outbox entry on every Send, so the relay's reads never come back empty;
+// on its first Send it also makes lost an entry another relay read and
+// abandoned.
+type feedingSender struct {
+	recordingSender
+	t    *testing.T
+	rdb  *redis.Client
+	lost string
+	n    int
+}
+
+func (s *feedingSender) Send(ctx context.Context, n Notification) error {
+	if err := s.recordingSender.Send(ctx, n); err != nil {
+		return err
+	}
+	if s.count(s.lost) > 0 {
+		return nil
+	}
+	if s.n == 0 {
+		if err := xaddOutbox(s.rdb, s.lost); err != nil {
+			s.t.Error(err)
+		}
+		if err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: relayGroup, Consumer: "crashed", Streams: []string{ordersaga.OutboxKey, ">"}, Count: 1}).Err(); err != nil {
+			s.t.Error(err)
+		}
+	}
+	s.n++
+	if err := xaddOutbox(s.rdb, "feed"+strconv.Itoa(s.n)); err != nil {
+		s.t.Error(err)
+	}
+	return nil
+}
+
+// TestRelayClaimsUnderSteadyLoad: while new entries keep coming, abandoned
+// ones are still claimed and sent when a claim is due.
+func TestRelayClaimsUnderSteadyLoad(t *testing.T) {
+	rdb := testredis.Start(t).Client(t)
+	ctx := context.Background()
+	rdb.XGroupCreateMkStream(ctx, ordersaga.OutboxKey, relayGroup, "0")
+	addOutbox(t, rdb, "feed0")
+	s := &feedingSender{recordingSender: recordingSender{sent: map[string]int{}}, t: t, rdb: rdb, lost: "lost"}
+	startRelay(t, ctx, &relay{rdb: rdb, sender: s, logger: slog.New(slog.DiscardHandler), consumer: "me",
+		claimEvery: 20 * time.Millisecond, claimAfter: time.Millisecond})
+	fntest.Eventually(t, 5*time.Second, func() error {
+		if s.count("lost") != 1 {
+			return errString("the abandoned entry is not sent yet")
+		}
+		return nil
+	})
+	if s.count("feed1") != 1 {
+		t.Errorf("the steady load was not sent: %v", s.sent)
+	}
+}
+
+// cancellingSender cancels the relay's context while it sends.
+type cancellingSender struct {
+	recordingSender
+	cancel func()
+}
+
+func (s *cancellingSender) Send(ctx context.Context, n Notification) error {
+	s.cancel()
+	return s.recordingSender.Send(ctx, n)
+}
+
+// TestRelayAcksClaimedEntriesOnShutdown: an abandoned entry sent as the
+// relay stops is acknowledged, not sent again by the next relay.
+func TestRelayAcksClaimedEntriesOnShutdown(t *testing.T) {
+	rdb := testredis.Start(t).Client(t)
+	ctx := context.Background()
+	rdb.XGroupCreateMkStream(ctx, ordersaga.OutboxKey, relayGroup, "0")
+	addOutbox(t, rdb, "o1")
+	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: relayGroup, Consumer: "crashed", Streams: []string{ordersaga.OutboxKey, ">"}, Count: 1}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, rdb, 1, time.Millisecond)
+	// The sender cancels; the timeout only bounds a failing run.
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s := &cancellingSender{recordingSender: recordingSender{sent: map[string]int{}}, cancel: cancel}
+	r := &relay{rdb: rdb, sender: s, logger: slog.New(slog.DiscardHandler), consumer: "me", claimEvery: time.Hour, claimAfter: time.Millisecond}
+	r.run(rctx) // returns once the context is cancelled
+	if s.count("o1") != 1 {
+		t.Fatalf("o1 sent %d times, want 1", s.count("o1"))
+	}
+	pending, err := rdb.XPending(ctx, ordersaga.OutboxKey, relayGroup).Result()
+	if err != nil || pending.Count != 0 {
+		t.Fatalf("pending after shutdown: %+v %v", pending, err)
+	}
+}
