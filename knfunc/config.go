@@ -94,11 +94,22 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	for _, d := range []struct {
 		name string
 		dst  *time.Duration
-	}{{"KSAGA_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout}, {"KSAGA_RETENTION", &c.Retention}, {"KSAGA_SAGA_TIMEOUT", &c.SagaTimeout}} {
+		min  time.Duration
+	}{
+		{"KSAGA_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout, 0},
+		// Redis expires keys in whole seconds: less would expire a saga
+		// the moment it finishes.
+		{"KSAGA_RETENTION", &c.Retention, time.Second},
+		{"KSAGA_SAGA_TIMEOUT", &c.SagaTimeout, 0},
+	} {
 		if v := getenv(d.name); v != "" {
 			dur, err := time.ParseDuration(v)
-			if err != nil || dur <= 0 {
+			switch {
+			case err != nil || dur <= 0:
 				errs = append(errs, fmt.Errorf("%s=%q: want a positive duration like 30s", d.name, v))
+				continue
+			case dur < d.min:
+				errs = append(errs, fmt.Errorf("%s=%q: want at least %s", d.name, v, d.min))
 				continue
 			}
 			*d.dst = dur

@@ -103,6 +103,13 @@ func TestConfigFromEnv(t *testing.T) {
 			t.Errorf("error %v does not name %s", err, name)
 		}
 	}
+	// Redis expires in whole seconds: a shorter retention is refused.
+	for v, ok := range map[string]bool{"500ms": false, "1s": true} {
+		_, err := knfunc.ConfigFromEnv(func(k string) string { return map[string]string{"KSAGA_RETENTION": v}[k] })
+		if (err == nil) != ok || (!ok && !strings.Contains(err.Error(), "at least 1s")) {
+			t.Errorf("KSAGA_RETENTION=%s: %v", v, err)
+		}
+	}
 }
 
 func TestSink(t *testing.T) {

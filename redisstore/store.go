@@ -64,6 +64,9 @@ func New(rdb redis.UniversalClient, opts Options) (*Store, error) {
 	if s.retention <= 0 {
 		s.retention = 24 * time.Hour
 	}
+	if s.retention < time.Second {
+		return nil, fmt.Errorf("redisstore: retention %s is under 1s: Redis expires keys in whole seconds", s.retention)
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}

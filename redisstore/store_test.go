@@ -356,3 +356,14 @@ func TestGetUnknown(t *testing.T) {
 		t.Fatalf("err %v, want ErrNotFound", err)
 	}
 }
+
+// TestNewRefusesSubSecondRetention: Redis expires in whole seconds, so a
+// retention under 1s would expire a saga the moment it finishes.
+func TestNewRefusesSubSecondRetention(t *testing.T) {
+	if _, err := redisstore.New(nil, redisstore.Options{Retention: 500 * time.Millisecond}); err == nil || !strings.Contains(err.Error(), "under 1s") {
+		t.Errorf("500ms retention: %v", err)
+	}
+	if _, err := redisstore.New(nil, redisstore.Options{Retention: time.Second}); err != nil {
+		t.Errorf("1s retention: %v", err)
+	}
+}
