@@ -94,9 +94,10 @@ func (a *api) routes() map[string]http.Handler {
 //
 // With an Idempotency-Key header the saga id, and so the order id and the
 // Create event's id, derive from the user and the key: a retried POST
-// answers the same ids and its command is deduplicated by the Create step,
-// so it starts no second saga (the first request's items win). Without the
-// header every POST starts a new saga.
+// answers the same ids and starts no second saga (the first request's items
+// win). Before the order is written its command is deduplicated by the
+// Create step; once it exists, no command is sent. Without the header every
+// POST starts a new saga.
 func (a *api) postOrder(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
 	if err != nil {
@@ -136,6 +137,22 @@ func (a *api) postOrder(w http.ResponseWriter, r *http.Request) {
 	}
 	orderID := orderIDFor(sagaID)
 	ctx := telemetry.WithAttrs(r.Context(), slog.String(telemetry.AttrCorrelationID, sagaID))
+	if key != "" {
+		// A retry of a request whose order exists answers as the first
+		// did and sends nothing: once the saga has expired (retention),
+		// its Create would no longer be deduplicated and would run the
+		// order's saga again.
+		n, err := a.orders.rdb.Exists(ctx, ordersaga.OrderKey(orderID)).Result()
+		if err != nil {
+			a.fail(w, r.WithContext(ctx), saga.Transient(err, "redis"))
+			return
+		}
+		if n == 1 {
+			w.Header().Set("Location", "/orders/"+orderID)
+			writeJSON(w, http.StatusAccepted, accepted{OrderID: orderID, SagaID: sagaID})
+			return
+		}
+	}
 	q, err := a.orders.quote(ctx, orderID, req)
 	if err != nil {
 		a.fail(w, r.WithContext(ctx), err)

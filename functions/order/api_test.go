@@ -208,6 +208,18 @@ func TestIdempotencyKey(t *testing.T) {
 	if n := e.orderKeys(t); n != 1 {
 		t.Fatalf("%d orders, want 1", n)
 	}
+	// After the saga's retention its dedupe record is gone; a retry must
+	// still not run the order's saga again (a second charge): it answers
+	// the same ids and sends nothing.
+	if err := e.rdb.Del(t.Context(), redisstore.Key(a1.SagaID)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if a4 := post("key-1"); a4 != a1 {
+		t.Fatalf("retry after expiry: %+v, want %+v", a4, a1)
+	}
+	if n := len(e.sink.events()); n != 3 {
+		t.Fatalf("retry after expiry sent a command: %d events, want 3", n)
+	}
 }
 
 func TestPostOrderWithoutSink(t *testing.T) {
