@@ -53,9 +53,20 @@ func newStep(store saga.Store, rdb redis.UniversalClient, sink sender, def order
 		}
 	}
 	return saga.StepFunc(func(ctx context.Context, e event.Event) (*event.Event, error) {
-		if _, known := p.Actions[e.Type()]; !known || saga.SagaIDOf(e) == "" {
+		_, known := p.Actions[e.Type()]
+		where := "outside any saga"
+		if id := saga.SagaIDOf(e); !known || id == "" {
+			known = false
+		} else if _, err := store.Get(ctx, id); errors.Is(err, saga.ErrNotFound) {
+			// e.g. a dead-lettered Create: the saga never started (or has
+			// expired), so no transition can record it.
+			known, where = false, "of a saga that does not exist"
+		} else if err != nil {
+			return nil, err
+		}
+		if !known {
 			// not a saga event we can place: keep it for operators, acknowledge
-			logger.ErrorContext(ctx, "dead letter outside any saga", "reason", reason(e))
+			logger.ErrorContext(ctx, "dead letter "+where, "reason", reason(e))
 			if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: StreamKey, MaxLen: 10000, Approx: true, Values: []any{
 				"type", e.Type(), "id", e.ID(), "source", e.Source(), "saga_id", saga.SagaIDOf(e),
 				"dest", ext(e, extDest), "code", ext(e, extCode), "reason", reason(e)}}).Err(); err != nil {
@@ -100,7 +111,7 @@ func (d *deadLetters) handle(ctx context.Context, in saga.Input) (saga.Transitio
 	case step.Failed != "":
 		st, err := d.store.Get(ctx, in.SagaID)
 		if errors.Is(err, saga.ErrNotFound) {
-			return t, nil // never started: recorded by the Store's skip... and logged above
+			return t, nil // gone since the step checked (it expired): the Store skips it
 		}
 		if err != nil {
 			return saga.Transition{}, err

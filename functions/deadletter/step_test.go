@@ -168,6 +168,23 @@ func TestDeadLetterWithoutSagaIsKept(t *testing.T) {
 	}
 }
 
+// TestDeadLetterOfUnknownSagaIsKept: a dead-lettered Create (its saga never
+// started) is recorded for operators like any other dead letter.
+func TestDeadLetterOfUnknownSagaIsKept(t *testing.T) {
+	e := setup(t)
+	dl := deadLetter("create-1", ordersaga.Create, "never-started", "http://order.saga.svc.cluster.local", "503", "")
+	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	m := e.deadletters(t)
+	if len(m) != 1 || m[0].Values["type"] != ordersaga.Create || m[0].Values["saga_id"] != "never-started" || m[0].Values["code"] != "503" {
+		t.Fatalf("dead letters %v", m)
+	}
+	if n, _ := e.rdb.Exists(context.Background(), redisstore.Key("never-started")).Result(); n != 0 || len(e.broker.got()) != 0 {
+		t.Fatalf("a saga was created (%d) or an event published (%v)", n, e.broker.got())
+	}
+}
+
 func TestStepThatAlreadySucceededIsOnlyNoted(t *testing.T) {
 	e := setup(t)
 	e.saga(t, "s3",
