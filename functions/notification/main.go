@@ -1,7 +1,9 @@
 // Command notification is the last step of the order saga: it records a
 // customer notification for every confirmed and every cancelled order in an
 // outbox (a Redis stream, written atomically with the saga transition), and
-// a relay hands each one to a Sender. It never fails the saga.
+// a relay hands each one to a Sender, at least once, and trims the sent
+// entries once the outbox is large (an unsent one is never dropped). It
+// never fails the saga.
 package main
 
 import (

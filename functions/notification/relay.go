@@ -53,6 +53,10 @@ type relay struct {
 	// idle they must be. Zero: 10s and 30s.
 	claimEvery, claimAfter time.Duration
 
+	// keep is how many entries the outbox may hold before sent ones are
+	// trimmed (zero: outboxKeep).
+	keep int64
+
 	claimed time.Time // when abandoned entries were last claimed
 	ready   bool      // the consumer group exists
 }
@@ -83,6 +87,9 @@ func (r *relay) once(ctx context.Context) error {
 	}
 	if time.Since(r.claimed) > every {
 		if err := r.claim(ctx, after); err != nil {
+			return r.failed(err)
+		}
+		if err := r.trim(ctx); err != nil {
 			return r.failed(err)
 		}
 		r.claimed = time.Now()
@@ -137,6 +144,65 @@ func (r *relay) claim(ctx context.Context, after time.Duration) error {
 
 // relayBatch is the most entries one read takes.
 const relayBatch = 100
+
+// outboxKeep is how many entries the outbox may hold before the relay trims
+// the sent ones (zero: 100,000).
+const outboxKeep = 100_000
+
+// trim drops sent entries once the outbox holds more than keep: everything
+// older than the oldest entry not yet acknowledged (pending for a relay)
+// or not yet read. An entry is never trimmed before it was sent, however
+// long the sender is down; the outbox grows instead.
+func (r *relay) trim(ctx context.Context) error {
+	keep := r.keep
+	if keep == 0 {
+		keep = outboxKeep
+	}
+	n, err := r.rdb.XLen(ctx, ordersaga.OutboxKey).Result()
+	if err != nil || n <= keep {
+		return err
+	}
+	groups, err := r.rdb.XInfoGroups(ctx, ordersaga.OutboxKey).Result()
+	if err != nil {
+		return fmt.Errorf("trim: %w", err)
+	}
+	minID := ""
+	for _, g := range groups {
+		if g.Name == relayGroup {
+			minID = g.LastDeliveredID // read (and so sent, or pending)
+		}
+	}
+	if minID == "" || minID == "0-0" {
+		return nil
+	}
+	p, err := r.rdb.XPending(ctx, ordersaga.OutboxKey, relayGroup).Result()
+	if err != nil {
+		return fmt.Errorf("trim: %w", err)
+	}
+	if p.Count > 0 && streamIDLess(p.Lower, minID) {
+		minID = p.Lower
+	}
+	// MINID keeps minID itself; "~" trims whole stream nodes only, never
+	// past minID.
+	if err := r.rdb.XTrimMinIDApprox(ctx, ordersaga.OutboxKey, minID, 0).Err(); err != nil {
+		return fmt.Errorf("trim: %w", err)
+	}
+	return nil
+}
+
+// streamIDLess compares two stream ids ("ms-seq").
+func streamIDLess(a, b string) bool {
+	am, as, _ := strings.Cut(a, "-")
+	bm, bs, _ := strings.Cut(b, "-")
+	ami, _ := strconv.ParseUint(am, 10, 64)
+	bmi, _ := strconv.ParseUint(bm, 10, 64)
+	if ami != bmi {
+		return ami < bmi
+	}
+	asi, _ := strconv.ParseUint(as, 10, 64)
+	bsi, _ := strconv.ParseUint(bs, 10, 64)
+	return asi < bsi
+}
 
 // failed makes the next round check the group again (Redis may have
 // restarted empty).

@@ -321,3 +321,64 @@ func TestRelayAcksClaimedEntriesOnShutdown(t *testing.T) {
 		t.Fatalf("pending after shutdown: %+v %v", pending, err)
 	}
 }
+
+// TestRelayTrimsOnlySentEntries: past its size limit the outbox loses the
+// entries that were sent, never one that was not (here: ten another relay
+// read and abandoned, not yet idle long enough to be claimed).
+func TestRelayTrimsOnlySentEntries(t *testing.T) {
+	rdb := testredis.Start(t).Client(t)
+	ctx := context.Background()
+	rdb.XGroupCreateMkStream(ctx, ordersaga.OutboxKey, relayGroup, "0")
+	for i := range 10 {
+		addOutbox(t, rdb, "stuck"+strconv.Itoa(i))
+	}
+	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: relayGroup, Consumer: "crashed", Streams: []string{ordersaga.OutboxKey, ">"}, Count: 10}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 500
+	for i := range n {
+		addOutbox(t, rdb, "o"+strconv.Itoa(i))
+	}
+	s := &recordingSender{sent: map[string]int{}}
+	stop := startRelay(t, ctx, &relay{rdb: rdb, sender: s, logger: slog.New(slog.DiscardHandler), consumer: "me",
+		claimEvery: 10 * time.Millisecond, claimAfter: time.Hour, keep: 50})
+	fntest.Eventually(t, 5*time.Second, func() error {
+		if s.count("o"+strconv.Itoa(n-1)) == 0 {
+			return errString("not all sent yet")
+		}
+		return nil
+	})
+	// Trims run with every claim; with the abandoned entries first in the
+	// stream, none of the sent ones behind them may go either.
+	stop()
+	if l := rdb.XLen(ctx, ordersaga.OutboxKey).Val(); l != n+10 {
+		t.Fatalf("outbox holds %d entries, want all %d: the oldest is not sent", l, n+10)
+	}
+
+	// Once the abandoned ones are claimed and sent too, the sent entries
+	// are trimmed.
+	addOutbox(t, rdb, "last")
+	waitIdle(t, rdb, 10, time.Millisecond)
+	startRelay(t, ctx, &relay{rdb: rdb, sender: s, logger: slog.New(slog.DiscardHandler), consumer: "me",
+		claimEvery: 10 * time.Millisecond, claimAfter: time.Millisecond, keep: 50})
+	fntest.Eventually(t, 5*time.Second, func() error {
+		if s.count("stuck0") == 0 || s.count("last") == 0 || rdb.XLen(ctx, ordersaga.OutboxKey).Val() > 100 {
+			return errString("sent entries not trimmed yet")
+		}
+		return nil
+	})
+	if last := rdb.XRevRangeN(ctx, ordersaga.OutboxKey, "+", "-", 1).Val(); len(last) != 1 || last[0].Values["order_id"] != "last" {
+		t.Fatalf("newest entry %v", last)
+	}
+}
+
+func TestStreamIDLess(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{{"1-0", "2-0", true}, {"2-0", "1-5", false}, {"9-1", "10-0", true}, {"5-2", "5-10", true}, {"5-3", "5-3", false}} {
+		if got := streamIDLess(c.a, c.b); got != c.want {
+			t.Errorf("streamIDLess(%s, %s) = %v", c.a, c.b, got)
+		}
+	}
+}

@@ -11,13 +11,14 @@ import (
 )
 
 // record appends the saga's notification to the outbox, once per saga; the
-// kind follows the saga's status. keys: outbox, sent marker, the saga's
+// kind follows the saga's status. The outbox is not capped here: the relay
+// trims entries once they are sent (never one that is not). keys: outbox, sent marker, the saga's
 // hash; args: saga id, order id, user id, retention (s).
 var record = saga.EffectScript{Name: "notification.record", Lua: `
 if redis.call('SET', keys[2], '1', 'NX', 'EX', args[4]) == false then return end
 local st = redis.call('HGET', keys[3], 'st')
 local kind = 'order_' .. (st == 'completed' and 'confirmed' or (st == 'compensated' and 'cancelled' or st))
-redis.call('XADD', keys[1], 'MAXLEN', '~', '100000', '*',
+redis.call('XADD', keys[1], '*',
   'saga_id', args[1], 'order_id', args[2], 'user_id', args[3], 'kind', kind,
   'reason', redis.call('HGET', keys[3], 'rs') or '')
 `}

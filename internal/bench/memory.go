@@ -25,8 +25,8 @@ type Memory struct {
 	HashTTL  TTLStats       `json:"saga_hash_ttl"`
 	Related  []RelatedKeys  `json:"related_keys"`
 	// OutboxEntryBytes is the notification outbox stream's MEMORY USAGE
-	// divided by its length: one entry per saga, capped by MAXLEN ~100000
-	// rather than expired.
+	// divided by its length: one entry per saga, not expired but trimmed
+	// by the relay once sent and past 100,000 entries.
 	OutboxEntryBytes float64   `json:"outbox_entry_bytes"`
 	OutboxLen        int64     `json:"outbox_len"`
 	Total            SizeStats `json:"total_per_saga"` // hash + related keys + outbox share

@@ -170,7 +170,7 @@ func Markdown(res *Result) string {
 		for _, k := range mem.Related {
 			p("| %s | %d | %.0f | %s |\n", k.Pattern, k.Present, k.Mean, ttlText(k.TTL))
 		}
-		p("| notification:outbox entry (stream, MAXLEN ~100000) | %d entries | %.0f | none (capped) |\n", mem.OutboxLen, mem.OutboxEntryBytes)
+		p("| notification:outbox entry (stream, sent entries trimmed past 100,000) | %d entries | %.0f | none (capped) |\n", mem.OutboxLen, mem.OutboxEntryBytes)
 		p("| **total per saga** | | **%.0f** (p95 %.0f) | |\n", mem.Total.Mean, mem.Total.P95)
 		p("\nSaga hash encoding: %s. INFO used_memory grew %.0f B per saga started. ksaga:active holds %d sagas after the run.\n",
 			encodings(mem.Encoding), mem.UsedMemoryPerSaga, mem.ActiveIndexLen)
