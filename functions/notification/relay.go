@@ -146,7 +146,7 @@ func (r *relay) claim(ctx context.Context, after time.Duration) error {
 const relayBatch = 100
 
 // outboxKeep is how many entries the outbox may hold before the relay trims
-// the sent ones (zero: 100,000).
+// the sent ones.
 const outboxKeep = 100_000
 
 // trim drops sent entries once the outbox holds more than keep: everything
@@ -159,8 +159,11 @@ func (r *relay) trim(ctx context.Context) error {
 		keep = outboxKeep
 	}
 	n, err := r.rdb.XLen(ctx, ordersaga.OutboxKey).Result()
-	if err != nil || n <= keep {
-		return err
+	if err != nil {
+		return fmt.Errorf("trim: %w", err)
+	}
+	if n <= keep {
+		return nil
 	}
 	groups, err := r.rdb.XInfoGroups(ctx, ordersaga.OutboxKey).Result()
 	if err != nil {
