@@ -215,6 +215,10 @@ func (a *api) getOrder(w http.ResponseWriter, r *http.Request) {
 			a.fail(w, r, saga.Transient(err, "redis"))
 			return
 		}
+		if len(again) == 0 { // deleted meanwhile (orders do not expire: by hand)
+			writeJSON(w, http.StatusNotFound, apiError{Error: "order " + strconv.Quote(id) + " not found"})
+			return
+		}
 		if maps.Equal(again, m) {
 			break
 		}
