@@ -22,11 +22,13 @@ const (
 	statusCancelled = "cancelled"
 )
 
-// writeOrder writes a new order hash, once: a redelivered Create never
-// overwrites it. keys: order; args: user id, items JSON, total cents, status,
-// saga id, created at (RFC 3339), reason ("" for none).
+// writeOrder writes a new order hash, once. A redelivered Create is
+// deduplicated with its saga and never gets here; one that does while the
+// order exists arrived after its saga expired (retention), and fails: the
+// order's saga must not run twice. keys: order; args: user id, items JSON,
+// total cents, status, saga id, created at (RFC 3339), reason ("" for none).
 var writeOrder = saga.EffectScript{Name: "order.write", Lua: `
-if redis.call('EXISTS', keys[1]) == 1 then return end
+if redis.call('EXISTS', keys[1]) == 1 then return 'the order exists already: this Create came after its saga expired' end
 redis.call('HSET', keys[1], 'user_id', args[1], 'items', args[2], 'total_cents', args[3],
   'status', args[4], 'saga_id', args[5], 'created_at', args[6])
 if args[7] ~= '' then redis.call('HSET', keys[1], 'reason', args[7]) end
@@ -108,6 +110,10 @@ func (s *step) create(ctx context.Context, in saga.Input) (saga.Transition, erro
 		return writeOrder.Call([]string{ordersaga.OrderKey(orderID)},
 			q.Order.UserID, string(items), q.Order.TotalCents, status, sagaID, now.UTC().Format(time.RFC3339Nano), reason)
 	}
+	// The order exists already (the Create came after its saga expired):
+	// the saga is recorded rejected with the effect's reason, and nothing
+	// else happens.
+	t.OnFailure = &saga.Outcome{Outcome: "rejected", Status: saga.StatusCompensated, Reply: &saga.Reply{Type: ordersaga.Rejected}}
 	if q.Rejected() {
 		s.logger.InfoContext(ctx, "order rejected", "order_id", orderID, "saga_id", sagaID, "reason", q.Reason())
 		t.Effect = write(statusCancelled, q.Reason())

@@ -2,11 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
 )
 
@@ -82,6 +85,30 @@ func TestCreateRejected(t *testing.T) {
 				t.Fatalf("GET %s", g.Body)
 			}
 		})
+	}
+}
+
+// TestCreateAfterSagaExpiredIsRejected: a Create that arrives after its
+// saga expired (its dedupe record is gone, the order is not) must not run
+// the order's saga again: it is recorded rejected and the order is left as
+// it was.
+func TestCreateAfterSagaExpiredIsRejected(t *testing.T) {
+	e := setup(t, nil)
+	sagaID, o := e.create(t, "stale", bookOrder())
+	if err := e.rdb.Del(t.Context(), redisstore.Key(sagaID)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := e.order(t, o.OrderID)
+	r := e.post(t, fntest.Event("create-"+sagaID, ordersaga.Create, bookOrder(), saga.ExtCorrelationID, sagaID))
+	if r.Status != http.StatusOK || r.Reply == nil || r.Reply.Type() != ordersaga.Rejected {
+		t.Fatalf("replayed Create: %d %s", r.Status, r.Body)
+	}
+	st := e.saga(t, sagaID)
+	if st.Status != saga.StatusCompensated || !strings.Contains(st.Reason, "order exists already") || len(st.Compensate) != 0 {
+		t.Fatalf("saga %+v", st)
+	}
+	if after := e.order(t, o.OrderID); !maps.Equal(after, before) {
+		t.Fatalf("order changed: %v → %v", before, after)
 	}
 }
 
