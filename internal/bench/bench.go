@@ -292,12 +292,12 @@ func (r *runner) runPhases(ctx context.Context) {
 		r.res.Attribution = r.attribution(ctx, cfg.AttributionSagas)
 	}
 	for _, p := range r.procs {
-		rss, err := processRSS(p.pid)
+		mem, err := processMem(p.pid)
 		if err != nil {
 			r.errorf("RSS of %s: %v", p.name, err)
 			continue
 		}
-		r.res.RSS = append(r.res.RSS, ProcRSS{Process: p.name, PID: p.pid, Bytes: rss})
+		r.res.RSS = append(r.res.RSS, ProcRSS{Process: p.name, PID: p.pid, Bytes: mem.RSS})
 	}
 	r.res.Restarts = r.dev.restarts(ctx)
 	for _, s := range r.res.Restarts {

@@ -117,23 +117,10 @@ func parseMemUsage(b []byte) (memUsage, error) {
 	return m, nil
 }
 
-func readStatus(pid int) ([]byte, error) {
-	return os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-}
-
-// processRSS is a process's resident set size in bytes.
-func processRSS(pid int) (int64, error) {
-	b, err := readStatus(pid)
-	if err != nil {
-		return 0, err
-	}
-	return statusBytes(b, "VmRSS")
-}
-
 // processMem is a process's resident set, split into private and
 // file-backed pages.
 func processMem(pid int) (memUsage, error) {
-	b, err := readStatus(pid)
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return memUsage{}, err
 	}
