@@ -23,6 +23,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/ksaga/ksaga/internal/devproc"
+	"github.com/ksaga/ksaga/internal/fntest"
 )
 
 var build struct {
@@ -70,20 +71,9 @@ func Binary(t testing.TB) string {
 // Dev is a running `ksaga dev`.
 type Dev struct {
 	*devproc.Process
-	Out  *Buffer // the functions' output ("<service> | <JSON line>")
+	Out  *fntest.Buffer // the functions' output ("<service> | <JSON line>")
 	http *http.Client
 }
-
-// Buffer collects the process's output.
-type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *Buffer) Write(p []byte) (int, error) { b.mu.Lock(); defer b.mu.Unlock(); return b.b.Write(p) }
-
-// String returns everything written so far.
-func (b *Buffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
 
 // Start runs `ksaga dev args...` from the repo root with extra environment
 // and waits until it is ready. At the end of the test it is stopped with
@@ -91,7 +81,7 @@ func (b *Buffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.
 // if the test failed.
 func Start(t testing.TB, env []string, args ...string) *Dev {
 	t.Helper()
-	d := &Dev{Out: &Buffer{}, http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	d := &Dev{Out: &fntest.Buffer{}, http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	p, err := devproc.Start(context.Background(), devproc.Options{Binary: Binary(t), Dir: RepoRoot(), Args: args, Env: env, Stdout: d.Out,
 		ReadyTimeout: 4 * time.Minute}) // covers a cold build of every function
 	if err != nil {
