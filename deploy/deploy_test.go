@@ -19,6 +19,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -171,6 +172,49 @@ func TestDevView(t *testing.T) {
 	for _, f := range all {
 		if !covered[f] {
 			t.Errorf("%s is in no broker × mode combination", f)
+		}
+	}
+}
+
+// TestTriggersWireTheDefinition: the Triggers of each mode deliver exactly
+// the events ordersaga.OrderSaga says run each step: in choreography the
+// events (and the Create that starts the saga) go to the steps; in
+// orchestration the commands go to the steps and every result goes to the
+// orchestrator. A step's event with no Trigger would leave sagas hanging.
+func TestTriggersWireTheDefinition(t *testing.T) {
+	def := ordersaga.OrderSaga
+	steps := append(slices.Clone(def.Steps), def.Finally)
+	commands := map[string]bool{}
+	for _, s := range steps {
+		commands[s.Command], commands[s.Compensation] = true, true
+	}
+	delete(commands, "")
+	want := map[string]map[string]bool{"choreography": {}, "orchestration": {}}
+	for i, s := range steps {
+		for j, typ := range append(slices.Clone(s.Triggers), s.CompensationTriggers...) {
+			start := i == 0 && s.Command == "" && j < len(s.Triggers)
+			if start || !commands[typ] {
+				want["choreography"][typ+" -> "+s.Name] = true
+			}
+			if start || commands[typ] {
+				want["orchestration"][typ+" -> "+s.Name] = true
+			}
+		}
+	}
+	for _, typ := range def.ResultTypes() {
+		want["orchestration"][typ+" -> orchestrator"] = true
+	}
+	for _, m := range modes {
+		got := map[string]bool{}
+		for _, tr := range loadClean(t, "brokers/mt-channel", "triggers/"+m, "manifests").Triggers() {
+			if tr.Spec.Filter == nil || tr.Spec.Subscriber.Ref == nil {
+				t.Errorf("%s: Trigger %s has no type filter or no subscriber ref", m, tr.Name)
+				continue
+			}
+			got[tr.Spec.Filter.Attributes["type"]+" -> "+tr.Spec.Subscriber.Ref.Name] = true
+		}
+		if diff := cmp.Diff(want[m], got); diff != "" {
+			t.Errorf("%s: Triggers vs ordersaga.OrderSaga (-definition +triggers/%s):\n%s", m, m, diff)
 		}
 	}
 }

@@ -164,7 +164,7 @@ ksvc deadletter --cluster-local --port 8080 --concurrency-limit 10 --timeout 30 
   --scale-metric concurrency --scale-target 10 --scale-min 0 --scale-max 2 \
   --annotation-revision autoscaling.knative.dev/scale-to-zero-pod-retention-period=0s \
   --request cpu=50m,memory=32Mi --limit memory=128Mi \
-  --annotation-service ksaga.io/emits=io.ksaga.order.rejected,io.ksaga.payment.failed,io.ksaga.inventory.failed
+  --annotation-service ksaga.io/emits=io.ksaga.order.rejected,io.ksaga.payment.failed,io.ksaga.inventory.failed,io.ksaga.order.confirmfailed
 
 ksvc users --cluster-local --port h2c:8080 --concurrency-limit 200 --timeout 10 \
   --scale-metric rps --scale-target 500 --scale-min 0 --scale-max 10 \
@@ -231,6 +231,8 @@ choreography=(
   "order-on-payment-refunded io.ksaga.payment.refunded order"
   "notification-on-order-confirmed io.ksaga.order.confirmed notification"
   "notification-on-order-cancelled io.ksaga.order.cancelled notification"
+  "inventory-on-order-confirmfailed io.ksaga.order.confirmfailed inventory"
+  "payment-on-inventory-released io.ksaga.inventory.released payment"
 )
 orchestration=(
   "order-on-create io.ksaga.order.create order"
@@ -252,6 +254,7 @@ orchestration=(
   "orchestrator-on-order-confirmed io.ksaga.order.confirmed orchestrator"
   "orchestrator-on-order-cancelled io.ksaga.order.cancelled orchestrator"
   "orchestrator-on-notification-sent io.ksaga.notification.sent orchestrator"
+  "orchestrator-on-order-confirmfailed io.ksaga.order.confirmfailed orchestrator"
 )
 
 # What kn cannot set on a Trigger, as a JSON merge patch: the label, the

@@ -251,6 +251,40 @@ func TestCompensationFailures(t *testing.T) {
 	}
 }
 
+// TestUndeliverableConfirmCompensates: when the order's confirm (the last
+// forward step) cannot be delivered, the dead-letter sink fails the saga and
+// every completed step is undone in reverse: the stock released, the payment
+// refunded, the order cancelled, the customer told.
+func TestUndeliverableConfirmCompensates(t *testing.T) {
+	t.Parallel()
+	confirmOn := map[string]string{"choreography": ordersaga.StockReserved, "orchestration": ordersaga.Confirm}
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := start(t, mode, nil, "--fault-injection")
+			s.rdb.Set(context.Background(), knfunc.FaultKey("order", confirmOn[mode]), -1, 0)
+			a, code := s.order(t, 1, item("book", 2))
+			if code != http.StatusAccepted {
+				t.Fatalf("POST /orders %d", code)
+			}
+			v := s.settled(t, a.OrderID, 30*time.Second)
+			const want = "order/created payment/authorized inventory/reserved order/failed inventory/released payment/refunded order/cancelled notification/sent "
+			if o := v.outcome(); o.Order != "cancelled" || o.Saga != string(saga.StatusCompensated) || o.Steps != want {
+				t.Fatalf("saga %+v, want cancelled/compensated %s", o, want)
+			}
+			if v.Saga.FailedStep != ordersaga.StepOrder || !strings.Contains(v.Saga.Reason, confirmOn[mode]) || !strings.Contains(v.Saga.Reason, "503") {
+				t.Errorf("failed step %q, reason %q", v.Saga.FailedStep, v.Saga.Reason)
+			}
+			if b, st := s.balance(t, 1), s.stock(t, "book"); b != 100000 || st != 1000 {
+				t.Errorf("balance %d, book stock %d: want both restored (100000, 1000)", b, st)
+			}
+			if n := s.notifications(t)[a.OrderID]; n != 1 {
+				t.Errorf("%d notifications", n)
+			}
+		})
+	}
+}
+
 var errNoDeadLetter = errString("no dead letter recorded")
 
 type errString string

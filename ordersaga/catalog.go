@@ -24,6 +24,7 @@ const (
 	Created          = "io.ksaga.order.created"
 	Rejected         = "io.ksaga.order.rejected"
 	Confirmed        = "io.ksaga.order.confirmed"
+	ConfirmFailed    = "io.ksaga.order.confirmfailed" // only the dead-letter sink sends it
 	Cancelled        = "io.ksaga.order.cancelled"
 	PayAuthorized    = "io.ksaga.payment.authorized"
 	PayFailed        = "io.ksaga.payment.failed"

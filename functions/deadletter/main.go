@@ -5,9 +5,11 @@
 // not be delivered marks the saga compensation_failed (step and reason in
 // its status); a forward step that could not be delivered fails the saga
 // through that step's failure event, sent to the Broker (K_SINK), so the
-// saga compensates instead of hanging. A step without a failure event (the
-// order's confirm) is recorded in the saga's history and stays running: it
-// shows as overdue at the saga's deadline. Nothing is dropped silently.
+// saga compensates instead of hanging (the order's confirm fails with
+// io.ksaga.order.confirmfailed, which only this sink sends: inventory
+// releases, payment refunds, the order is cancelled). A dead letter for a
+// step that has run since is recorded in the saga's history and changes
+// nothing else. Nothing is dropped silently.
 package main
 
 import (

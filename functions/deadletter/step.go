@@ -116,13 +116,30 @@ func (d *deadLetters) handle(ctx context.Context, in saga.Input) (saga.Transitio
 		if err != nil {
 			return saga.Transition{}, err
 		}
-		if st.Status == saga.StatusRunning && !slices.Contains(st.Compensate, step.Name) {
+		if st.Status == saga.StatusRunning && notRunYet(st, step, in.Version) {
 			t.Allow = []saga.Status{saga.StatusRunning}
+			if in.Version > 0 {
+				t.ExpectVersion = in.Version // compare-and-set: the step has still not run
+			}
 			t.OnSuccess = saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating, Reason: why,
 				Reply: &saga.Reply{Type: step.Failed}}
 		}
 	}
 	return t, nil
+}
+
+// notRunYet reports whether the step the dead letter was meant to run has
+// not run. An event's sagaversion is the saga's version when it was sent:
+// if the saga is still at that version, nothing has happened since, so the
+// step cannot have run (running it would have moved the version). An event
+// without one (sent by a client) falls back to the compensation stack, which
+// cannot tell a step from another of the same name (the order's create and
+// confirm): then the dead letter is only recorded.
+func notRunYet(st saga.State, step ordersaga.StepDef, version int64) bool {
+	if version > 0 {
+		return st.Version == version
+	}
+	return !slices.Contains(st.Compensate, step.Name)
 }
 
 func ext(e event.Event, name string) string {

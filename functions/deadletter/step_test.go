@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,10 +90,15 @@ func (e env) saga(t *testing.T, id string, steps ...step) {
 	}
 }
 
-func deadLetter(id, typ, sagaID, dest string, code string, body string) event.Event {
-	e := fntest.Event(id, typ, order, saga.ExtCorrelationID, sagaID, saga.ExtSagaVersion, "2",
-		extDest, dest, extCode, code, extData, base64.StdEncoding.EncodeToString([]byte(body)))
-	return e
+// deadLetter is the event as the Broker dead-letters it; version is its
+// sagaversion (0: none, as a client's Create has none).
+func deadLetter(id, typ, sagaID string, version int, dest string, code string, body string) event.Event {
+	attrs := []string{saga.ExtCorrelationID, sagaID,
+		extDest, dest, extCode, code, extData, base64.StdEncoding.EncodeToString([]byte(body))}
+	if version > 0 {
+		attrs = append(attrs, saga.ExtSagaVersion, strconv.Itoa(version))
+	}
+	return fntest.Event(id, typ, order, attrs...)
 }
 
 func (e env) deadletters(t *testing.T) []redis.XMessage {
@@ -109,7 +115,7 @@ func TestCompensationDeadLetteredMarksCompensationFailed(t *testing.T) {
 	e.saga(t, "s1",
 		step{ordersaga.StepOrder, saga.Outcome{Outcome: "created", Compensable: true}},
 		step{ordersaga.StepPayment, saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating}})
-	dl := deadLetter("cancel-1", ordersaga.Cancel, "s1", "http://order.saga.svc.cluster.local", "503", "injected fault")
+	dl := deadLetter("cancel-1", ordersaga.Cancel, "s1", 2, "http://order.saga.svc.cluster.local", "503", "injected fault")
 	r := fntest.Post(t, e.fn.URL, dl, false)
 	if r.Status != 200 || r.Reply != nil {
 		t.Fatalf("%d %s", r.Status, r.Body)
@@ -134,7 +140,7 @@ func TestForwardStepDeadLetteredFailsTheSagaIntoCompensation(t *testing.T) {
 		step{ordersaga.StepOrder, saga.Outcome{Outcome: "created", Compensable: true}},
 		step{ordersaga.StepPayment, saga.Outcome{Outcome: "authorized", Compensable: true}})
 	// payment.authorized could not reach inventory: inventory's step failed
-	dl := deadLetter("auth-1", ordersaga.PayAuthorized, "s2", "http://inventory.saga.svc.cluster.local", "500", "boom")
+	dl := deadLetter("auth-1", ordersaga.PayAuthorized, "s2", 2, "http://inventory.saga.svc.cluster.local", "500", "boom")
 	e.broker.down.Store(true)
 	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != http.StatusServiceUnavailable {
 		t.Fatalf("broker down: %d %s, want 503 so the dead letter is retried", r.Status, r.Body)
@@ -172,7 +178,7 @@ func TestDeadLetterWithoutSagaIsKept(t *testing.T) {
 // started) is recorded for operators like any other dead letter.
 func TestDeadLetterOfUnknownSagaIsKept(t *testing.T) {
 	e := setup(t)
-	dl := deadLetter("create-1", ordersaga.Create, "never-started", "http://order.saga.svc.cluster.local", "503", "")
+	dl := deadLetter("create-1", ordersaga.Create, "never-started", 0, "http://order.saga.svc.cluster.local", "503", "")
 	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
@@ -190,10 +196,80 @@ func TestStepThatAlreadySucceededIsOnlyNoted(t *testing.T) {
 	e.saga(t, "s3",
 		step{ordersaga.StepOrder, saga.Outcome{Outcome: "created", Compensable: true}},
 		step{ordersaga.StepPayment, saga.Outcome{Outcome: "authorized", Compensable: true}})
-	dl := deadLetter("created-1", ordersaga.Created, "s3", "http://payment.saga.svc.cluster.local", "502", "")
+	dl := deadLetter("created-1", ordersaga.Created, "s3", 1, "http://payment.saga.svc.cluster.local", "502", "")
 	fntest.Post(t, e.fn.URL, dl, false)
 	st, _ := e.store.Get(context.Background(), "s3")
 	if st.Status != saga.StatusRunning || st.Steps[len(st.Steps)-1].Outcome != "dead_lettered" || len(e.broker.got()) != 0 {
+		t.Fatalf("saga %+v, published %v", st, e.broker.got())
+	}
+}
+
+// TestConfirmDeadLetteredCompensatesTheWholeSaga: the order's confirm is the
+// saga's last forward step, with every other step on the compensation stack
+// (the order's create among them, under the same step name). If it cannot
+// be delivered, the saga fails with io.ksaga.order.confirmfailed and
+// compensates all of them, rather than staying running with the payment
+// charged and the stock reserved.
+func TestConfirmDeadLetteredCompensatesTheWholeSaga(t *testing.T) {
+	forward := []step{
+		{ordersaga.StepOrder, saga.Outcome{Outcome: "created", Compensable: true}},
+		{ordersaga.StepPayment, saga.Outcome{Outcome: "authorized", Compensable: true}},
+		{ordersaga.StepInventory, saga.Outcome{Outcome: "reserved", Compensable: true}},
+	}
+	for _, tc := range []struct {
+		mode    string
+		steps   []step
+		typ     string
+		version int
+	}{
+		{"choreography", forward, ordersaga.StockReserved, 3},
+		// the orchestrator's transition (no history entry) sent the command
+		{"orchestration", append(forward, step{}), ordersaga.Confirm, 4},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			e := setup(t)
+			e.saga(t, "s4", tc.steps...)
+			dl := deadLetter("confirm-1", tc.typ, "s4", tc.version, "http://order.saga.svc.cluster.local", "503", "")
+			if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+				t.Fatalf("%d %s", r.Status, r.Body)
+			}
+			got := e.broker.got()
+			if len(got) != 1 || got[0].Type() != ordersaga.ConfirmFailed || saga.SagaIDOf(got[0]) != "s4" ||
+				got[0].Extensions()[saga.ExtSagaVersion] != strconv.Itoa(tc.version+1) {
+				t.Fatalf("published %v", got)
+			}
+			st, _ := e.store.Get(context.Background(), "s4")
+			if st.Status != saga.StatusCompensating || st.FailedStep != ordersaga.StepOrder || !strings.Contains(st.Reason, tc.typ) ||
+				strings.Join(st.Compensate, ",") != "inventory,payment,order" {
+				t.Fatalf("saga %+v", st)
+			}
+			fntest.Post(t, e.fn.URL, dl, false) // redelivered: the same failure event again
+			if got := e.broker.got(); len(got) != 2 || got[1].ID() != got[0].ID() {
+				t.Fatalf("published %v", got)
+			}
+			if st2, _ := e.store.Get(context.Background(), "s4"); st2.Version != st.Version {
+				t.Fatalf("redelivery moved the saga: version %d → %d", st.Version, st2.Version)
+			}
+		})
+	}
+}
+
+// TestConfirmThatRanIsOnlyNoted: a dead letter for a confirm whose saga has
+// moved on since it was sent (the confirm did run, its reply was lost) must
+// not fail the saga.
+func TestConfirmThatRanIsOnlyNoted(t *testing.T) {
+	e := setup(t)
+	e.saga(t, "s5",
+		step{ordersaga.StepOrder, saga.Outcome{Outcome: "created", Compensable: true}},
+		step{ordersaga.StepPayment, saga.Outcome{Outcome: "authorized", Compensable: true}},
+		step{ordersaga.StepInventory, saga.Outcome{Outcome: "reserved", Compensable: true}},
+		step{ordersaga.StepOrder, saga.Outcome{Outcome: "confirmed", Status: saga.StatusCompleted}})
+	dl := deadLetter("reserved-1", ordersaga.StockReserved, "s5", 3, "http://order.saga.svc.cluster.local", "504", "")
+	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	st, _ := e.store.Get(context.Background(), "s5")
+	if st.Status != saga.StatusCompleted || st.Steps[len(st.Steps)-1].Outcome != "dead_lettered" || len(e.broker.got()) != 0 {
 		t.Fatalf("saga %+v, published %v", st, e.broker.got())
 	}
 }

@@ -53,6 +53,7 @@ func newStep(store saga.Store, logger *slog.Logger, keep time.Duration) *saga.Pa
 			ordersaga.PayAuthorized: reserveAction,
 			ordersaga.ReserveStock:  reserveAction,
 			ordersaga.ReleaseStock:  releaseAction,
+			ordersaga.ConfirmFailed: releaseAction,
 		},
 	}
 }

@@ -28,6 +28,8 @@ func TestDecide(t *testing.T) {
 		{"notified after completion → completed", saga.State{Status: saga.StatusCompleted}, ordersaga.NotificationSent, ordersaga.SagaCompleted},
 		{"payment failed → cancel order", saga.State{Status: saga.StatusCompensating, Compensate: []string{"order"}}, ordersaga.PayFailed, ordersaga.Cancel},
 		{"stock failed → refund first (reverse order)", saga.State{Status: saga.StatusCompensating, Compensate: []string{"payment", "order"}}, ordersaga.StockFailed, ordersaga.RefundPay},
+		{"confirm failed → release stock first", saga.State{Status: saga.StatusCompensating, Compensate: []string{"inventory", "payment", "order"}}, ordersaga.ConfirmFailed, ordersaga.ReleaseStock},
+		{"released → refund", saga.State{Status: saga.StatusCompensating, Compensate: []string{"payment", "order"}}, ordersaga.StockReleased, ordersaga.RefundPay},
 		{"refunded → cancel order", saga.State{Status: saga.StatusCompensating, Compensate: []string{"order"}}, ordersaga.PayRefunded, ordersaga.Cancel},
 		{"cancelled → notify", saga.State{Status: saga.StatusCompensated}, ordersaga.Cancelled, ordersaga.SendNotification},
 		{"notified after compensation → compensated", saga.State{Status: saga.StatusCompensated}, ordersaga.NotificationSent, ordersaga.SagaCompensated},

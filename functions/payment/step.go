@@ -41,10 +41,11 @@ func newStep(store saga.Store, logger *slog.Logger, keep time.Duration) *saga.Pa
 	return &saga.Participant{
 		Source: ordersaga.SourcePayment, Store: store, Logger: logger,
 		Actions: map[string]saga.Action{
-			ordersaga.Created:      authorizeAction,
-			ordersaga.AuthorizePay: authorizeAction,
-			ordersaga.StockFailed:  refundAction,
-			ordersaga.RefundPay:    refundAction,
+			ordersaga.Created:       authorizeAction,
+			ordersaga.AuthorizePay:  authorizeAction,
+			ordersaga.StockFailed:   refundAction,
+			ordersaga.StockReleased: refundAction,
+			ordersaga.RefundPay:     refundAction,
 		},
 	}
 }
