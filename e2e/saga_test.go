@@ -285,6 +285,38 @@ func TestUndeliverableConfirmCompensates(t *testing.T) {
 	}
 }
 
+// TestOverdueSagaIsFailedBySweeper: a step that keeps a saga waiting past
+// its deadline (here the order's confirm, failing, retried for about 6 s
+// before it would be dead-lettered; the deadline is 1 s) gets the saga
+// failed by the order function's sweeper, which undoes every completed step.
+func TestOverdueSagaIsFailedBySweeper(t *testing.T) {
+	t.Parallel()
+	confirmOn := map[string]string{"choreography": ordersaga.StockReserved, "orchestration": ordersaga.Confirm}
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := start(t, mode, nil, "--fault-injection", "--env", "KSAGA_SAGA_TIMEOUT=1s", "--env", "KSAGA_SWEEP_INTERVAL=100ms")
+			s.rdb.Set(context.Background(), knfunc.FaultKey("order", confirmOn[mode]), -1, 0)
+			a, code := s.order(t, 1, item("book", 2))
+			if code != http.StatusAccepted {
+				t.Fatalf("POST /orders %d", code)
+			}
+			v := s.settled(t, a.OrderID, 20*time.Second)
+			// the dead letter of the confirm may follow, recorded only
+			const want = "order/created payment/authorized inventory/reserved order/timed_out inventory/released payment/refunded order/cancelled notification/sent "
+			if o := v.outcome(); o.Order != "cancelled" || o.Saga != string(saga.StatusCompensated) || !strings.HasPrefix(o.Steps, want) {
+				t.Fatalf("saga %+v, want cancelled/compensated %s", o, want)
+			}
+			if v.Saga.FailedStep != ordersaga.StepOrder || !strings.Contains(v.Saga.Reason, "deadline") {
+				t.Errorf("failed step %q, reason %q", v.Saga.FailedStep, v.Saga.Reason)
+			}
+			if b, st := s.balance(t, 1), s.stock(t, "book"); b != 100000 || st != 1000 {
+				t.Errorf("balance %d, book stock %d: want both restored (100000, 1000)", b, st)
+			}
+		})
+	}
+}
+
 var errNoDeadLetter = errString("no dead letter recorded")
 
 type errString string

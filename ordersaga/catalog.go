@@ -35,6 +35,10 @@ const (
 	NotificationSent = "io.ksaga.notification.sent"
 	SagaCompleted    = "io.ksaga.saga.completed"
 	SagaCompensated  = "io.ksaga.saga.compensated"
+
+	// DeadlinePassed is the order function's sweeper's own input, never
+	// sent: a running saga's deadline passed (see docs/protocol.md).
+	DeadlinePassed = "io.ksaga.saga.deadlinepassed"
 )
 
 // Sources of the events each function emits.
@@ -46,6 +50,7 @@ const (
 	SourceNotification = "/ksaga/notification"
 	SourceOrchestrator = "/ksaga/orchestrator"
 	SourceDeadLetter   = "/ksaga/deadletter"
+	SourceSweeper      = "/ksaga/order/sweeper" // the deadline sweeper of the order function
 )
 
 // Step names, as recorded in the saga's history and compensation stack.

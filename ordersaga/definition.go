@@ -93,6 +93,26 @@ func (d Definition) Compensable(name string) (StepDef, bool) {
 	return StepDef{}, false
 }
 
+// Next returns the forward step a running saga waits on, given its
+// compensation stack (newest completed step first): the step after the
+// newest completed one, or the first step when none has completed. Every
+// forward step of a definition but the last is compensable, so the stack
+// tells how far a running saga got; the last one ends the saga.
+func (d Definition) Next(compensate []string) (StepDef, bool) {
+	if len(compensate) == 0 {
+		return d.Steps[0], true
+	}
+	for i, s := range d.Steps {
+		if s.Name == compensate[0] && s.Compensation != "" {
+			if i+1 < len(d.Steps) {
+				return d.Steps[i+1], true
+			}
+			break
+		}
+	}
+	return StepDef{}, false
+}
+
 // Triggered returns the step an event type runs, and whether it runs the
 // step's compensation.
 func (d Definition) Triggered(eventType string) (s StepDef, compensation bool, ok bool) {

@@ -28,6 +28,10 @@ type config struct {
 	// reused (default 5s; unknown SKUs are not remembered; 0 reads the
 	// catalogue for every order).
 	CatalogueCacheTTL time.Duration
+	// SweepInterval is KSAGA_SWEEP_INTERVAL: how often running sagas past
+	// their deadline are failed into compensation (default 15s; 0 turns
+	// the sweeper off; sweeper.go).
+	SweepInterval time.Duration
 }
 
 // usersTarget is where the users function listens.
@@ -39,7 +43,7 @@ type usersTarget struct {
 
 // configFromEnv reads the config with getenv.
 func configFromEnv(getenv func(string) string) (config, error) {
-	c := config{UsersTimeout: 2 * time.Second, UsersCacheTTL: 30 * time.Second, CatalogueCacheTTL: 5 * time.Second}
+	c := config{UsersTimeout: 2 * time.Second, UsersCacheTTL: 30 * time.Second, CatalogueCacheTTL: 5 * time.Second, SweepInterval: 15 * time.Second}
 	var errs []error
 	raw := getenv("USERS_URL")
 	if raw == "" {
@@ -70,6 +74,13 @@ func configFromEnv(getenv func(string) string) (config, error) {
 			errs = append(errs, fmt.Errorf("CATALOGUE_CACHE_TTL=%q: want a duration like 5s, or 0 for no cache", v))
 		}
 		c.CatalogueCacheTTL = d
+	}
+	if v := getenv("KSAGA_SWEEP_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			errs = append(errs, fmt.Errorf("KSAGA_SWEEP_INTERVAL=%q: want a duration like 15s, or 0 for no sweeper", v))
+		}
+		c.SweepInterval = d
 	}
 	if len(errs) > 0 {
 		return config{}, fmt.Errorf("order config: %w", errors.Join(errs...))

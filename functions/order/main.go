@@ -8,6 +8,9 @@
 // CloudEvents (step.go): the saga's first step (create the order, or reject
 // it) and its last (confirm it), and the compensation that cancels it, each
 // reachable by the choreography event and by the orchestration command.
+//
+// Deadlines (sweeper.go): order is always on (min-scale 1), so it also fails
+// the sagas still running past their deadline, every KSAGA_SWEEP_INTERVAL.
 package main
 
 import (
@@ -16,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ksaga/ksaga/knfunc"
+	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/telemetry"
 )
@@ -45,6 +49,21 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}
 		o := &orders{users: checker, catalogue: newCatalogue(env.Redis, cfg.CatalogueCacheTTL), rdb: env.Redis, sagaTimeout: env.Config.SagaTimeout, now: time.Now}
 		a := &api{orders: o, store: store, sink: env.Sink, logger: env.Logger, maxBody: env.Config.MaxBodyBytes}
-		return &knfunc.Function{Step: newStep(o, store, env.Logger), Routes: a.routes(), Close: users.Close}, nil
+		stopSweeper := func() {}
+		switch {
+		case cfg.SweepInterval == 0:
+		case env.Sink == nil:
+			env.Logger.Warn("no deadline sweeper: K_SINK is not set, so it could not publish failure events")
+		default:
+			sw := &sweeper{rdb: env.Redis, store: store, def: ordersaga.OrderSaga, sink: env.Sink, logger: env.Logger, now: time.Now}
+			sweepCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+			done := make(chan struct{})
+			go func() { defer close(done); sw.run(sweepCtx, cfg.SweepInterval) }()
+			stopSweeper = func() { cancel(); <-done }
+		}
+		return &knfunc.Function{Step: newStep(o, store, env.Logger), Routes: a.routes(), Close: func() error {
+			stopSweeper()
+			return users.Close()
+		}}, nil
 	})
 }

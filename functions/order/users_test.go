@@ -280,11 +280,11 @@ func TestParseUsersURL(t *testing.T) {
 
 func TestConfigFromEnv(t *testing.T) {
 	c, err := configFromEnv(func(string) string { return "" })
-	if err != nil || c.Users.Addr != "users:80" || c.UsersTimeout != 2*time.Second || c.CatalogueCacheTTL != 5*time.Second {
+	if err != nil || c.Users.Addr != "users:80" || c.UsersTimeout != 2*time.Second || c.CatalogueCacheTTL != 5*time.Second || c.SweepInterval != 15*time.Second {
 		t.Fatalf("defaults: %+v %v", c, err)
 	}
 	for _, env := range []map[string]string{
-		{"USERS_URL": "ftp://x"}, {"USERS_TIMEOUT": "soon"}, {"USERS_CACHE_TTL": "-1s"}, {"CATALOGUE_CACHE_TTL": "often"},
+		{"USERS_URL": "ftp://x"}, {"USERS_TIMEOUT": "soon"}, {"USERS_CACHE_TTL": "-1s"}, {"CATALOGUE_CACHE_TTL": "often"}, {"KSAGA_SWEEP_INTERVAL": "-1s"},
 	} {
 		if _, err := configFromEnv(func(k string) string { return env[k] }); err == nil {
 			t.Errorf("bad config %v accepted", env)

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/ksaga/ksaga/internal/testredis"
+	"github.com/ksaga/ksaga/knfunc"
+	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/redisstore"
+	"github.com/ksaga/ksaga/saga"
+)
+
+// brokerIngress records the events POSTed to it; it can be made to fail.
+type brokerIngress struct {
+	mu     sync.Mutex
+	events []event.Event
+	down   atomic.Bool
+}
+
+func (b *brokerIngress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if b.down.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	ev, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	b.mu.Lock()
+	b.events = append(b.events, *ev)
+	b.mu.Unlock()
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (b *brokerIngress) got() []event.Event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]event.Event(nil), b.events...)
+}
+
+type sweepEnv struct {
+	sw     *sweeper
+	store  *redisstore.Store
+	broker *brokerIngress
+	now    time.Time
+}
+
+func newSweepEnv(t *testing.T) *sweepEnv {
+	t.Helper()
+	rdb := testredis.Start(t).Client(t)
+	store, err := redisstore.New(rdb, redisstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &brokerIngress{}
+	hs := httptest.NewServer(b)
+	t.Cleanup(hs.Close)
+	sink := knfunc.NewSink(hs.URL, nil)
+	sink.Attempts = 1
+	e := &sweepEnv{store: store, broker: b, now: time.Now()}
+	e.sw = &sweeper{rdb: rdb, store: store, def: ordersaga.OrderSaga, sink: sink, logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		now: func() time.Time { return e.now }}
+	return e
+}
+
+var sweptOrder = ordersaga.Order{OrderID: "o1", UserID: 1, TotalCents: 1250, Items: []ordersaga.Item{{SKU: "book", Qty: 1}}}
+
+// start creates a running saga with the deadline given and the forward
+// steps named, each completed and compensable.
+func (e *sweepEnv) start(t *testing.T, id string, deadline time.Time, steps ...string) {
+	t.Helper()
+	for i, name := range steps {
+		if _, err := e.store.Apply(context.Background(), saga.Transition{SagaID: id, EventSource: "/t", EventID: id + strconv.Itoa(i),
+			Create: i == 0, Data: sweptOrder.Marshal(), Deadline: deadline, ExpectVersion: saga.AnyVersion, Step: name,
+			OnSuccess: saga.Outcome{Outcome: "done", Compensable: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (e *sweepEnv) sweep(t *testing.T) int {
+	t.Helper()
+	n, err := e.sw.sweep(context.Background())
+	if err != nil {
+		t.Fatalf("sweep: %v", err)
+	}
+	return n
+}
+
+func (e *sweepEnv) saga(t *testing.T, id string) saga.State {
+	t.Helper()
+	st, err := e.store.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestSweepFailsOverdueSagas: a running saga past its deadline fails with
+// the failure event of the step it waits on (the one after its newest
+// completed step); a saga within its deadline is left alone.
+func TestSweepFailsOverdueSagas(t *testing.T) {
+	e := newSweepEnv(t)
+	past := e.now.Add(-time.Second)
+	e.start(t, "waits-payment", past, ordersaga.StepOrder)
+	e.start(t, "waits-inventory", past, ordersaga.StepOrder, ordersaga.StepPayment)
+	e.start(t, "waits-confirm", past, ordersaga.StepOrder, ordersaga.StepPayment, ordersaga.StepInventory)
+	e.start(t, "in-time", e.now.Add(time.Minute), ordersaga.StepOrder)
+
+	if n := e.sweep(t); n != 3 {
+		t.Fatalf("sent %d failure events, want 3", n)
+	}
+	want := map[string]struct{ typ, step string }{
+		"waits-payment":   {ordersaga.PayFailed, ordersaga.StepPayment},
+		"waits-inventory": {ordersaga.StockFailed, ordersaga.StepInventory},
+		"waits-confirm":   {ordersaga.ConfirmFailed, ordersaga.StepOrder},
+	}
+	got := e.broker.got()
+	for _, ev := range got {
+		id := saga.SagaIDOf(ev)
+		w, ok := want[id]
+		st := e.saga(t, id)
+		if !ok || ev.Type() != w.typ || ev.Source() != ordersaga.SourceSweeper ||
+			ev.Extensions()[saga.ExtSagaVersion] != strconv.FormatInt(st.Version, 10) {
+			t.Errorf("published %s for saga %s (sagaversion %v, saga at %d)", ev.Type(), id, ev.Extensions()[saga.ExtSagaVersion], st.Version)
+			continue
+		}
+		last := st.Steps[len(st.Steps)-1]
+		if st.Status != saga.StatusCompensating || st.FailedStep != w.step || last.Outcome != outcomeTimedOut ||
+			!strings.Contains(st.Reason, "deadline") || !strings.Contains(st.Reason, w.step) {
+			t.Errorf("saga %s: %s, failed step %q, reason %q, last %+v", id, st.Status, st.FailedStep, st.Reason, last)
+		}
+		var o ordersaga.Order
+		if err := ev.DataAs(&o); err != nil || o.OrderID != sweptOrder.OrderID || o.Reason != st.Reason {
+			t.Errorf("saga %s: data %s (%v)", id, ev.Data(), err)
+		}
+	}
+	if st := e.saga(t, "in-time"); st.Status != saga.StatusRunning || st.Version != 1 || len(got) != 3 {
+		t.Fatalf("in-time saga %+v; %d events", st, len(got))
+	}
+}
+
+// TestSweepResendsUntilCompensationMoves: a failure event whose send failed,
+// or that was lost, is sent again by the next sweep, with the same id, and
+// the saga is failed once; once its compensation has moved, nothing more.
+func TestSweepResendsUntilCompensationMoves(t *testing.T) {
+	e := newSweepEnv(t)
+	e.start(t, "s1", e.now.Add(-time.Second), ordersaga.StepOrder, ordersaga.StepPayment)
+
+	e.broker.down.Store(true)
+	if n, err := e.sw.sweep(context.Background()); n != 0 || err == nil {
+		t.Fatalf("broker down: sent %d, error %v; want 0 and an error", n, err)
+	}
+	failed := e.saga(t, "s1")
+	if failed.Status != saga.StatusCompensating {
+		t.Fatalf("saga %+v", failed)
+	}
+	e.broker.down.Store(false)
+	if n := e.sweep(t); n != 1 {
+		t.Fatalf("sent %d after the broker came back, want 1", n)
+	}
+	if n := e.sweep(t); n != 1 { // the event was lost, say: nothing moved
+		t.Fatalf("sent %d on the next sweep, want 1", n)
+	}
+	got := e.broker.got()
+	if len(got) != 2 || got[0].ID() != got[1].ID() || got[0].Type() != ordersaga.StockFailed {
+		t.Fatalf("published %v", got)
+	}
+	if st := e.saga(t, "s1"); st.Version != failed.Version || len(st.Steps) != len(failed.Steps) {
+		t.Fatalf("a resend moved the saga: %+v", st)
+	}
+
+	// payment refunds: the compensation is under way, the sweeper stays out
+	if _, err := e.store.Apply(context.Background(), saga.Transition{SagaID: "s1", EventSource: "/t", EventID: "refund",
+		ExpectVersion: failed.Version, Step: ordersaga.StepPayment, Allow: []saga.Status{saga.StatusCompensating},
+		OnSuccess: saga.Outcome{Outcome: "refunded", Compensates: ordersaga.StepPayment}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.sweep(t); n != 0 || len(e.broker.got()) != 2 {
+		t.Fatalf("sent %d after the compensation moved", n)
+	}
+}
+
+// TestLateStepAfterSweepChangesNothing: the step the saga waited on
+// answers after the sweeper failed the saga: its transition is refused (the
+// version moved), so nothing is charged after the saga gave up.
+func TestLateStepAfterSweepChangesNothing(t *testing.T) {
+	e := newSweepEnv(t)
+	e.start(t, "s1", e.now.Add(-time.Second), ordersaga.StepOrder)
+	if n := e.sweep(t); n != 1 {
+		t.Fatalf("sent %d", n)
+	}
+	res, err := e.store.Apply(context.Background(), saga.Transition{SagaID: "s1", EventSource: "/ksaga/order", EventID: "created-1",
+		ExpectVersion: 1, Step: ordersaga.StepPayment, Allow: []saga.Status{saga.StatusRunning},
+		OnSuccess: saga.Outcome{Outcome: "authorized", Compensable: true}})
+	if err != nil || res.Applied || res.Skipped == "" {
+		t.Fatalf("late payment: %+v %v", res, err)
+	}
+	if st := e.saga(t, "s1"); st.Status != saga.StatusCompensating || strings.Join(st.Compensate, ",") != ordersaga.StepOrder {
+		t.Fatalf("saga %+v", st)
+	}
+}
