@@ -55,7 +55,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		case env.Sink == nil:
 			env.Logger.Warn("no deadline sweeper: K_SINK is not set, so it could not publish failure events")
 		default:
-			sw := &sweeper{rdb: env.Redis, store: store, def: ordersaga.OrderSaga, sink: env.Sink, logger: env.Logger, now: time.Now}
+			sw := &sweeper{rdb: env.Redis, store: store, def: ordersaga.OrderSaga, sink: env.Sink, logger: env.Logger, now: time.Now,
+				timedOut: newTimedOutCounter()}
+			env.Metrics.Registry.MustRegister(sw.timedOut)
 			sweepCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 			done := make(chan struct{})
 			go func() { defer close(done); sw.run(sweepCtx, cfg.SweepInterval) }()

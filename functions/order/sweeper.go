@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ksaga/ksaga/ordersaga"
@@ -46,6 +47,14 @@ type sweeper struct {
 	sink   eventSender
 	logger *slog.Logger
 	now    func() time.Time
+	// timedOut counts the sagas failed (ksaga_sagas_timed_out_total).
+	timedOut prometheus.Counter
+}
+
+// newTimedOutCounter is the sweeper's counter, for the function's registry.
+func newTimedOutCounter() prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: "ksaga_sagas_timed_out_total",
+		Help: "Running sagas the deadline sweeper failed into compensation."})
 }
 
 // run sweeps every interval until ctx is done.
@@ -129,6 +138,7 @@ func (s *sweeper) expire(ctx context.Context, id string, now time.Time) (bool, e
 		return false, nil // its compensation is under way
 	}
 	if !resend {
+		s.timedOut.Inc()
 		s.logger.WarnContext(ctx, "saga past its deadline: failing it", "deadline", st.Deadline, "failure", reply.Type())
 	}
 	if err := s.sink.Send(ctx, *reply); err != nil {

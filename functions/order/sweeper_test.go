@@ -15,6 +15,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/knfunc"
@@ -73,7 +74,7 @@ func newSweepEnv(t *testing.T) *sweepEnv {
 	sink.Attempts = 1
 	e := &sweepEnv{store: store, broker: b, now: time.Now()}
 	e.sw = &sweeper{rdb: rdb, store: store, def: ordersaga.OrderSaga, sink: sink, logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
-		now: func() time.Time { return e.now }}
+		now: func() time.Time { return e.now }, timedOut: newTimedOutCounter()}
 	return e
 }
 
@@ -99,6 +100,15 @@ func (e *sweepEnv) sweep(t *testing.T) int {
 		t.Fatalf("sweep: %v", err)
 	}
 	return n
+}
+
+func (e *sweepEnv) timedOut(t *testing.T) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := e.sw.timedOut.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
 
 func (e *sweepEnv) saga(t *testing.T, id string) saga.State {
@@ -152,6 +162,9 @@ func TestSweepFailsOverdueSagas(t *testing.T) {
 	if st := e.saga(t, "in-time"); st.Status != saga.StatusRunning || st.Version != 1 || len(got) != 3 {
 		t.Fatalf("in-time saga %+v; %d events", st, len(got))
 	}
+	if n := e.timedOut(t); n != 3 {
+		t.Fatalf("ksaga_sagas_timed_out_total %v, want 3", n)
+	}
 }
 
 // TestSweepResendsUntilCompensationMoves: a failure event whose send failed,
@@ -192,6 +205,9 @@ func TestSweepResendsUntilCompensationMoves(t *testing.T) {
 	}
 	if n := e.sweep(t); n != 0 || len(e.broker.got()) != 2 {
 		t.Fatalf("sent %d after the compensation moved", n)
+	}
+	if n := e.timedOut(t); n != 1 {
+		t.Fatalf("ksaga_sagas_timed_out_total %v: resends counted as sagas", n)
 	}
 }
 
