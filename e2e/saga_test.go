@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"reflect"
@@ -312,6 +313,54 @@ func TestOverdueSagaIsFailedBySweeper(t *testing.T) {
 			}
 			if b, st := s.balance(t, 1), s.stock(t, "book"); b != 100000 || st != 1000 {
 				t.Errorf("balance %d, book stock %d: want both restored (100000, 1000)", b, st)
+			}
+		})
+	}
+}
+
+// TestCancelRunningOrder: POST /orders/{id}/cancel while the saga waits on
+// payment (failing, retried) aborts it; the order is cancelled, the
+// customer notified, and payment's late success changes nothing.
+func TestCancelRunningOrder(t *testing.T) {
+	t.Parallel()
+	payOn := map[string]string{"choreography": ordersaga.Created, "orchestration": ordersaga.AuthorizePay}
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := start(t, mode, nil, "--fault-injection")
+			ctx := context.Background()
+			// fails 3 times, then succeeds: 0.2 + 0.4 + 0.8 s of retries
+			s.rdb.Set(ctx, knfunc.FaultKey("payment", payOn[mode]), 3, 0)
+			a, code := s.order(t, 1, item("book", 2))
+			if code != http.StatusAccepted {
+				t.Fatalf("POST /orders %d", code)
+			}
+			fault := knfunc.FaultKey("payment", payOn[mode])
+			fntest.Eventually(t, 5*time.Second, func() error { // payment failed once: the saga waits on it
+				if left, _ := s.rdb.Get(ctx, fault).Int(); left == 3 {
+					return fmt.Errorf("payment not tried yet")
+				}
+				return nil
+			})
+			if code, body := s.dev.Do(t, "order", http.MethodPost, "/orders/"+a.OrderID+"/cancel", nil); code != http.StatusAccepted {
+				t.Fatalf("cancel: %d %s", code, body)
+			}
+			v := s.settled(t, a.OrderID, 20*time.Second)
+			const want = "order/created payment/cancel_requested order/cancelled notification/sent "
+			if o := v.outcome(); o.Order != "cancelled" || o.Saga != string(saga.StatusCompensated) || o.Steps != want {
+				t.Fatalf("saga %+v, want cancelled/compensated %s", o, want)
+			}
+			fntest.Eventually(t, 10*time.Second, func() error { // payment's retries run out of faults
+				if left, _ := s.rdb.Get(ctx, fault).Int(); left != 0 {
+					return fmt.Errorf("%d faults left", left)
+				}
+				return nil
+			})
+			if b := s.balance(t, 1); b != 100000 {
+				t.Errorf("balance %d: payment charged a cancelled order", b)
+			}
+			if o := s.settled(t, a.OrderID, time.Second).outcome(); o.Steps != want {
+				t.Errorf("after payment's late delivery: %s", o.Steps)
 			}
 		})
 	}

@@ -36,9 +36,11 @@ const (
 	SagaCompleted    = "io.ksaga.saga.completed"
 	SagaCompensated  = "io.ksaga.saga.compensated"
 
-	// DeadlinePassed is the order function's sweeper's own input, never
-	// sent: a running saga's deadline passed (see docs/protocol.md).
-	DeadlinePassed = "io.ksaga.saga.deadlinepassed"
+	// The order function's own inputs when it aborts a running saga, never
+	// sent (docs/protocol.md): its deadline passed (the sweeper), or its
+	// order was cancelled (POST /orders/{id}/cancel).
+	DeadlinePassed  = "io.ksaga.saga.deadlinepassed"
+	CancelRequested = "io.ksaga.saga.cancelrequested"
 )
 
 // Sources of the events each function emits.

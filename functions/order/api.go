@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ordersaga"
@@ -37,6 +38,7 @@ type api struct {
 	orders  *orders
 	store   saga.Store
 	sink    *knfunc.Sink // nil without K_SINK
+	aborter *aborter
 	logger  *slog.Logger
 	maxBody int64
 }
@@ -83,6 +85,8 @@ func (a *api) routes() map[string]http.Handler {
 		"POST /orders":     http.HandlerFunc(a.postOrder),
 		"GET /orders/{id}": http.HandlerFunc(a.getOrder),
 		"GET /sagas/{id}":  http.HandlerFunc(a.getSaga),
+
+		"POST /orders/{id}/cancel": http.HandlerFunc(a.cancelOrder),
 	}
 }
 
@@ -247,6 +251,67 @@ func (a *api) getOrder(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+// cancelOrder cancels an order whose saga is still running: the saga is
+// aborted (abort.go) and compensates, which cancels the order (follow GET
+// /orders/{id}). 202 accepted, also for a repeated cancel; 409 when the saga
+// has completed (the order is confirmed), is compensating or has
+// compensated for another reason, or has expired; 404 unknown order; 503
+// no K_SINK, Redis or the broker unavailable (retry: the cancel is not
+// applied twice).
+func (a *api) cancelOrder(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	sagaID, err := a.orders.rdb.HGet(r.Context(), ordersaga.OrderKey(id), "saga_id").Result()
+	if errors.Is(err, redis.Nil) {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "order " + strconv.Quote(id) + " not found"})
+		return
+	}
+	if err != nil {
+		a.fail(w, r, saga.Transient(err, "redis"))
+		return
+	}
+	r = r.WithContext(telemetry.WithAttrs(r.Context(), slog.String(telemetry.AttrCorrelationID, sagaID)))
+	if a.sink == nil {
+		a.fail(w, r, saga.Transient(errors.New("K_SINK is not set"), "the broker"))
+		return
+	}
+	for read := 1; read <= maxOrderReads; read++ {
+		st, err := a.store.Get(r.Context(), sagaID)
+		if errors.Is(err, saga.ErrNotFound) {
+			writeJSON(w, http.StatusConflict, apiError{Error: "order " + strconv.Quote(id) + " cannot be cancelled: its saga has ended and expired"})
+			return
+		}
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		again := abortedBy(st, cancelCause)
+		if !again && st.Status != saga.StatusRunning {
+			writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf("order %q cannot be cancelled: its saga is %s", id, st.Status)})
+			return
+		}
+		failure, applied, err := a.aborter.abort(r.Context(), st, cancelCause, func(waiting string) string {
+			return "cancelled by request, waiting on the " + waiting + " step"
+		}, a.orders.now())
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		if failure == nil {
+			continue // a step moved the saga between the read and the cancel
+		}
+		if applied || waitsOn(st, failure) {
+			if err := a.sink.Send(r.Context(), *failure); err != nil {
+				a.fail(w, r, err)
+				return
+			}
+		}
+		w.Header().Set("Location", "/orders/"+id)
+		writeJSON(w, http.StatusAccepted, accepted{OrderID: id, SagaID: sagaID})
+		return
+	}
+	a.fail(w, r, saga.Transient(errors.New("saga "+sagaID+" kept moving"), "the saga"))
 }
 
 // parseOrder reads an order hash as written by the step's effects.

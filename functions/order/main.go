@@ -3,14 +3,16 @@
 // REST (api.go): POST /orders validates a request (the user with a gRPC call
 // to the users function, the items against the catalogue) and sends an
 // io.ksaga.order.create command to the broker (K_SINK); GET /orders/{id}
-// answers an order and its saga; GET /sagas/{id} answers any saga's state.
+// answers an order and its saga; POST /orders/{id}/cancel aborts its running
+// saga (abort.go); GET /sagas/{id} answers any saga's state.
 //
 // CloudEvents (step.go): the saga's first step (create the order, or reject
 // it) and its last (confirm it), and the compensation that cancels it, each
 // reachable by the choreography event and by the orchestration command.
 //
-// Deadlines (sweeper.go): order is always on (min-scale 1), so it also fails
-// the sagas still running past their deadline, every KSAGA_SWEEP_INTERVAL.
+// Deadlines (sweeper.go): order is always on (min-scale 1), so it also
+// aborts the sagas still running past their deadline, every
+// KSAGA_SWEEP_INTERVAL.
 package main
 
 import (
@@ -48,16 +50,16 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			checker = newUserCache(users, cfg.UsersCacheTTL)
 		}
 		o := &orders{users: checker, catalogue: newCatalogue(env.Redis, cfg.CatalogueCacheTTL), rdb: env.Redis, sagaTimeout: env.Config.SagaTimeout, now: time.Now}
-		a := &api{orders: o, store: store, sink: env.Sink, logger: env.Logger, maxBody: env.Config.MaxBodyBytes}
+		ab := &aborter{store: store, def: ordersaga.OrderSaga, logger: env.Logger, aborted: newAbortedCounter()}
+		env.Metrics.Registry.MustRegister(ab.aborted)
+		a := &api{orders: o, store: store, sink: env.Sink, aborter: ab, logger: env.Logger, maxBody: env.Config.MaxBodyBytes}
 		stopSweeper := func() {}
 		switch {
 		case cfg.SweepInterval == 0:
 		case env.Sink == nil:
 			env.Logger.Warn("no deadline sweeper: K_SINK is not set, so it could not publish failure events")
 		default:
-			sw := &sweeper{rdb: env.Redis, store: store, def: ordersaga.OrderSaga, sink: env.Sink, logger: env.Logger, now: time.Now,
-				timedOut: newTimedOutCounter()}
-			env.Metrics.Registry.MustRegister(sw.timedOut)
+			sw := &sweeper{aborter: ab, rdb: env.Redis, sink: env.Sink, logger: env.Logger, now: time.Now}
 			sweepCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 			done := make(chan struct{})
 			go func() { defer close(done); sw.run(sweepCtx, cfg.SweepInterval) }()

@@ -73,8 +73,9 @@ func newSweepEnv(t *testing.T) *sweepEnv {
 	sink := knfunc.NewSink(hs.URL, nil)
 	sink.Attempts = 1
 	e := &sweepEnv{store: store, broker: b, now: time.Now()}
-	e.sw = &sweeper{rdb: rdb, store: store, def: ordersaga.OrderSaga, sink: sink, logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
-		now: func() time.Time { return e.now }, timedOut: newTimedOutCounter()}
+	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
+	ab := &aborter{store: store, def: ordersaga.OrderSaga, logger: logger, aborted: newAbortedCounter()}
+	e.sw = &sweeper{aborter: ab, rdb: rdb, sink: sink, logger: logger, now: func() time.Time { return e.now }}
 	return e
 }
 
@@ -102,10 +103,10 @@ func (e *sweepEnv) sweep(t *testing.T) int {
 	return n
 }
 
-func (e *sweepEnv) timedOut(t *testing.T) float64 {
+func (e *sweepEnv) deadlineAborts(t *testing.T) float64 {
 	t.Helper()
 	var m dto.Metric
-	if err := e.sw.timedOut.Write(&m); err != nil {
+	if err := e.sw.aborted.WithLabelValues(deadlineCause.name).Write(&m); err != nil {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
@@ -150,7 +151,7 @@ func TestSweepFailsOverdueSagas(t *testing.T) {
 			continue
 		}
 		last := st.Steps[len(st.Steps)-1]
-		if st.Status != saga.StatusCompensating || st.FailedStep != w.step || last.Outcome != outcomeTimedOut ||
+		if st.Status != saga.StatusCompensating || st.FailedStep != w.step || last.Outcome != deadlineCause.outcome ||
 			!strings.Contains(st.Reason, "deadline") || !strings.Contains(st.Reason, w.step) {
 			t.Errorf("saga %s: %s, failed step %q, reason %q, last %+v", id, st.Status, st.FailedStep, st.Reason, last)
 		}
@@ -162,8 +163,8 @@ func TestSweepFailsOverdueSagas(t *testing.T) {
 	if st := e.saga(t, "in-time"); st.Status != saga.StatusRunning || st.Version != 1 || len(got) != 3 {
 		t.Fatalf("in-time saga %+v; %d events", st, len(got))
 	}
-	if n := e.timedOut(t); n != 3 {
-		t.Fatalf("ksaga_sagas_timed_out_total %v, want 3", n)
+	if n := e.deadlineAborts(t); n != 3 {
+		t.Fatalf("ksaga_sagas_aborted_total{cause=\"deadline\"} %v, want 3", n)
 	}
 }
 
@@ -206,8 +207,8 @@ func TestSweepResendsUntilCompensationMoves(t *testing.T) {
 	if n := e.sweep(t); n != 0 || len(e.broker.got()) != 2 {
 		t.Fatalf("sent %d after the compensation moved", n)
 	}
-	if n := e.timedOut(t); n != 1 {
-		t.Fatalf("ksaga_sagas_timed_out_total %v: resends counted as sagas", n)
+	if n := e.deadlineAborts(t); n != 1 {
+		t.Fatalf("ksaga_sagas_aborted_total{cause=\"deadline\"} %v: resends counted as sagas", n)
 	}
 }
 
