@@ -107,7 +107,8 @@ func TestOneTracePerSaga(t *testing.T) {
 				t.Errorf("payment /metrics %d lacks the applied event:\n%.2000s", code, body)
 			}
 			code, body = s.dev.Do(t, "order", http.MethodGet, "/metrics", nil)
-			for _, w := range []string{`ksaga_sagas_total{service="order",status="running"} 1`, `ksaga_sagas_total{service="order",status="completed"} 1`, "ksaga_sagas_in_flight 0"} {
+			for _, w := range []string{`ksaga_sagas_total{service="order",status="running"} 1`, `ksaga_sagas_total{service="order",status="completed"} 1`, "ksaga_sagas_in_flight 0",
+				`ksaga_sagas_aborted_total{cause="cancel"} 0`, `ksaga_sagas_aborted_total{cause="deadline"} 0`} {
 				if code != 200 || !strings.Contains(string(body), w) {
 					t.Errorf("order /metrics lacks %s", w)
 				}

@@ -54,8 +54,12 @@ type aborter struct {
 
 // newAbortedCounter is the aborter's counter, for the function's registry.
 func newAbortedCounter() *prometheus.CounterVec {
-	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ksaga_sagas_aborted_total",
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ksaga_sagas_aborted_total",
 		Help: "Running sagas the order function failed into compensation, by cause: deadline or cancel."}, []string{"cause"})
+	for _, cause := range []cause{deadlineCause, cancelCause} {
+		c.WithLabelValues(cause.name) // exported at 0 from the start, so rate() sees the first one
+	}
+	return c
 }
 
 // abort fails the running saga st for c, with the reason reason gives for
