@@ -252,69 +252,51 @@ func TestCompensationFailures(t *testing.T) {
 	}
 }
 
-// TestUndeliverableConfirmCompensates: when the order's confirm (the last
-// forward step) cannot be delivered, the dead-letter sink fails the saga and
-// every completed step is undone in reverse: the stock released, the payment
-// refunded, the order cancelled, the customer told.
-func TestUndeliverableConfirmCompensates(t *testing.T) {
+// TestStuckConfirmCompensates: the order's confirm (the last forward step)
+// keeps failing. When its retries run out (about 6 s), the dead-letter sink
+// fails the saga; when the saga's deadline (1 s) comes first, the order
+// function's sweeper does. Either way every completed step is undone in
+// reverse: the stock released, the payment refunded, the order cancelled,
+// the customer told.
+func TestStuckConfirmCompensates(t *testing.T) {
 	t.Parallel()
 	confirmOn := map[string]string{"choreography": ordersaga.StockReserved, "orchestration": ordersaga.Confirm}
-	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) {
-			t.Parallel()
-			s := start(t, mode, nil, "--fault-injection")
-			s.rdb.Set(context.Background(), knfunc.FaultKey("order", confirmOn[mode]), -1, 0)
-			a, code := s.order(t, 1, item("book", 2))
-			if code != http.StatusAccepted {
-				t.Fatalf("POST /orders %d", code)
-			}
-			v := s.settled(t, a.OrderID, 30*time.Second)
-			const want = "order/created payment/authorized inventory/reserved order/failed inventory/released payment/refunded order/cancelled notification/sent "
-			if o := v.outcome(); o.Order != "cancelled" || o.Saga != string(saga.StatusCompensated) || o.Steps != want {
-				t.Fatalf("saga %+v, want cancelled/compensated %s", o, want)
-			}
-			if v.Saga.FailedStep != ordersaga.StepOrder || !strings.Contains(v.Saga.Reason, confirmOn[mode]) || !strings.Contains(v.Saga.Reason, "503") {
-				t.Errorf("failed step %q, reason %q", v.Saga.FailedStep, v.Saga.Reason)
-			}
-			if b, st := s.balance(t, 1), s.stock(t, "book"); b != 100000 || st != 1000 {
-				t.Errorf("balance %d, book stock %d: want both restored (100000, 1000)", b, st)
-			}
-			if n := s.notifications(t)[a.OrderID]; n != 1 {
-				t.Errorf("%d notifications", n)
-			}
-		})
-	}
-}
-
-// TestOverdueSagaIsFailedBySweeper: a step that keeps a saga waiting past
-// its deadline (here the order's confirm, failing, retried for about 6 s
-// before it would be dead-lettered; the deadline is 1 s) gets the saga
-// failed by the order function's sweeper, which undoes every completed step.
-func TestOverdueSagaIsFailedBySweeper(t *testing.T) {
-	t.Parallel()
-	confirmOn := map[string]string{"choreography": ordersaga.StockReserved, "orchestration": ordersaga.Confirm}
-	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) {
-			t.Parallel()
-			s := start(t, mode, nil, "--fault-injection", "--env", "KSAGA_SAGA_TIMEOUT=1s", "--env", "KSAGA_SWEEP_INTERVAL=100ms")
-			s.rdb.Set(context.Background(), knfunc.FaultKey("order", confirmOn[mode]), -1, 0)
-			a, code := s.order(t, 1, item("book", 2))
-			if code != http.StatusAccepted {
-				t.Fatalf("POST /orders %d", code)
-			}
-			v := s.settled(t, a.OrderID, 20*time.Second)
-			// the dead letter of the confirm may follow, recorded only
-			const want = "order/created payment/authorized inventory/reserved order/timed_out inventory/released payment/refunded order/cancelled notification/sent "
-			if o := v.outcome(); o.Order != "cancelled" || o.Saga != string(saga.StatusCompensated) || !strings.HasPrefix(o.Steps, want) {
-				t.Fatalf("saga %+v, want cancelled/compensated %s", o, want)
-			}
-			if v.Saga.FailedStep != ordersaga.StepOrder || !strings.Contains(v.Saga.Reason, "deadline") {
-				t.Errorf("failed step %q, reason %q", v.Saga.FailedStep, v.Saga.Reason)
-			}
-			if b, st := s.balance(t, 1), s.stock(t, "book"); b != 100000 || st != 1000 {
-				t.Errorf("balance %d, book stock %d: want both restored (100000, 1000)", b, st)
-			}
-		})
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		outcome string // of the confirm step, in the history
+		reason  string
+	}{
+		{"dead-lettered", nil, "failed", "503"},
+		{"past-deadline", []string{"--env", "KSAGA_SAGA_TIMEOUT=1s", "--env", "KSAGA_SWEEP_INTERVAL=100ms"}, "timed_out", "deadline"},
+	} {
+		for _, mode := range modes {
+			t.Run(tc.name+"/"+mode, func(t *testing.T) {
+				t.Parallel()
+				s := start(t, mode, nil, append([]string{"--fault-injection"}, tc.args...)...)
+				s.rdb.Set(context.Background(), knfunc.FaultKey("order", confirmOn[mode]), -1, 0)
+				a, code := s.order(t, 1, item("book", 2))
+				if code != http.StatusAccepted {
+					t.Fatalf("POST /orders %d", code)
+				}
+				v := s.settled(t, a.OrderID, 30*time.Second)
+				// past the deadline, the confirm's dead letter may follow: recorded only
+				want := "order/created payment/authorized inventory/reserved order/" + tc.outcome +
+					" inventory/released payment/refunded order/cancelled notification/sent "
+				if o := v.outcome(); o.Order != "cancelled" || o.Saga != string(saga.StatusCompensated) || !strings.HasPrefix(o.Steps, want) {
+					t.Fatalf("saga %+v, want cancelled/compensated %s", o, want)
+				}
+				if v.Saga.FailedStep != ordersaga.StepOrder || !strings.Contains(v.Saga.Reason, tc.reason) {
+					t.Errorf("failed step %q, reason %q", v.Saga.FailedStep, v.Saga.Reason)
+				}
+				if b, st := s.balance(t, 1), s.stock(t, "book"); b != 100000 || st != 1000 {
+					t.Errorf("balance %d, book stock %d: want both restored (100000, 1000)", b, st)
+				}
+				if n := s.notifications(t)[a.OrderID]; n != 1 {
+					t.Errorf("%d notifications", n)
+				}
+			})
+		}
 	}
 }
 

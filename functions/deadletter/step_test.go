@@ -4,17 +4,12 @@ import (
 	"context"
 	"encoding/base64"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ksaga/ksaga/internal/fntest"
@@ -24,40 +19,11 @@ import (
 	"github.com/ksaga/ksaga/saga"
 )
 
-// broker records what the dead-letter sink publishes; it can be made to fail.
-type broker struct {
-	mu     sync.Mutex
-	events []event.Event
-	down   atomic.Bool
-}
-
-func (b *broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if b.down.Load() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
-	}
-	ev, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
-	if err != nil {
-		http.Error(w, err.Error(), 400)
-		return
-	}
-	b.mu.Lock()
-	b.events = append(b.events, *ev)
-	b.mu.Unlock()
-	w.WriteHeader(http.StatusAccepted)
-}
-
-func (b *broker) got() []event.Event {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]event.Event(nil), b.events...)
-}
-
 type env struct {
 	rdb    *redis.Client
 	store  *redisstore.Store
 	fn     *fntest.Func
-	broker *broker
+	broker *fntest.Broker
 }
 
 func setup(t *testing.T) env {
@@ -65,10 +31,8 @@ func setup(t *testing.T) env {
 	srv := testredis.Start(t)
 	rdb := srv.Client(t)
 	store, _ := redisstore.New(rdb, redisstore.Options{})
-	b := &broker{}
-	hs := httptest.NewServer(b)
-	t.Cleanup(hs.Close)
-	fn := fntest.Start(t, run, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "deadletter", "K_SINK": hs.URL})
+	b := fntest.NewBroker(t)
+	fn := fntest.Start(t, run, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "deadletter", "K_SINK": b.URL})
 	return env{rdb, store, fn, b}
 }
 
@@ -129,7 +93,7 @@ func TestCompensationDeadLetteredMarksCompensationFailed(t *testing.T) {
 	if n := len(e.deadletters(t)); n != 1 {
 		t.Fatalf("%d dead-letter records, want 1", n)
 	}
-	if len(e.broker.got()) != 0 {
+	if len(e.broker.Events()) != 0 {
 		t.Fatal("a failed compensation must not publish anything")
 	}
 }
@@ -141,15 +105,15 @@ func TestForwardStepDeadLetteredFailsTheSagaIntoCompensation(t *testing.T) {
 		step{ordersaga.StepPayment, saga.Outcome{Outcome: "authorized", Compensable: true}})
 	// payment.authorized could not reach inventory: inventory's step failed
 	dl := deadLetter("auth-1", ordersaga.PayAuthorized, "s2", 2, "http://inventory.saga.svc.cluster.local", "500", "boom")
-	e.broker.down.Store(true)
+	e.broker.Down.Store(true)
 	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != http.StatusServiceUnavailable {
 		t.Fatalf("broker down: %d %s, want 503 so the dead letter is retried", r.Status, r.Body)
 	}
-	e.broker.down.Store(false)
+	e.broker.Down.Store(false)
 	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
-	got := e.broker.got()
+	got := e.broker.Events()
 	if len(got) != 1 || got[0].Type() != ordersaga.StockFailed || saga.SagaIDOf(got[0]) != "s2" {
 		t.Fatalf("published %v", got)
 	}
@@ -186,8 +150,8 @@ func TestDeadLetterOfUnknownSagaIsKept(t *testing.T) {
 	if len(m) != 1 || m[0].Values["type"] != ordersaga.Create || m[0].Values["saga_id"] != "never-started" || m[0].Values["code"] != "503" {
 		t.Fatalf("dead letters %v", m)
 	}
-	if n, _ := e.rdb.Exists(context.Background(), redisstore.Key("never-started")).Result(); n != 0 || len(e.broker.got()) != 0 {
-		t.Fatalf("a saga was created (%d) or an event published (%v)", n, e.broker.got())
+	if n, _ := e.rdb.Exists(context.Background(), redisstore.Key("never-started")).Result(); n != 0 || len(e.broker.Events()) != 0 {
+		t.Fatalf("a saga was created (%d) or an event published (%v)", n, e.broker.Events())
 	}
 }
 
@@ -199,8 +163,8 @@ func TestStepThatAlreadySucceededIsOnlyNoted(t *testing.T) {
 	dl := deadLetter("created-1", ordersaga.Created, "s3", 1, "http://payment.saga.svc.cluster.local", "502", "")
 	fntest.Post(t, e.fn.URL, dl, false)
 	st, _ := e.store.Get(context.Background(), "s3")
-	if st.Status != saga.StatusRunning || st.Steps[len(st.Steps)-1].Outcome != "dead_lettered" || len(e.broker.got()) != 0 {
-		t.Fatalf("saga %+v, published %v", st, e.broker.got())
+	if st.Status != saga.StatusRunning || st.Steps[len(st.Steps)-1].Outcome != "dead_lettered" || len(e.broker.Events()) != 0 {
+		t.Fatalf("saga %+v, published %v", st, e.broker.Events())
 	}
 }
 
@@ -233,7 +197,7 @@ func TestConfirmDeadLetteredCompensatesTheWholeSaga(t *testing.T) {
 			if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
 				t.Fatalf("%d %s", r.Status, r.Body)
 			}
-			got := e.broker.got()
+			got := e.broker.Events()
 			if len(got) != 1 || got[0].Type() != ordersaga.ConfirmFailed || saga.SagaIDOf(got[0]) != "s4" ||
 				got[0].Extensions()[saga.ExtSagaVersion] != strconv.Itoa(tc.version+1) {
 				t.Fatalf("published %v", got)
@@ -244,7 +208,7 @@ func TestConfirmDeadLetteredCompensatesTheWholeSaga(t *testing.T) {
 				t.Fatalf("saga %+v", st)
 			}
 			fntest.Post(t, e.fn.URL, dl, false) // redelivered: the same failure event again
-			if got := e.broker.got(); len(got) != 2 || got[1].ID() != got[0].ID() {
+			if got := e.broker.Events(); len(got) != 2 || got[1].ID() != got[0].ID() {
 				t.Fatalf("published %v", got)
 			}
 			if st2, _ := e.store.Get(context.Background(), "s4"); st2.Version != st.Version {
@@ -269,7 +233,7 @@ func TestConfirmThatRanIsOnlyNoted(t *testing.T) {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
 	st, _ := e.store.Get(context.Background(), "s5")
-	if st.Status != saga.StatusCompleted || st.Steps[len(st.Steps)-1].Outcome != "dead_lettered" || len(e.broker.got()) != 0 {
-		t.Fatalf("saga %+v, published %v", st, e.broker.got())
+	if st.Status != saga.StatusCompleted || st.Steps[len(st.Steps)-1].Outcome != "dead_lettered" || len(e.broker.Events()) != 0 {
+		t.Fatalf("saga %+v, published %v", st, e.broker.Events())
 	}
 }

@@ -33,7 +33,7 @@ func TestPostOrder(t *testing.T) {
 	}
 
 	// The command is in the broker; the order is not written yet.
-	got := e.sink.events()
+	got := e.sink.Received()
 	if len(got) != 1 {
 		t.Fatalf("broker got %d events, want 1", len(got))
 	}
@@ -155,7 +155,7 @@ func TestPostOrderRefused(t *testing.T) {
 			}
 		})
 	}
-	if got := e.sink.events(); len(got) != 0 {
+	if got := e.sink.Received(); len(got) != 0 {
 		t.Fatalf("refused orders sent %d events: %v", len(got), got)
 	}
 	if n := e.orderKeys(t); n != 0 {
@@ -193,7 +193,7 @@ func TestIdempotencyKey(t *testing.T) {
 	if a3 := post("key-2"); a3 == a1 {
 		t.Fatalf("different keys, same ids: %+v", a3)
 	}
-	got := e.sink.events()
+	got := e.sink.Received()
 	if len(got) != 3 || got[0].Event.ID() != got[1].Event.ID() || got[0].Event.ID() == got[2].Event.ID() {
 		t.Fatalf("event ids: %v", got)
 	}
@@ -217,7 +217,7 @@ func TestIdempotencyKey(t *testing.T) {
 	if a4 := post("key-1"); a4 != a1 {
 		t.Fatalf("retry after expiry: %+v, want %+v", a4, a1)
 	}
-	if n := len(e.sink.events()); n != 3 {
+	if n := len(e.sink.Received()); n != 3 {
 		t.Fatalf("retry after expiry sent a command: %d events, want 3", n)
 	}
 }
@@ -269,7 +269,7 @@ func TestGetOrderAfterSagaExpired(t *testing.T) {
 func TestClientPricesAreRejected(t *testing.T) {
 	e := setup(t, nil)
 	r := e.request(t, http.MethodPost, "/orders", `{"user_id":1,"items":[{"sku":"book","qty":1,"price_cents":1}]}`, nil)
-	if r.Status != http.StatusBadRequest || len(e.sink.events()) != 0 {
+	if r.Status != http.StatusBadRequest || len(e.sink.Received()) != 0 {
 		t.Fatalf("status %d %s: a client must not set prices", r.Status, r.Body)
 	}
 }

@@ -26,7 +26,7 @@ func TestCancelOrder(t *testing.T) {
 	if r.Status != http.StatusAccepted || a.OrderID != orderID || a.SagaID != sagaID || r.Header.Get("Location") != "/orders/"+orderID {
 		t.Fatalf("cancel: %d %s", r.Status, r.Body)
 	}
-	got := e.sink.events()
+	got := e.sink.Received()
 	if len(got) != 1 {
 		t.Fatalf("%d events sent, want 1", len(got))
 	}
@@ -44,7 +44,7 @@ func TestCancelOrder(t *testing.T) {
 	if r := e.request(t, http.MethodPost, path, "", nil); r.Status != http.StatusAccepted { // a retry
 		t.Fatalf("repeated cancel: %d %s", r.Status, r.Body)
 	}
-	if got := e.sink.events(); len(got) != 2 || got[1].Event.ID() != failure.ID() || e.saga(t, sagaID).Version != st.Version {
+	if got := e.sink.Received(); len(got) != 2 || got[1].Event.ID() != failure.ID() || e.saga(t, sagaID).Version != st.Version {
 		t.Fatalf("repeated cancel sent %d events / moved the saga", len(got))
 	}
 
@@ -55,8 +55,8 @@ func TestCancelOrder(t *testing.T) {
 	if o := e.order(t, orderID); o["status"] != "cancelled" || !strings.Contains(o["reason"], "cancelled by request") {
 		t.Fatalf("order %v", o)
 	}
-	if r := e.request(t, http.MethodPost, path, "", nil); r.Status != http.StatusAccepted || len(e.sink.events()) != 2 {
-		t.Fatalf("cancel after the compensation: %d %s, %d events", r.Status, r.Body, len(e.sink.events()))
+	if r := e.request(t, http.MethodPost, path, "", nil); r.Status != http.StatusAccepted || len(e.sink.Received()) != 2 {
+		t.Fatalf("cancel after the compensation: %d %s, %d events", r.Status, r.Body, len(e.sink.Received()))
 	}
 }
 
@@ -79,7 +79,7 @@ func TestCancelOrderRefused(t *testing.T) {
 	if r := e.request(t, http.MethodPost, "/orders/nope/cancel", "", nil); r.Status != http.StatusNotFound {
 		t.Errorf("unknown order: %d %s", r.Status, r.Body)
 	}
-	if n := len(e.sink.events()); n != 0 {
+	if n := len(e.sink.Received()); n != 0 {
 		t.Fatalf("%d events sent", n)
 	}
 }

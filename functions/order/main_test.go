@@ -6,15 +6,11 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ksaga/ksaga/functions/users/userserver"
@@ -31,7 +27,7 @@ type env struct {
 	rdb   *redis.Client
 	store *redisstore.Store
 	users *fntest.Func
-	sink  *recorder
+	sink  *fntest.Broker
 	fn    *fntest.Func
 }
 
@@ -49,7 +45,7 @@ func setup(t *testing.T, extra map[string]string) env {
 		t.Fatal(err)
 	}
 	users := fntest.Start(t, userserver.Run, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "users"})
-	sink := newRecorder(t)
+	sink := fntest.NewBroker(t)
 	cfg := map[string]string{
 		"REDIS_URL": srv.URL(), "K_SERVICE": "order", "K_SINK": sink.URL,
 		"USERS_URL": users.URL, "LOG_LEVEL": "debug",
@@ -63,47 +59,6 @@ func setup(t *testing.T, extra map[string]string) env {
 		users.Out.Lines(t)
 	})
 	return env{rdb, store, users, sink, fn}
-}
-
-// recorder is the K_SINK broker stand-in: it records every event it
-// receives, with its HTTP encoding, and answers 202.
-type recorder struct {
-	URL string
-	mu  sync.Mutex
-	got []received
-}
-
-type received struct {
-	Encoding binding.Encoding
-	Event    event.Event
-}
-
-func newRecorder(t *testing.T) *recorder {
-	t.Helper()
-	rec := &recorder{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		msg := cehttp.NewMessageFromHttpRequest(r)
-		enc := msg.ReadEncoding()
-		ev, err := binding.ToEvent(r.Context(), msg)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		rec.mu.Lock()
-		rec.got = append(rec.got, received{enc, *ev})
-		rec.mu.Unlock()
-		w.WriteHeader(http.StatusAccepted)
-	}))
-	t.Cleanup(srv.Close)
-	rec.URL = srv.URL
-	return rec
-}
-
-// events returns what the broker has received so far.
-func (r *recorder) events() []received {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]received(nil), r.got...)
 }
 
 // apiResponse is an answer of the REST API.

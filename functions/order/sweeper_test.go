@@ -3,20 +3,14 @@ package main
 import (
 	"context"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/binding"
-	"github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ordersaga"
@@ -24,39 +18,10 @@ import (
 	"github.com/ksaga/ksaga/saga"
 )
 
-// brokerIngress records the events POSTed to it; it can be made to fail.
-type brokerIngress struct {
-	mu     sync.Mutex
-	events []event.Event
-	down   atomic.Bool
-}
-
-func (b *brokerIngress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if b.down.Load() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
-	}
-	ev, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	b.mu.Lock()
-	b.events = append(b.events, *ev)
-	b.mu.Unlock()
-	w.WriteHeader(http.StatusAccepted)
-}
-
-func (b *brokerIngress) got() []event.Event {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]event.Event(nil), b.events...)
-}
-
 type sweepEnv struct {
 	sw     *sweeper
 	store  *redisstore.Store
-	broker *brokerIngress
+	broker *fntest.Broker
 	now    time.Time
 }
 
@@ -67,10 +32,8 @@ func newSweepEnv(t *testing.T) *sweepEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &brokerIngress{}
-	hs := httptest.NewServer(b)
-	t.Cleanup(hs.Close)
-	sink := knfunc.NewSink(hs.URL, nil)
+	b := fntest.NewBroker(t)
+	sink := knfunc.NewSink(b.URL, nil)
 	sink.Attempts = 1
 	e := &sweepEnv{store: store, broker: b, now: time.Now()}
 	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
@@ -140,7 +103,7 @@ func TestSweepFailsOverdueSagas(t *testing.T) {
 		"waits-inventory": {ordersaga.StockFailed, ordersaga.StepInventory},
 		"waits-confirm":   {ordersaga.ConfirmFailed, ordersaga.StepOrder},
 	}
-	got := e.broker.got()
+	got := e.broker.Events()
 	for _, ev := range got {
 		id := saga.SagaIDOf(ev)
 		w, ok := want[id]
@@ -175,7 +138,7 @@ func TestSweepResendsUntilCompensationMoves(t *testing.T) {
 	e := newSweepEnv(t)
 	e.start(t, "s1", e.now.Add(-time.Second), ordersaga.StepOrder, ordersaga.StepPayment)
 
-	e.broker.down.Store(true)
+	e.broker.Down.Store(true)
 	if n, err := e.sw.sweep(context.Background()); n != 0 || err == nil {
 		t.Fatalf("broker down: sent %d, error %v; want 0 and an error", n, err)
 	}
@@ -183,14 +146,14 @@ func TestSweepResendsUntilCompensationMoves(t *testing.T) {
 	if failed.Status != saga.StatusCompensating {
 		t.Fatalf("saga %+v", failed)
 	}
-	e.broker.down.Store(false)
+	e.broker.Down.Store(false)
 	if n := e.sweep(t); n != 1 {
 		t.Fatalf("sent %d after the broker came back, want 1", n)
 	}
 	if n := e.sweep(t); n != 1 { // the event was lost, say: nothing moved
 		t.Fatalf("sent %d on the next sweep, want 1", n)
 	}
-	got := e.broker.got()
+	got := e.broker.Events()
 	if len(got) != 2 || got[0].ID() != got[1].ID() || got[0].Type() != ordersaga.StockFailed {
 		t.Fatalf("published %v", got)
 	}
@@ -204,7 +167,7 @@ func TestSweepResendsUntilCompensationMoves(t *testing.T) {
 		OnSuccess: saga.Outcome{Outcome: "refunded", Compensates: ordersaga.StepPayment}}); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.sweep(t); n != 0 || len(e.broker.got()) != 2 {
+	if n := e.sweep(t); n != 0 || len(e.broker.Events()) != 2 {
 		t.Fatalf("sent %d after the compensation moved", n)
 	}
 	if n := e.deadlineAborts(t); n != 1 {

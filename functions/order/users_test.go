@@ -249,7 +249,7 @@ func TestUsersDown(t *testing.T) {
 	if c.Status != http.StatusServiceUnavailable {
 		t.Fatalf("Create with users down: %d %s", c.Status, c.Body)
 	}
-	if len(e.sink.events()) != 0 || e.orderKeys(t) != 0 {
+	if len(e.sink.Received()) != 0 || e.orderKeys(t) != 0 {
 		t.Fatal("an order was started with users down")
 	}
 }

@@ -10,9 +10,11 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -239,4 +241,63 @@ func StartStep(t *testing.T, run Run, fixture bool, env map[string]string) Step 
 func (s Step) PostSaga(t testing.TB, id, typ, sagaID string, version int64, data any, structured bool) Response {
 	t.Helper()
 	return Post(t, s.URL, Event(id, typ, data, saga.ExtCorrelationID, sagaID, saga.ExtSagaVersion, strconv.FormatInt(version, 10)), structured)
+}
+
+// Broker stands in for a Broker's ingress, as a function's K_SINK: it
+// records every CloudEvent POSTed to it, with its HTTP encoding, and
+// answers 202; while Down is set it answers 503 (the Broker unavailable).
+type Broker struct {
+	URL  string
+	Down atomic.Bool
+	mu   sync.Mutex
+	got  []Received
+}
+
+// Received is an event as the Broker stand-in received it.
+type Received struct {
+	Encoding binding.Encoding
+	Event    event.Event
+}
+
+// NewBroker starts a Broker stand-in on a loopback port, closed when the
+// test ends.
+func NewBroker(t testing.TB) *Broker {
+	t.Helper()
+	b := &Broker{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if b.Down.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		msg := cehttp.NewMessageFromHttpRequest(r)
+		enc := msg.ReadEncoding()
+		ev, err := binding.ToEvent(r.Context(), msg)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		b.mu.Lock()
+		b.got = append(b.got, Received{enc, *ev})
+		b.mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(srv.Close)
+	b.URL = srv.URL
+	return b
+}
+
+// Received returns what the stand-in has received so far.
+func (b *Broker) Received() []Received {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]Received(nil), b.got...)
+}
+
+// Events returns the events received so far.
+func (b *Broker) Events() []event.Event {
+	var out []event.Event
+	for _, r := range b.Received() {
+		out = append(out, r.Event)
+	}
+	return out
 }
