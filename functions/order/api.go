@@ -17,6 +17,7 @@ import (
 
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
 	"github.com/ksaga/ksaga/telemetry"
 )
@@ -79,12 +80,38 @@ type sagaView struct {
 	Steps      []saga.StepRecord `json:"steps"`
 }
 
+// sagaSummary is one saga in GET /sagas.
+type sagaSummary struct {
+	ID         string      `json:"id"`
+	Status     saga.Status `json:"status"`
+	Step       string      `json:"step"`
+	Version    int64       `json:"version"`
+	Deadline   time.Time   `json:"deadline"`
+	Overdue    bool        `json:"overdue"`
+	UpdatedAt  time.Time   `json:"updated_at"`
+	Reason     string      `json:"reason,omitempty"`
+	FailedStep string      `json:"failed_step,omitempty"`
+}
+
+// sagaList is the body of GET /sagas.
+type sagaList struct {
+	Sagas []sagaSummary `json:"sagas"`
+	More  bool          `json:"more"` // more sagas match than limit
+}
+
+// Bounds of GET /sagas?limit=.
+const (
+	defaultSagaList = 100
+	maxSagaList     = 1000
+)
+
 // routes returns the API's handlers, for knfunc.Function.Routes.
 func (a *api) routes() map[string]http.Handler {
 	return map[string]http.Handler{
 		"POST /orders":     http.HandlerFunc(a.postOrder),
 		"GET /orders/{id}": http.HandlerFunc(a.getOrder),
 		"GET /sagas/{id}":  http.HandlerFunc(a.getSaga),
+		"GET /sagas":       http.HandlerFunc(a.listSagas),
 
 		"POST /orders/{id}/cancel": http.HandlerFunc(a.cancelOrder),
 	}
@@ -345,6 +372,62 @@ func (a *api) getSaga(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+// listSagas answers the unfinished sagas (running or compensating), the
+// earliest deadline first, from the index the in-flight and overdue gauges
+// read: GET /sagas?overdue=true lists only those past their deadline, what
+// the KsagaSagasStuckPastDeadline alert counts; limit (default 100, at
+// most 1000) bounds the list, and more says whether it cut some off. 400 bad
+// query, 503 Redis unavailable. Finished sagas are not listed (GET
+// /sagas/{id} answers them until they expire).
+func (a *api) listSagas(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := defaultSagaList
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxSagaList {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "limit " + strconv.Quote(v) + ": want 1 to " + strconv.Itoa(maxSagaList)})
+			return
+		}
+		limit = n
+	}
+	overdue := false
+	if v := q.Get("overdue"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "overdue " + strconv.Quote(v) + ": want true or false"})
+			return
+		}
+		overdue = b
+	}
+	now := a.orders.now()
+	upTo := "+inf"
+	if overdue {
+		upTo = "(" + strconv.FormatInt(now.UnixMilli(), 10)
+	}
+	ids, err := a.orders.rdb.ZRangeByScore(r.Context(), redisstore.ActiveKey, &redis.ZRangeBy{Min: "-inf", Max: upTo, Count: int64(limit + 1)}).Result()
+	if err != nil {
+		a.fail(w, r, saga.Transient(err, "redis"))
+		return
+	}
+	out := sagaList{Sagas: []sagaSummary{}, More: len(ids) > limit}
+	for _, id := range ids[:min(len(ids), limit)] {
+		st, err := a.store.Get(r.Context(), id)
+		if errors.Is(err, saga.ErrNotFound) {
+			continue // expired since it was indexed
+		}
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		if st.Status.Terminal() {
+			continue // finished since it was read from the index
+		}
+		out.Sagas = append(out.Sagas, sagaSummary{ID: st.ID, Status: st.Status, Step: st.Step, Version: st.Version,
+			Deadline: st.Deadline, Overdue: st.Overdue(now), UpdatedAt: st.UpdatedAt, Reason: st.Reason, FailedStep: st.FailedStep})
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // fail answers an error by its saga code: 503 (with Retry-After) for a

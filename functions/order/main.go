@@ -4,7 +4,8 @@
 // to the users function, the items against the catalogue) and sends an
 // io.ksaga.order.create command to the broker (K_SINK); GET /orders/{id}
 // answers an order and its saga; POST /orders/{id}/cancel aborts its running
-// saga (abort.go); GET /sagas/{id} answers any saga's state.
+// saga (abort.go); GET /sagas/{id} answers any saga's state, GET /sagas
+// lists the unfinished ones.
 //
 // CloudEvents (step.go): the saga's first step (create the order, or reject
 // it) and its last (confirm it), and the compensation that cancels it, each
