@@ -29,7 +29,7 @@ type SagaCollector struct {
 func NewSagaCollector(rdb redis.UniversalClient, key string, retention time.Duration, logger *slog.Logger) *SagaCollector {
 	return &SagaCollector{Redis: rdb, Key: key, Retention: retention, Logger: logger, Now: time.Now,
 		inFlight: prometheus.NewDesc("ksaga_sagas_in_flight", "Sagas started and not yet finished (completed, compensated or compensation_failed).", nil, nil),
-		overdue:  prometheus.NewDesc("ksaga_sagas_overdue", "Unfinished sagas past their deadline: stuck, or waiting on a dead letter.", nil, nil),
+		overdue:  prometheus.NewDesc("ksaga_sagas_overdue", "Unfinished sagas past their deadline: running ones until the deadline sweeper aborts them, then compensations that do not finish.", nil, nil),
 	}
 }
 
@@ -41,7 +41,7 @@ func (c *SagaCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	now := c.Now().UnixMilli()
-	pipe := c.Redis.Pipeline()
+	pipe := c.Redis.TxPipeline() // MULTI: both gauges from one moment
 	pipe.ZRemRangeByScore(ctx, c.Key, "-inf", "("+strconv.FormatInt(now-c.Retention.Milliseconds(), 10))
 	card := pipe.ZCard(ctx, c.Key)
 	late := pipe.ZCount(ctx, c.Key, "-inf", "("+strconv.FormatInt(now, 10))
