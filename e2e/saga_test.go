@@ -208,7 +208,8 @@ func sumSpent(m map[int32]int64) (n int64) {
 
 // TestCompensationFailures: a compensation that fails N times then succeeds
 // ends compensated; one that always fails ends compensation_failed, with
-// the step and the reason, visible via GET /orders/{id}.
+// the step and the reason, visible via GET /orders/{id}, and compensates
+// once redriven after the fault is gone.
 func TestCompensationFailures(t *testing.T) {
 	t.Parallel()
 	// the event that makes payment refund, per mode
@@ -248,6 +249,18 @@ func TestCompensationFailures(t *testing.T) {
 				}
 				return nil
 			})
+
+			// payment is fixed; the operator redrives the saga: the refund
+			// runs, then the order is cancelled, as if nothing had failed
+			s.rdb.Set(ctx, key, 0, 0)
+			if code, body := s.dev.Do(t, "order", http.MethodPost, "/sagas/"+v.Saga.ID+"/redrive", nil); code != http.StatusAccepted {
+				t.Fatalf("redrive: %d %s", code, body)
+			}
+			v = s.settled(t, a.OrderID, 20*time.Second)
+			if v.Status != "cancelled" || v.Saga.Status != saga.StatusCompensated || s.balance(t, 1) != 100000 ||
+				!strings.Contains(v.outcome().Steps, "payment/compensation_failed payment/redriven payment/refunded order/cancelled notification/sent") {
+				t.Fatalf("after the redrive: %+v, balance %d", v.outcome(), s.balance(t, 1))
+			}
 		})
 	}
 }

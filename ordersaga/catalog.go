@@ -36,11 +36,14 @@ const (
 	SagaCompleted    = "io.ksaga.saga.completed"
 	SagaCompensated  = "io.ksaga.saga.compensated"
 
-	// The order function's own inputs when it aborts a running saga, never
-	// sent (docs/protocol.md): its deadline passed (the sweeper), or its
-	// order was cancelled (POST /orders/{id}/cancel).
-	DeadlinePassed  = "io.ksaga.saga.deadlinepassed"
-	CancelRequested = "io.ksaga.saga.cancelrequested"
+	// The order function's own inputs when it aborts a running saga or
+	// redrives a failed compensation, never sent (docs/protocol.md): a
+	// saga's deadline passed (the sweeper), its order was cancelled (POST
+	// /orders/{id}/cancel), an operator redrives it (POST
+	// /sagas/{id}/redrive).
+	DeadlinePassed   = "io.ksaga.saga.deadlinepassed"
+	CancelRequested  = "io.ksaga.saga.cancelrequested"
+	RedriveRequested = "io.ksaga.saga.redriverequested"
 )
 
 // Sources of the events each function emits.

@@ -67,16 +67,7 @@ func newAbortedCounter() *prometheus.CounterVec {
 // event again. It returns the failure event and whether it was applied
 // now, or nil when the saga is no longer at st's version (read it again).
 func (a *aborter) abort(ctx context.Context, st saga.State, c cause, reason func(waiting string) string, now time.Time) (*event.Event, bool, error) {
-	in := event.New()
-	in.SetID(c.name + "-" + st.ID)
-	in.SetSource(c.source)
-	in.SetType(c.typ)
-	in.SetTime(now)
-	in.SetExtension(saga.ExtCorrelationID, st.ID)
-	in.SetExtension(saga.ExtSagaVersion, strconv.FormatInt(st.Version, 10))
-	// the caller's context carries the saga's correlationid already
-	ctx = telemetry.WithAttrs(ctx, slog.String(telemetry.AttrEventID, in.ID()), slog.String(telemetry.AttrEventType, in.Type()),
-		slog.String(telemetry.AttrEventSource, in.Source()))
+	ctx, in := ownEvent(ctx, st, c.name+"-"+st.ID, c.source, c.typ, now)
 	var why string
 	p := &saga.Participant{Source: c.source, Store: a.store, Logger: a.logger,
 		Actions: map[string]saga.Action{c.typ: func(context.Context, saga.Input) (saga.Transition, error) {
@@ -103,6 +94,22 @@ func (a *aborter) abort(ctx context.Context, st saga.State, c cause, reason func
 		a.logger.WarnContext(ctx, "saga aborted", "cause", c.name, "failure", failure.Type(), "reason", why)
 	}
 	return failure, applied, nil
+}
+
+// ownEvent is an input the order function hands a Participant of its own
+// about st, never sent: its id makes a repeat a duplicate, and its
+// sagaversion makes the transition a compare-and-set on st's version. The
+// context returned logs it (the caller's carries the correlationid).
+func ownEvent(ctx context.Context, st saga.State, id, source, typ string, now time.Time) (context.Context, event.Event) {
+	in := event.New()
+	in.SetID(id)
+	in.SetSource(source)
+	in.SetType(typ)
+	in.SetTime(now)
+	in.SetExtension(saga.ExtCorrelationID, st.ID)
+	in.SetExtension(saga.ExtSagaVersion, strconv.FormatInt(st.Version, 10))
+	return telemetry.WithAttrs(ctx, slog.String(telemetry.AttrEventID, id), slog.String(telemetry.AttrEventType, typ),
+		slog.String(telemetry.AttrEventSource, source)), in
 }
 
 // abortedBy reports whether c aborted the saga.

@@ -114,6 +114,7 @@ func (a *api) routes() map[string]http.Handler {
 		"GET /sagas":       http.HandlerFunc(a.listSagas),
 
 		"POST /orders/{id}/cancel": http.HandlerFunc(a.cancelOrder),
+		"POST /sagas/{id}/redrive": http.HandlerFunc(a.redrive),
 	}
 }
 

@@ -5,7 +5,8 @@
 // io.ksaga.order.create command to the broker (K_SINK); GET /orders/{id}
 // answers an order and its saga; POST /orders/{id}/cancel aborts its running
 // saga (abort.go); GET /sagas/{id} answers any saga's state, GET /sagas
-// lists the unfinished ones.
+// lists the unfinished ones; POST /sagas/{id}/redrive resumes a failed
+// compensation (redrive.go).
 //
 // CloudEvents (step.go): the saga's first step (create the order, or reject
 // it) and its last (confirm it), and the compensation that cancels it, each

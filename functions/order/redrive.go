@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/telemetry"
+)
+
+// Redriving a saga whose compensation failed. The dead-letter sink marks a
+// saga compensation_failed when a compensation ran out of retries, and
+// records the event it could not deliver in the saga's history. Once the
+// cause is fixed (the step is back, its bug fixed), POST /sagas/{id}/redrive
+// puts the saga back to compensating and publishes that event again, at the
+// saga's new version, so the compensation resumes where it stopped, in
+// either mode (the event is the choreography event or the orchestrator's
+// command, whichever was dead-lettered).
+
+// outcomeCompensationFailed is the dead-letter sink's history outcome.
+const outcomeCompensationFailed = "compensation_failed"
+
+// outcomeRedriven is the history outcome of a redrive.
+const outcomeRedriven = "redriven"
+
+// redrive answers POST /sagas/{id}/redrive: 202 (the compensation resumes:
+// follow GET /sagas/{id}), also for a repeated request; 409 when the saga's
+// compensation has not failed; 404 unknown or expired saga; 503 no K_SINK,
+// Redis or the broker unavailable.
+func (a *api) redrive(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	r = r.WithContext(telemetry.WithAttrs(r.Context(), slog.String(telemetry.AttrCorrelationID, id)))
+	if a.sink == nil {
+		a.fail(w, r, saga.Transient(errors.New("K_SINK is not set"), "the broker"))
+		return
+	}
+	st, err := a.store.Get(r.Context(), id)
+	if errors.Is(err, saga.ErrNotFound) {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "saga " + strconv.Quote(id) + " not found"})
+		return
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	last := len(st.Steps) - 1
+	if last < 0 {
+		writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf("saga %q has no history to redrive", id)})
+		return
+	}
+	var again bool
+	switch rec := st.Steps[last]; {
+	case st.Status == saga.StatusCompensationFailed && rec.Outcome == outcomeCompensationFailed:
+	case st.Status == saga.StatusCompensating && rec.Outcome == outcomeRedriven:
+		again = true // a repeated request: send the same event if nothing moved
+	default:
+		writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf("saga %q is %s: only a saga whose compensation failed can be redriven", id, st.Status)})
+		return
+	}
+	failed := st.Steps[last]
+	if again {
+		failed = st.Steps[last-1]
+	}
+	out, err := a.redriveEvent(r.Context(), st, failed, again)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if out == nil { // the saga moved between the read and the redrive
+		a.fail(w, r, saga.Transient(errors.New("saga "+id+" moved while redriven"), "the saga"))
+		return
+	}
+	if !again || waitsOn(st, out) {
+		if err := a.sink.Send(r.Context(), *out); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+	}
+	w.Header().Set("Location", "/sagas/"+id)
+	writeJSON(w, http.StatusAccepted, map[string]string{"saga_id": id, "event_type": out.Type()})
+}
+
+// redriveEvent applies the redrive of the compensation recorded in failed,
+// or returns the event of the redrive already applied: one input id per
+// failure (its history position), so a repeated request is a duplicate.
+func (a *api) redriveEvent(ctx context.Context, st saga.State, failed saga.StepRecord, again bool) (*event.Event, error) {
+	pos := len(st.Steps) - 1
+	if again {
+		pos--
+	}
+	ctx, in := ownEvent(ctx, st, "redrive-"+st.ID+"-"+strconv.Itoa(pos), ordersaga.SourceOrderAPI, ordersaga.RedriveRequested, a.orders.now())
+	p := &saga.Participant{Source: ordersaga.SourceOrderAPI, Store: a.store, Logger: a.logger,
+		Actions: map[string]saga.Action{ordersaga.RedriveRequested: func(context.Context, saga.Input) (saga.Transition, error) {
+			return saga.Transition{
+				Step:      failed.Step,
+				Allow:     []saga.Status{saga.StatusCompensationFailed},
+				OnSuccess: saga.Outcome{Outcome: outcomeRedriven, Status: saga.StatusCompensating, Reply: &saga.Reply{Type: failed.EventType}},
+			}, nil
+		}}}
+	out, err := p.Handle(ctx, in)
+	if err == nil && out != nil && !again {
+		a.logger.WarnContext(ctx, "saga redriven", "step", failed.Step, "event", out.Type())
+	}
+	return out, err
+}
