@@ -220,10 +220,24 @@ func TestStore(t *testing.T) {
 				if n := rdb.ZCard(ctx, redisstore.ActiveKey).Val(); n != 0 {
 					t.Fatalf("%d sagas still indexed after completion", n)
 				}
+				// a terminal saga made unfinished again (a redrive) is indexed again, by its deadline
+				rdb.Expire(ctx, redisstore.Key("s7"), time.Second)
+				again := mustApply(t, s, saga.Transition{SagaID: "s7", EventSource: "/t", EventID: "redrive", Step: "x",
+					ExpectVersion: saga.AnyVersion, Allow: []saga.Status{saga.StatusCompleted},
+					OnSuccess: saga.Outcome{Outcome: "redriven", Status: saga.StatusCompensating}})
+				if again.From != saga.StatusCompleted || again.Status != saga.StatusCompensating {
+					t.Fatalf("redrive: from %q to %q", again.From, again.Status)
+				}
+				if s2, err := rdb.ZScore(ctx, redisstore.ActiveKey, "s7").Result(); err != nil || s2 != score {
+					t.Fatalf("index score after the redrive %v, %v; want the deadline %v", s2, err, score)
+				}
+				if ttl := rdb.TTL(ctx, redisstore.Key("s7")).Val(); ttl < 30*time.Minute {
+					t.Fatalf("ttl %v after the redrive, want the retention again", ttl)
+				}
 				off, _ := redisstore.New(rdb, redisstore.Options{NoActiveIndex: true})
 				mustApply(t, off, start("s8"))
-				if n := rdb.ZCard(ctx, redisstore.ActiveKey).Val(); n != 0 {
-					t.Fatal("indexed with the index off")
+				if err := rdb.ZScore(ctx, redisstore.ActiveKey, "s8").Err(); err != redis.Nil {
+					t.Fatalf("indexed with the index off (%v)", err)
 				}
 			})
 
