@@ -7,9 +7,11 @@
 // through that step's failure event, sent to the Broker (K_SINK), so the
 // saga compensates instead of hanging (the order's confirm fails with
 // io.ksaga.order.confirmfailed, which only this sink sends: inventory
-// releases, payment refunds, the order is cancelled). A dead letter for a
-// step that has run since is recorded in the saga's history and changes
-// nothing else. Nothing is dropped silently.
+// releases, payment refunds, the order is cancelled). Any other dead letter
+// (its step ran, or the saga moved on) is only kept in the stream and
+// leaves the saga untouched, version included; if its step applied the
+// event, the step's stored reply is published again. Nothing is dropped
+// silently.
 package main
 
 import (

@@ -34,98 +34,134 @@ redis.call('XADD', keys[1], 'MAXLEN', '~', '10000', '*', 'type', args[1], 'id', 
   'saga_id', args[4], 'dest', args[5], 'code', args[6], 'reason', args[7])
 `}
 
-var anyStatus = []saga.Status{saga.StatusRunning, saga.StatusCompensating, saga.StatusCompleted,
-	saga.StatusCompensated, saga.StatusCompensationFailed}
-
 // sender publishes the failure events the dead-letter sink decides on: a
 // dead-letter sink's reply is not routed by the Broker.
 type sender interface {
 	Send(ctx context.Context, e event.Event) error
 }
 
+// decideAttempts bounds how often a dead letter is decided again when the
+// saga moved between the read and the transition.
+const decideAttempts = 3
+
+// noVersion is an expected version no saga reaches: a transition with it
+// changes nothing, but the Store still answers a duplicate event with its
+// stored reply (dedupe comes first).
+const noVersion = 1 << 52
+
+type deadLetters struct {
+	store  saga.Store
+	rdb    redis.UniversalClient
+	sink   sender
+	def    ordersaga.Definition
+	logger *slog.Logger
+}
+
 func newStep(store saga.Store, rdb redis.UniversalClient, sink sender, def ordersaga.Definition, logger *slog.Logger) saga.Step {
-	d := &deadLetters{store: store, def: def}
-	p := &saga.Participant{Source: ordersaga.SourceDeadLetter, Store: store, Logger: logger,
-		Actions: map[string]saga.Action{}}
-	for _, s := range append(slices.Clone(def.Steps), def.Finally) {
-		for _, t := range append(slices.Clone(s.Triggers), s.CompensationTriggers...) {
-			p.Actions[t] = d.handle
-		}
+	d := &deadLetters{store: store, rdb: rdb, sink: sink, def: def, logger: logger}
+	return saga.StepFunc(d.handle)
+}
+
+// handle faces the saga with one dead letter. Only a dead letter that
+// changes the saga's course (a compensation that failed, a forward step
+// that did not run) is a transition, recorded in the saga's history; any
+// other is only kept in the stream, so that it cannot move the saga's
+// version under a failure event or a redrive already on its way.
+func (d *deadLetters) handle(ctx context.Context, e event.Event) (*event.Event, error) {
+	step, compensation, known := d.def.Triggered(e.Type())
+	sagaID := saga.SagaIDOf(e)
+	if !known || sagaID == "" {
+		return nil, d.keep(ctx, e, "outside any saga")
 	}
-	return saga.StepFunc(func(ctx context.Context, e event.Event) (*event.Event, error) {
-		_, known := p.Actions[e.Type()]
-		where := "outside any saga"
-		if id := saga.SagaIDOf(e); !known || id == "" {
-			known = false
-		} else if _, err := store.Get(ctx, id); errors.Is(err, saga.ErrNotFound) {
+	version, err := saga.SagaVersionOf(e)
+	if err != nil {
+		version = 0 // a dead letter is kept whatever its attributes
+	}
+	for range decideAttempts {
+		st, err := d.store.Get(ctx, sagaID)
+		if errors.Is(err, saga.ErrNotFound) {
 			// e.g. a dead-lettered Create: the saga never started (or has
 			// expired), so no transition can record it.
-			known, where = false, "of a saga that does not exist"
-		} else if err != nil {
+			return nil, d.keep(ctx, e, "of a saga that does not exist")
+		}
+		if err != nil {
 			return nil, err
 		}
-		if !known {
-			// not a saga event we can place: keep it for operators, acknowledge
-			logger.ErrorContext(ctx, "dead letter "+where, "reason", reason(e))
-			if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: StreamKey, MaxLen: 10000, Approx: true, Values: []any{
-				"type", e.Type(), "id", e.ID(), "source", e.Source(), "saga_id", saga.SagaIDOf(e),
-				"dest", ext(e, extDest), "code", ext(e, extCode), "reason", reason(e)}}).Err(); err != nil {
-				return nil, saga.Transient(err, "redis")
+		t, acts := d.transition(st, e, step, compensation, version)
+		if !acts {
+			// The step ran (its reply may have been lost: publish it
+			// again), or the saga has moved on.
+			t = saga.Transition{Step: step.Name, ExpectVersion: noVersion, Allow: []saga.Status{st.Status}}
+		}
+		p := &saga.Participant{Source: ordersaga.SourceDeadLetter, Store: d.store, Logger: d.logger,
+			Actions: map[string]saga.Action{e.Type(): func(context.Context, saga.Input) (saga.Transition, error) { return t, nil }}}
+		rctx, rep := saga.WithReport(ctx)
+		reply, err := p.Handle(rctx, e)
+		if err != nil {
+			return nil, err
+		}
+		if acts && rep.Result.Skipped != "" {
+			continue // the saga moved between the read and the transition: decide again
+		}
+		if !acts && !rep.Result.Duplicate {
+			if err := d.keep(ctx, e, "of a step that has run, or of a saga that has moved on"); err != nil {
+				return nil, err
 			}
+		}
+		if acts {
+			d.logger.ErrorContext(ctx, "dead letter", "reason", reason(e))
+		}
+		if reply == nil {
 			return nil, nil
 		}
-		logger.ErrorContext(ctx, "dead letter", "reason", reason(e))
-		reply, err := p.Handle(ctx, e)
-		if err != nil || reply == nil {
-			return nil, err
-		}
-		// A failure event to publish. On error the Broker retries this
-		// delivery; the Store then returns the same reply, sent again.
-		if err := sink.Send(ctx, *reply); err != nil {
+		// A failure event, or the step's own lost reply, to publish. On
+		// error the Broker retries this delivery; the Store then returns
+		// the same reply, sent again.
+		if err := d.sink.Send(ctx, *reply); err != nil {
 			return nil, fmt.Errorf("publish %s: %w", reply.Type(), err)
 		}
 		return nil, nil
-	})
+	}
+	return nil, saga.Transient(fmt.Errorf("saga %s kept moving while its dead letter was decided", sagaID), "the saga")
 }
 
-type deadLetters struct {
-	store saga.Store
-	def   ordersaga.Definition
-}
-
-func (d *deadLetters) handle(ctx context.Context, in saga.Input) (saga.Transition, error) {
-	e := in.Event
+// transition decides what a dead letter does to the saga: a compensation
+// that could not be delivered marks it compensation_failed; a forward step
+// with a failure event that has not run fails it, at the dead-lettered
+// event's version (compare-and-set). It reports false for anything else.
+func (d *deadLetters) transition(st saga.State, e event.Event, step ordersaga.StepDef, compensation bool, version int64) (saga.Transition, bool) {
 	why := reason(e)
-	step, compensation, _ := d.def.Triggered(e.Type())
 	t := saga.Transition{
 		Step:          step.Name,
 		ExpectVersion: saga.AnyVersion,
-		Allow:         anyStatus,
-		Effect:        record.Call([]string{StreamKey}, e.Type(), e.ID(), e.Source(), in.SagaID, ext(e, extDest), ext(e, extCode), why),
-		OnSuccess:     saga.Outcome{Outcome: "dead_lettered", Reason: why},
+		Effect:        record.Call([]string{StreamKey}, e.Type(), e.ID(), e.Source(), st.ID, ext(e, extDest), ext(e, extCode), why),
 	}
 	switch {
-	case compensation:
+	case compensation && (st.Status == saga.StatusCompensating || st.Status == saga.StatusCompensationFailed):
 		t.Allow = []saga.Status{saga.StatusCompensating, saga.StatusCompensationFailed}
 		t.OnSuccess = saga.Outcome{Outcome: "compensation_failed", Status: saga.StatusCompensationFailed, Reason: why}
-	case step.Failed != "":
-		st, err := d.store.Get(ctx, in.SagaID)
-		if errors.Is(err, saga.ErrNotFound) {
-			return t, nil // gone since the step checked (it expired): the Store skips it
+		return t, true
+	case !compensation && step.Failed != "" && st.Status == saga.StatusRunning && notRunYet(st, step, version):
+		t.Allow = []saga.Status{saga.StatusRunning}
+		if version > 0 {
+			t.ExpectVersion = version // compare-and-set: the step has still not run
 		}
-		if err != nil {
-			return saga.Transition{}, err
-		}
-		if st.Status == saga.StatusRunning && notRunYet(st, step, in.Version) {
-			t.Allow = []saga.Status{saga.StatusRunning}
-			if in.Version > 0 {
-				t.ExpectVersion = in.Version // compare-and-set: the step has still not run
-			}
-			t.OnSuccess = saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating, Reason: why,
-				Reply: &saga.Reply{Type: step.Failed}}
-		}
+		t.OnSuccess = saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating, Reason: why,
+			Reply: &saga.Reply{Type: step.Failed}}
+		return t, true
 	}
-	return t, nil
+	return saga.Transition{}, false
+}
+
+// keep records a dead letter in the stream only, and acknowledges it.
+func (d *deadLetters) keep(ctx context.Context, e event.Event, where string) error {
+	d.logger.ErrorContext(ctx, "dead letter "+where, "reason", reason(e))
+	if err := d.rdb.XAdd(ctx, &redis.XAddArgs{Stream: StreamKey, MaxLen: 10000, Approx: true, Values: []any{
+		"type", e.Type(), "id", e.ID(), "source", e.Source(), "saga_id", saga.SagaIDOf(e),
+		"dest", ext(e, extDest), "code", ext(e, extCode), "reason", reason(e)}}).Err(); err != nil {
+		return saga.Transient(err, "redis")
+	}
+	return nil
 }
 
 // notRunYet reports whether the step the dead letter was meant to run has
@@ -134,7 +170,7 @@ func (d *deadLetters) handle(ctx context.Context, in saga.Input) (saga.Transitio
 // step cannot have run (running it would have moved the version). An event
 // without one (sent by a client) falls back to the compensation stack, which
 // cannot tell a step from another of the same name (the order's create and
-// confirm): then the dead letter is only recorded.
+// confirm): then the dead letter is only kept.
 func notRunYet(st saga.State, step ordersaga.StepDef, version int64) bool {
 	if version > 0 {
 		return st.Version == version

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/internal/testredis"
+	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
@@ -160,12 +162,12 @@ func TestStepThatAlreadySucceededIsOnlyNoted(t *testing.T) {
 	e.saga(t, "s3",
 		step{ordersaga.StepOrder, saga.Outcome{Outcome: "created", Compensable: true}},
 		step{ordersaga.StepPayment, saga.Outcome{Outcome: "authorized", Compensable: true}})
+	before, _ := e.store.Get(context.Background(), "s3")
 	dl := deadLetter("created-1", ordersaga.Created, "s3", 1, "http://payment.saga.svc.cluster.local", "502", "")
-	fntest.Post(t, e.fn.URL, dl, false)
-	st, _ := e.store.Get(context.Background(), "s3")
-	if st.Status != saga.StatusRunning || st.Steps[len(st.Steps)-1].Outcome != "dead_lettered" || len(e.broker.Events()) != 0 {
-		t.Fatalf("saga %+v, published %v", st, e.broker.Events())
+	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+		t.Fatalf("%d %s", r.Status, r.Body)
 	}
+	e.onlyKept(t, "s3", before, 1)
 }
 
 // TestConfirmDeadLetteredCompensatesTheWholeSaga: the order's confirm is the
@@ -219,8 +221,7 @@ func TestConfirmDeadLetteredCompensatesTheWholeSaga(t *testing.T) {
 }
 
 // TestConfirmThatRanIsOnlyNoted: a dead letter for a confirm whose saga has
-// moved on since it was sent (the confirm did run, its reply was lost) must
-// not fail the saga.
+// moved on since it was sent must not fail the saga.
 func TestConfirmThatRanIsOnlyNoted(t *testing.T) {
 	e := setup(t)
 	e.saga(t, "s5",
@@ -228,12 +229,125 @@ func TestConfirmThatRanIsOnlyNoted(t *testing.T) {
 		step{ordersaga.StepPayment, saga.Outcome{Outcome: "authorized", Compensable: true}},
 		step{ordersaga.StepInventory, saga.Outcome{Outcome: "reserved", Compensable: true}},
 		step{ordersaga.StepOrder, saga.Outcome{Outcome: "confirmed", Status: saga.StatusCompleted}})
+	before, _ := e.store.Get(context.Background(), "s5")
 	dl := deadLetter("reserved-1", ordersaga.StockReserved, "s5", 3, "http://order.saga.svc.cluster.local", "504", "")
 	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
-	st, _ := e.store.Get(context.Background(), "s5")
-	if st.Status != saga.StatusCompleted || st.Steps[len(st.Steps)-1].Outcome != "dead_lettered" || len(e.broker.Events()) != 0 {
-		t.Fatalf("saga %+v, published %v", st, e.broker.Events())
+	e.onlyKept(t, "s5", before, 1)
+}
+
+// onlyKept checks that the saga is exactly as before (a dead letter that
+// changes nothing must not move its version: a failure event or a redrive
+// may be on its way at that version), nothing was published, and the
+// stream holds n dead letters.
+func (e env) onlyKept(t *testing.T, id string, before saga.State, n int) {
+	t.Helper()
+	st, _ := e.store.Get(context.Background(), id)
+	if st.Version != before.Version || len(st.Steps) != len(before.Steps) || st.Status != before.Status || st.Reason != before.Reason {
+		t.Fatalf("saga %s moved: %+v, was %+v", id, st, before)
+	}
+	if got := e.broker.Events(); len(got) != 0 {
+		t.Fatalf("published %v", got)
+	}
+	if m := e.deadletters(t); len(m) != n {
+		t.Fatalf("%d dead letters kept, want %d", len(m), n)
+	}
+}
+
+// TestLateDeadLetterKeepsAbortedSagaMoving: a saga aborted (here at its
+// deadline) while a forward event was still retrying; that event's dead
+// letter must not move the saga's version, or the abort's failure event,
+// on its way at that version, would be refused as stale and the saga would
+// stay compensating.
+func TestLateDeadLetterKeepsAbortedSagaMoving(t *testing.T) {
+	e := setup(t)
+	e.saga(t, "s6",
+		step{ordersaga.StepOrder, saga.Outcome{Outcome: "created", Compensable: true}},
+		step{ordersaga.StepPayment, saga.Outcome{Outcome: "authorized", Compensable: true}},                // v2: payment.authorized@2 retrying
+		step{ordersaga.StepInventory, saga.Outcome{Outcome: "timed_out", Status: saga.StatusCompensating}}) // v3: inventory.failed@3 out
+	before, _ := e.store.Get(context.Background(), "s6")
+	dl := deadLetter("auth-1", ordersaga.PayAuthorized, "s6", 2, "http://inventory.saga.svc.cluster.local", "503", "")
+	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	e.onlyKept(t, "s6", before, 1)
+	// the failure event at v3 is still current: payment refunds
+	if res, err := e.store.Apply(context.Background(), saga.Transition{SagaID: "s6", EventSource: "/ksaga/order/sweeper", EventID: "failed-3",
+		ExpectVersion: 3, Step: ordersaga.StepPayment, Allow: []saga.Status{saga.StatusCompensating},
+		OnSuccess: saga.Outcome{Outcome: "refunded", Compensates: ordersaga.StepPayment}}); err != nil || !res.Applied {
+		t.Fatalf("refund at v3: %+v %v", res, err)
+	}
+}
+
+// TestDeadLetterOfAppliedEventRepublishesItsReply: the step applied the
+// event but its answer was lost and its retries failed: the dead-letter
+// sink publishes the step's stored reply, so the saga goes on.
+func TestDeadLetterOfAppliedEventRepublishesItsReply(t *testing.T) {
+	e := setup(t)
+	e.saga(t, "s7", step{ordersaga.StepOrder, saga.Outcome{Outcome: "created", Compensable: true}})
+	dl := deadLetter("created-1", ordersaga.Created, "s7", 1, "http://payment.saga.svc.cluster.local", "504", "")
+	applied, err := e.store.Apply(context.Background(), saga.Transition{SagaID: "s7", EventSource: dl.Source(), EventID: dl.ID(),
+		ExpectVersion: 1, Step: ordersaga.StepPayment,
+		OnSuccess: saga.Outcome{Outcome: "authorized", Compensable: true, Reply: &saga.Reply{Type: ordersaga.PayAuthorized}}})
+	if err != nil || !applied.Applied {
+		t.Fatalf("payment: %+v %v", applied, err)
+	}
+	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	got := e.broker.Events()
+	if len(got) != 1 || got[0].Type() != ordersaga.PayAuthorized || got[0].Extensions()[saga.ExtSagaVersion] != "2" {
+		t.Fatalf("published %v", got)
+	}
+	if st, _ := e.store.Get(context.Background(), "s7"); st.Version != 2 || st.Status != saga.StatusRunning {
+		t.Fatalf("saga %+v", st)
+	}
+}
+
+// movingStore moves the saga once, between the sink's read and its
+// transition, as a sweeper replica aborting it would.
+type movingStore struct {
+	*redisstore.Store
+	move func()
+}
+
+func (m *movingStore) Apply(ctx context.Context, t saga.Transition) (saga.Result, error) {
+	if m.move != nil {
+		move := m.move
+		m.move = nil
+		move()
+	}
+	return m.Store.Apply(ctx, t)
+}
+
+// TestDeadLetterDecidedAgainWhenSagaMoves: the saga moves between the
+// sink's read and its compare-and-set; the dead letter is decided again on
+// a fresh read (now only kept), never acknowledged unrecorded.
+func TestDeadLetterDecidedAgainWhenSagaMoves(t *testing.T) {
+	e := setup(t)
+	e.saga(t, "s8",
+		step{ordersaga.StepOrder, saga.Outcome{Outcome: "created", Compensable: true}},
+		step{ordersaga.StepPayment, saga.Outcome{Outcome: "authorized", Compensable: true}})
+	withRecord, err := redisstore.New(e.rdb, redisstore.Options{Effects: []saga.EffectScript{record}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &movingStore{Store: withRecord, move: func() {
+		if _, err := e.store.Apply(context.Background(), saga.Transition{SagaID: "s8", EventSource: "/ksaga/order/sweeper", EventID: "deadline-s8",
+			ExpectVersion: 2, Step: ordersaga.StepInventory, Allow: []saga.Status{saga.StatusRunning},
+			OnSuccess: saga.Outcome{Outcome: "timed_out", Status: saga.StatusCompensating}}); err != nil {
+			t.Error(err)
+		}
+	}}
+	sink := fntest.NewBroker(t)
+	step := newStep(store, e.rdb, knfunc.NewSink(sink.URL, nil), ordersaga.OrderSaga, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	dl := deadLetter("auth-1", ordersaga.PayAuthorized, "s8", 2, "http://inventory.saga.svc.cluster.local", "503", "")
+	if _, err := step.Handle(context.Background(), dl); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := e.store.Get(context.Background(), "s8")
+	if m := e.deadletters(t); len(m) != 1 || st.Steps[len(st.Steps)-1].Outcome != "timed_out" || len(sink.Events()) != 0 {
+		t.Fatalf("dead letters %v, saga %+v, published %v", m, st, sink.Events())
 	}
 }
