@@ -234,6 +234,19 @@ func TestStore(t *testing.T) {
 				if ttl := rdb.TTL(ctx, redisstore.Key("s7")).Val(); ttl < 30*time.Minute {
 					t.Fatalf("ttl %v after the redrive, want the retention again", ttl)
 				}
+				// long past its deadline: indexed at now, or the gauges would prune it as expired
+				old := start("s10")
+				old.Deadline = time.Now().Add(-2 * time.Hour)
+				mustApply(t, s, old)
+				mustApply(t, s, saga.Transition{SagaID: "s10", EventSource: "/t", EventID: "done", Step: "x",
+					OnSuccess: saga.Outcome{Outcome: "done", Status: saga.StatusCompensationFailed}})
+				before := time.Now().UnixMilli()
+				mustApply(t, s, saga.Transition{SagaID: "s10", EventSource: "/t", EventID: "redrive", Step: "x",
+					ExpectVersion: saga.AnyVersion, Allow: []saga.Status{saga.StatusCompensationFailed},
+					OnSuccess: saga.Outcome{Outcome: "redriven", Status: saga.StatusCompensating}})
+				if s10, err := rdb.ZScore(ctx, redisstore.ActiveKey, "s10").Result(); err != nil || s10 < float64(before) {
+					t.Fatalf("index score of a saga redriven past its deadline %v, %v; want about now (%d)", s10, err, before)
+				}
 				off, _ := redisstore.New(rdb, redisstore.Options{NoActiveIndex: true})
 				mustApply(t, off, start("s8"))
 				if err := rdb.ZScore(ctx, redisstore.ActiveKey, "s8").Err(); err != redis.Nil {

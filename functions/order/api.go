@@ -331,7 +331,7 @@ func (a *api) cancelOrder(w http.ResponseWriter, r *http.Request) {
 		}
 		if applied || waitsOn(st, failure) {
 			if err := a.sink.Send(r.Context(), *failure); err != nil {
-				a.fail(w, r, err)
+				a.failSend(w, r, failure, err)
 				return
 			}
 		}
@@ -429,6 +429,19 @@ func (a *api) listSagas(w http.ResponseWriter, r *http.Request) {
 			Deadline: st.Deadline, Overdue: st.Overdue(now), UpdatedAt: st.UpdatedAt, Reason: st.Reason, FailedStep: st.FailedStep})
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// failSend answers a failed publication of an event whose transition is
+// applied already: the request was right, so never 400. A broker refusing
+// the event is 502; anything else (503) is for the client to retry, which
+// sends the same event again.
+func (a *api) failSend(w http.ResponseWriter, r *http.Request, e *event.Event, err error) {
+	if saga.Code(err) == saga.EInvalid {
+		a.logger.ErrorContext(r.Context(), "broker refused the event", "type", e.Type(), "error", err.Error())
+		writeJSON(w, http.StatusBadGateway, apiError{Error: "the broker refused the " + e.Type() + " event; retry once it accepts it"})
+		return
+	}
+	a.fail(w, r, err)
 }
 
 // fail answers an error by its saga code: 503 (with Retry-After) for a

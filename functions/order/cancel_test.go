@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -81,5 +82,22 @@ func TestCancelOrderRefused(t *testing.T) {
 	}
 	if n := len(e.sink.Received()); n != 0 {
 		t.Fatalf("%d events sent", n)
+	}
+}
+
+// TestCancelBrokerRefuses: the cancel is applied before its failure event
+// is published; a broker refusing that event is the broker's problem
+// (502), never the client's (400).
+func TestCancelBrokerRefuses(t *testing.T) {
+	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusForbidden) }))
+	t.Cleanup(refusing.Close)
+	e := setup(t, map[string]string{"K_SINK": refusing.URL})
+	sagaID, _ := e.create(t, "s1", bookOrder())
+	r := e.request(t, http.MethodPost, "/orders/"+orderIDFor(sagaID)+"/cancel", "", nil)
+	if r.Status != http.StatusBadGateway {
+		t.Fatalf("cancel: %d %s, want 502", r.Status, r.Body)
+	}
+	if st := e.saga(t, sagaID); st.Status != saga.StatusCompensating {
+		t.Fatalf("saga %s", st.Status)
 	}
 }

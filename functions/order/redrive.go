@@ -50,23 +50,16 @@ func (a *api) redrive(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	last := len(st.Steps) - 1
-	if last < 0 {
-		writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf("saga %q has no history to redrive", id)})
-		return
-	}
+	// the newest failed compensation, and whether it was redriven since
+	failed, redriven := newest(st, outcomeCompensationFailed), newest(st, outcomeRedriven)
 	var again bool
-	switch rec := st.Steps[last]; {
-	case st.Status == saga.StatusCompensationFailed && rec.Outcome == outcomeCompensationFailed:
-	case st.Status == saga.StatusCompensating && rec.Outcome == outcomeRedriven:
+	switch {
+	case failed >= 0 && redriven < failed && st.Status == saga.StatusCompensationFailed:
+	case failed >= 0 && redriven > failed && st.Status == saga.StatusCompensating:
 		again = true // a repeated request: send the same event if nothing moved
 	default:
 		writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf("saga %q is %s: only a saga whose compensation failed can be redriven", id, st.Status)})
 		return
-	}
-	failed := st.Steps[last]
-	if again {
-		failed = st.Steps[last-1]
 	}
 	out, err := a.redriveEvent(r.Context(), st, failed, again)
 	if err != nil {
@@ -79,7 +72,7 @@ func (a *api) redrive(w http.ResponseWriter, r *http.Request) {
 	}
 	if !again || waitsOn(st, out) {
 		if err := a.sink.Send(r.Context(), *out); err != nil {
-			a.fail(w, r, err)
+			a.failSend(w, r, out, err)
 			return
 		}
 	}
@@ -87,14 +80,22 @@ func (a *api) redrive(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]string{"saga_id": id, "event_type": out.Type()})
 }
 
-// redriveEvent applies the redrive of the compensation recorded in failed,
-// or returns the event of the redrive already applied: one input id per
-// failure (its history position), so a repeated request is a duplicate.
-func (a *api) redriveEvent(ctx context.Context, st saga.State, failed saga.StepRecord, again bool) (*event.Event, error) {
-	pos := len(st.Steps) - 1
-	if again {
-		pos--
+// newest returns the position of the saga's newest history entry with
+// outcome, or -1.
+func newest(st saga.State, outcome string) int {
+	for i := len(st.Steps) - 1; i >= 0; i-- {
+		if st.Steps[i].Outcome == outcome {
+			return i
+		}
 	}
+	return -1
+}
+
+// redriveEvent applies the redrive of the compensation failure recorded at
+// history position pos, or returns the event of the redrive already
+// applied: one input id per failure, so a repeated request is a duplicate.
+func (a *api) redriveEvent(ctx context.Context, st saga.State, pos int, again bool) (*event.Event, error) {
+	failed := st.Steps[pos]
 	ctx, in := ownEvent(ctx, st, "redrive-"+st.ID+"-"+strconv.Itoa(pos), ordersaga.SourceOrderAPI, ordersaga.RedriveRequested, a.orders.now())
 	p := &saga.Participant{Source: ordersaga.SourceOrderAPI, Store: a.store, Logger: a.logger,
 		Actions: map[string]saga.Action{ordersaga.RedriveRequested: func(context.Context, saga.Input) (saga.Transition, error) {

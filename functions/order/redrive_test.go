@@ -11,7 +11,8 @@ import (
 // TestRedrive: a saga whose refund was dead-lettered (compensation_failed)
 // is put back to compensating, and the event that could not be delivered
 // is published again at the new version; a repeated request resends it
-// until the compensation moves; other sagas cannot be redriven.
+// until the compensation moves; a later failure is redriven anew; other
+// sagas cannot be redriven.
 func TestRedrive(t *testing.T) {
 	e := setup(t, nil)
 	sagaID, o := e.create(t, "s1", bookOrder())
@@ -48,12 +49,28 @@ func TestRedrive(t *testing.T) {
 		t.Fatalf("repeated redrive: %d events, saga moved", len(got))
 	}
 
-	// payment refunds: the saga is compensating normally, nothing to redrive
+	// payment refunds: the redrive took, a repeat sends nothing more
 	e.apply(t, saga.Transition{SagaID: sagaID, Step: ordersaga.StepPayment, Allow: []saga.Status{saga.StatusCompensating},
 		OnSuccess: saga.Outcome{Outcome: "refunded", Compensates: ordersaga.StepPayment}})
-	if r := e.request(t, http.MethodPost, path, "", nil); r.Status != http.StatusConflict || len(e.sink.Received()) != 2 {
-		t.Fatalf("redrive while compensating: %d %s", r.Status, r.Body)
+	if r := e.request(t, http.MethodPost, path, "", nil); r.Status != http.StatusAccepted || len(e.sink.Received()) != 2 {
+		t.Fatalf("redrive after the compensation moved: %d %s, %d events", r.Status, r.Body, len(e.sink.Received()))
 	}
+
+	// it fails again, and an operator's later redrive is a new one
+	e.apply(t, saga.Transition{SagaID: sagaID, EventType: ordersaga.Cancel, Step: ordersaga.StepOrder, ExpectVersion: saga.AnyVersion,
+		Allow:     []saga.Status{saga.StatusCompensating},
+		OnSuccess: saga.Outcome{Outcome: outcomeCompensationFailed, Status: saga.StatusCompensationFailed, Reason: "order down"}})
+	if r := e.request(t, http.MethodPost, path, "", nil); r.Status != http.StatusAccepted {
+		t.Fatalf("second redrive: %d %s", r.Status, r.Body)
+	}
+	if got := e.sink.Received(); len(got) != 3 || got[2].Event.Type() != ordersaga.Cancel || got[2].Event.ID() == ev.ID() {
+		t.Fatalf("second redrive sent %d events", len(got))
+	}
+	if st := e.saga(t, sagaID); st.Status != saga.StatusCompensating {
+		t.Fatalf("after the second redrive: %s", st.Status)
+	}
+
+	// a saga that never failed cannot be redriven
 
 	running, _ := e.create(t, "running", bookOrder())
 	if r := e.request(t, http.MethodPost, "/sagas/"+running+"/redrive", "", nil); r.Status != http.StatusConflict {

@@ -50,9 +50,9 @@ func (s *sweeper) run(ctx context.Context, interval time.Duration) {
 }
 
 // sweep aborts every running saga past its deadline and returns how many
-// failure events it sent. A saga it aborted earlier whose compensation has
-// not started (the send failed, or the event was lost) gets the same event
-// again.
+// failure events it sent. An overdue saga aborted earlier (by the sweeper
+// or a cancel) whose compensation has not started (the send failed, or the
+// event was lost) gets the same event again.
 func (s *sweeper) sweep(ctx context.Context) (int, error) {
 	now := s.now()
 	upTo := "(" + strconv.FormatInt(now.UnixMilli(), 10)
@@ -89,11 +89,17 @@ func (s *sweeper) expire(ctx context.Context, id string, now time.Time) (bool, e
 	if err != nil {
 		return false, err
 	}
-	again := abortedBy(st, deadlineCause)
+	// a saga aborted earlier, by this sweeper or by a cancel whose failure
+	// event was lost, gets that event again while nothing has moved
+	c := deadlineCause
+	if abortedBy(st, cancelCause) {
+		c = cancelCause
+	}
+	again := abortedBy(st, c)
 	if !again && (st.Status != saga.StatusRunning || !st.Overdue(now)) {
 		return false, nil
 	}
-	failure, applied, err := s.abort(ctx, st, deadlineCause, func(waiting string) string {
+	failure, applied, err := s.abort(ctx, st, c, func(waiting string) string {
 		return fmt.Sprintf("deadline %s passed waiting on the %s step", st.Deadline.UTC().Format(time.RFC3339), waiting)
 	}, now)
 	if err != nil || failure == nil {

@@ -194,3 +194,26 @@ func TestLateStepAfterSweepChangesNothing(t *testing.T) {
 		t.Fatalf("saga %+v", st)
 	}
 }
+
+// TestSweepResendsLostCancel: a cancel whose failure event never reached
+// the broker (the client gave up) is completed by the sweeper once the
+// saga is overdue: the same event, from the cancel.
+func TestSweepResendsLostCancel(t *testing.T) {
+	e := newSweepEnv(t)
+	e.start(t, "s1", e.now.Add(-time.Second), ordersaga.StepOrder)
+	st := e.saga(t, "s1")
+	failure, applied, err := e.sw.abort(context.Background(), st, cancelCause, func(string) string { return "cancelled" }, e.now)
+	if err != nil || !applied {
+		t.Fatalf("cancel: %v %v", applied, err)
+	}
+	if n := e.sweep(t); n != 1 {
+		t.Fatalf("sent %d, want 1", n)
+	}
+	got := e.broker.Events()
+	if len(got) != 1 || got[0].ID() != failure.ID() || got[0].Type() != ordersaga.PayFailed {
+		t.Fatalf("published %v, want %s", got, failure.ID())
+	}
+	if n := e.deadlineAborts(t); n != 0 {
+		t.Fatalf("counted as %v deadline aborts", n)
+	}
+}
