@@ -190,13 +190,12 @@ elseif create then
   redis.call('EXPIRE', h, ttl)
   if ARGV[13] == '1' then redis.call('ZADD', KEYS[2], ARGV[8], ARGV[12]) end
 elseif prev == 'completed' or prev == 'compensated' or prev == 'compensation_failed' then
-  -- unfinished again (a redriven compensation): indexed by its deadline
-  -- (or now, if that is past: older entries are pruned as expired), and
-  -- kept for its retention from now
-  redis.call('EXPIRE', h, ARGV[9])
-  if ARGV[13] == '1' then
-    redis.call('ZADD', KEYS[2], math.max(tonumber(redis.call('HGET', h, 'dl') or '0'), tonumber(now)), ARGV[12])
-  end
+  -- unfinished again (a redriven compensation): indexed by its deadline,
+  -- or now if that is past (older entries are pruned as expired), and kept
+  -- until the retention after that, as a new saga is
+  local score = math.max(tonumber(redis.call('HGET', h, 'dl') or '0'), tonumber(now))
+  redis.call('EXPIRE', h, math.floor((score - tonumber(now)) / 1000) + tonumber(ARGV[9]))
+  if ARGV[13] == '1' then redis.call('ZADD', KEYS[2], score, ARGV[12]) end
 end
 return ret(code, v, st, reason, rtype, rtime, rdata)
 `

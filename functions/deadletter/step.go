@@ -74,8 +74,8 @@ func (d *deadLetters) handle(ctx context.Context, e event.Event) (*event.Event, 
 		return nil, d.keep(ctx, e, "outside any saga")
 	}
 	version, err := saga.SagaVersionOf(e)
-	if err != nil {
-		version = 0 // a dead letter is kept whatever its attributes
+	if err != nil { // the Participant would refuse it (400): keep it for operators
+		return nil, d.keep(ctx, e, "with a malformed "+saga.ExtSagaVersion)
 	}
 	for range decideAttempts {
 		st, err := d.store.Get(ctx, sagaID)
@@ -103,8 +103,12 @@ func (d *deadLetters) handle(ctx context.Context, e event.Event) (*event.Event, 
 		if acts && rep.Result.Skipped != "" {
 			continue // the saga moved between the read and the transition: decide again
 		}
-		if !acts && !rep.Result.Duplicate {
-			if err := d.keep(ctx, e, "of a step that has run, or of a saga that has moved on"); err != nil {
+		if !acts {
+			where := "of a step that has run, or of a saga that has moved on"
+			if rep.Result.Duplicate {
+				where = "of an event its step had applied (its reply is published again)"
+			}
+			if err := d.keep(ctx, e, where); err != nil {
 				return nil, err
 			}
 		}
@@ -143,8 +147,9 @@ func (d *deadLetters) transition(st saga.State, e event.Event, step ordersaga.St
 		return t, true
 	case !compensation && step.Failed != "" && st.Status == saga.StatusRunning && notRunYet(st, step, version):
 		t.Allow = []saga.Status{saga.StatusRunning}
-		if version > 0 {
-			t.ExpectVersion = version // compare-and-set: the step has still not run
+		t.ExpectVersion = version // compare-and-set: the step has still not run
+		if version == 0 {
+			t.ExpectVersion = st.Version // as read: nothing may run meanwhile
 		}
 		t.OnSuccess = saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating, Reason: why,
 			Reply: &saga.Reply{Type: step.Failed}}

@@ -303,6 +303,9 @@ func TestDeadLetterOfAppliedEventRepublishesItsReply(t *testing.T) {
 	if st, _ := e.store.Get(context.Background(), "s7"); st.Version != 2 || st.Status != saga.StatusRunning {
 		t.Fatalf("saga %+v", st)
 	}
+	if m := e.deadletters(t); len(m) != 1 { // and kept for operators
+		t.Fatalf("%d dead letters kept", len(m))
+	}
 }
 
 // movingStore moves the saga once, between the sink's read and its
@@ -350,4 +353,19 @@ func TestDeadLetterDecidedAgainWhenSagaMoves(t *testing.T) {
 	if m := e.deadletters(t); len(m) != 1 || st.Steps[len(st.Steps)-1].Outcome != "timed_out" || len(sink.Events()) != 0 {
 		t.Fatalf("dead letters %v, saga %+v, published %v", m, st, sink.Events())
 	}
+}
+
+// TestDeadLetterWithMalformedVersionIsKept: its step refused it (400), and
+// so would a Participant; the sink keeps it rather than answering 400,
+// which nobody retries.
+func TestDeadLetterWithMalformedVersionIsKept(t *testing.T) {
+	e := setup(t)
+	e.saga(t, "s9", step{ordersaga.StepOrder, saga.Outcome{Outcome: "created", Compensable: true}})
+	before, _ := e.store.Get(context.Background(), "s9")
+	dl := deadLetter("created-1", ordersaga.Created, "s9", 0, "http://payment.saga.svc.cluster.local", "400", "")
+	dl.SetExtension(saga.ExtSagaVersion, "v2")
+	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	e.onlyKept(t, "s9", before, 1)
 }

@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
 	"github.com/ksaga/ksaga/telemetry"
@@ -89,6 +92,9 @@ func (s *sweeper) expire(ctx context.Context, id string, now time.Time) (bool, e
 	if err != nil {
 		return false, err
 	}
+	if st.Status == saga.StatusCompensating && st.Overdue(now) && len(st.Steps) > 0 && st.Steps[len(st.Steps)-1].Outcome == outcomeFailed {
+		return s.nudge(ctx, st, now)
+	}
 	// a saga aborted earlier, by this sweeper or by a cancel whose failure
 	// event was lost, gets that event again while nothing has moved
 	c := deadlineCause
@@ -111,5 +117,39 @@ func (s *sweeper) expire(ctx context.Context, id string, now time.Time) (bool, e
 	if err := s.sink.Send(ctx, *failure); err != nil {
 		return false, fmt.Errorf("publish %s: %w", failure.Type(), err)
 	}
+	return true, nil
+}
+
+// outcomeFailed is the history outcome of a forward step that failed (the
+// step's own business failure, or the dead-letter sink's).
+const outcomeFailed = "failed"
+
+// nudge publishes again the failure event of a saga whose compensation
+// never started: a forward step failed, the failure event was published
+// (by the step's reply or the dead-letter sink), and nothing has moved
+// since, past the saga's deadline; e.g. the sink applied the failure but
+// could not reach the broker through all of its retries. The event is the
+// awaited step's failure at the saga's current version, so whichever copy
+// arrives first is the only one applied; its id is fixed for that version,
+// so a nudge repeated by the next sweep is a duplicate.
+func (s *sweeper) nudge(ctx context.Context, st saga.State, now time.Time) (bool, error) {
+	next, ok := s.def.Next(st.Compensate)
+	if !ok || next.Failed == "" {
+		return false, nil
+	}
+	e := event.New()
+	e.SetID("nudge-" + st.ID + "-" + strconv.FormatInt(st.Version, 10))
+	e.SetSource(ordersaga.SourceSweeper)
+	e.SetType(next.Failed)
+	e.SetTime(now)
+	e.SetExtension(saga.ExtCorrelationID, st.ID)
+	e.SetExtension(saga.ExtSagaVersion, strconv.FormatInt(st.Version, 10))
+	if err := e.SetData(event.ApplicationJSON, json.RawMessage(st.Data)); err != nil {
+		return false, err
+	}
+	if err := s.sink.Send(ctx, e); err != nil {
+		return false, fmt.Errorf("publish %s: %w", e.Type(), err)
+	}
+	s.logger.WarnContext(ctx, "compensation never started: failure event sent again", "failure", e.Type(), "saga_version", st.Version)
 	return true, nil
 }

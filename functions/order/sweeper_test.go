@@ -217,3 +217,41 @@ func TestSweepResendsLostCancel(t *testing.T) {
 		t.Fatalf("counted as %v deadline aborts", n)
 	}
 }
+
+// TestSweepNudgesCompensationThatNeverStarted: a forward step failed (here
+// the dead-letter sink failed it) but its failure event never reached the
+// broker; past the deadline the sweeper publishes the awaited step's
+// failure event again at the saga's version, the same event on every
+// sweep, until the compensation moves.
+func TestSweepNudgesCompensationThatNeverStarted(t *testing.T) {
+	e := newSweepEnv(t)
+	e.start(t, "stuck", e.now.Add(-time.Second), ordersaga.StepOrder, ordersaga.StepPayment)
+	e.start(t, "in-time", e.now.Add(time.Minute), ordersaga.StepOrder, ordersaga.StepPayment)
+	for _, id := range []string{"stuck", "in-time"} {
+		if _, err := e.store.Apply(context.Background(), saga.Transition{SagaID: id, EventSource: "/ksaga/deadletter", EventID: "dl-" + id,
+			ExpectVersion: 2, Step: ordersaga.StepInventory, Allow: []saga.Status{saga.StatusRunning},
+			OnSuccess: saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating, Reason: "undeliverable"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.sweep(t) + e.sweep(t); n != 2 {
+		t.Fatalf("sent %d in two sweeps, want 2", n)
+	}
+	got := e.broker.Events()
+	if got[0].Type() != ordersaga.StockFailed || saga.SagaIDOf(got[0]) != "stuck" || got[0].Extensions()[saga.ExtSagaVersion] != "3" ||
+		got[1].ID() != got[0].ID() {
+		t.Fatalf("published %v", got)
+	}
+	var o ordersaga.Order
+	if err := got[0].DataAs(&o); err != nil || o.OrderID != sweptOrder.OrderID {
+		t.Fatalf("data %s: %v", got[0].Data(), err)
+	}
+	if _, err := e.store.Apply(context.Background(), saga.Transition{SagaID: "stuck", EventSource: "/t", EventID: "refund",
+		ExpectVersion: 3, Step: ordersaga.StepPayment, Allow: []saga.Status{saga.StatusCompensating},
+		OnSuccess: saga.Outcome{Outcome: "refunded", Compensates: ordersaga.StepPayment}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.sweep(t); n != 0 {
+		t.Fatalf("sent %d after the compensation moved", n)
+	}
+}
