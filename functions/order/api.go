@@ -362,17 +362,24 @@ func parseOrder(id string, m map[string]string) (orderView, error) {
 // getSaga answers any saga's state (saga.State as JSON): 404 unknown or
 // expired, 503 Redis unavailable.
 func (a *api) getSaga(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+	if st, ok := a.sagaOr404(w, r, r.PathValue("id")); ok {
+		writeJSON(w, http.StatusOK, st)
+	}
+}
+
+// sagaOr404 reads saga id, or answers 404 (unknown or expired) or the
+// error, and reports whether it read it.
+func (a *api) sagaOr404(w http.ResponseWriter, r *http.Request, id string) (saga.State, bool) {
 	st, err := a.store.Get(r.Context(), id)
 	if errors.Is(err, saga.ErrNotFound) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "saga " + strconv.Quote(id) + " not found"})
-		return
+		return st, false
 	}
 	if err != nil {
 		a.fail(w, r, err)
-		return
+		return st, false
 	}
-	writeJSON(w, http.StatusOK, st)
+	return st, true
 }
 
 // listSagas answers the unfinished sagas (running or compensating), the

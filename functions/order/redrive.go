@@ -41,13 +41,8 @@ func (a *api) redrive(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, saga.Transient(errors.New("K_SINK is not set"), "the broker"))
 		return
 	}
-	st, err := a.store.Get(r.Context(), id)
-	if errors.Is(err, saga.ErrNotFound) {
-		writeJSON(w, http.StatusNotFound, apiError{Error: "saga " + strconv.Quote(id) + " not found"})
-		return
-	}
-	if err != nil {
-		a.fail(w, r, err)
+	st, ok := a.sagaOr404(w, r, id)
+	if !ok {
 		return
 	}
 	// the newest failed compensation, and whether it was redriven since
