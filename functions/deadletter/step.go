@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -159,11 +161,26 @@ func (d *deadLetters) transition(st saga.State, e event.Event, step ordersaga.St
 }
 
 // keep records a dead letter in the stream only, and acknowledges it.
+// A redelivered dead letter (the sink's answer lost) is kept once: a marker
+// per dead letter, set with the record, is kept this long.
+const keptMarkerTTL = 24 * time.Hour
+
+// keepOnce appends a dead letter to the stream unless its marker (KEYS[2])
+// exists. keys: stream, marker; args: marker TTL (s), then as record's.
+var keepOnce = redis.NewScript(`
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', '10000', '*', 'type', ARGV[2], 'id', ARGV[3], 'source', ARGV[4],
+  'saga_id', ARGV[5], 'dest', ARGV[6], 'code', ARGV[7], 'reason', ARGV[8])
+return 1
+`)
+
 func (d *deadLetters) keep(ctx context.Context, e event.Event, where string) error {
 	d.logger.ErrorContext(ctx, "dead letter "+where, "reason", reason(e))
-	if err := d.rdb.XAdd(ctx, &redis.XAddArgs{Stream: StreamKey, MaxLen: 10000, Approx: true, Values: []any{
-		"type", e.Type(), "id", e.ID(), "source", e.Source(), "saga_id", saga.SagaIDOf(e),
-		"dest", ext(e, extDest), "code", ext(e, extCode), "reason", reason(e)}}).Err(); err != nil {
+	sum := sha256.Sum256([]byte(e.Source() + "\x00" + e.ID()))
+	// hash-tagged with the stream: one Redis Cluster slot
+	marker := "{" + StreamKey + "}:kept:" + base64.RawURLEncoding.EncodeToString(sum[:12])
+	if err := keepOnce.Run(ctx, d.rdb, []string{StreamKey, marker}, int64(keptMarkerTTL/time.Second),
+		e.Type(), e.ID(), e.Source(), saga.SagaIDOf(e), ext(e, extDest), ext(e, extCode), reason(e)).Err(); err != nil {
 		return saga.Transient(err, "redis")
 	}
 	return nil
