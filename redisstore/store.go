@@ -281,8 +281,12 @@ func parseState(id string, m map[string]string) (saga.State, error) {
 			return saga.State{}, fmt.Errorf("saga %s: history entry %s malformed", id, k)
 		}
 		off, _ := strconv.ParseInt(p[0], 10, 64)
-		entries = append(entries, entry{n, saga.StepRecord{At: st.CreatedAt.Add(time.Duration(off) * time.Millisecond),
-			Step: p[1], Outcome: p[2], EventType: longType(p[3]), Reason: reasonRef(m, p[4])}})
+		r := saga.StepRecord{At: st.CreatedAt.Add(time.Duration(off) * time.Millisecond),
+			Step: p[1], Outcome: p[2], EventType: longType(p[3]), Reason: reasonRef(m, p[4])}
+		if ref, ok := strings.CutPrefix(p[4], "#"); ok { // the reason is stored under the entry's version
+			r.Version, _ = strconv.ParseInt(ref, 10, 64)
+		}
+		entries = append(entries, entry{n, r})
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].n < entries[j].n })
 	for _, e := range entries {

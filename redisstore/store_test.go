@@ -394,3 +394,16 @@ func TestNewRefusesSubSecondRetention(t *testing.T) {
 		t.Errorf("1s retention: %v", err)
 	}
 }
+
+// TestHistoryEntryVersion: an entry with a reason knows the version its
+// transition made (the reason is stored under it); others say 0.
+func TestHistoryEntryVersion(t *testing.T) {
+	s := newStore(t, testredis.Start(t).Client(t), nil)
+	mustApply(t, s, start("h1"))
+	mustApply(t, s, saga.Transition{SagaID: "h1", EventSource: "/t", EventID: "f", Step: "payment",
+		OnSuccess: saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating, Reason: "no money"}})
+	st := mustGet(t, s, "h1")
+	if st.Steps[0].Version != 0 || st.Steps[1].Version != 2 || st.Steps[1].Reason != "no money" {
+		t.Fatalf("history %+v", st.Steps)
+	}
+}

@@ -60,4 +60,7 @@ type StepRecord struct {
 	At        time.Time `json:"at"`
 	EventType string    `json:"event_type"`
 	Reason    string    `json:"reason,omitempty"`
+	// Version is the saga's version after this entry's transition, where
+	// the Store knows it (redisstore: entries with a reason); 0 otherwise.
+	Version int64 `json:"-"`
 }

@@ -31,7 +31,11 @@ const (
 
 // record appends a dead letter to the stream. keys: stream; args: type, id,
 // source, saga id, destination, code, reason.
+// keys: stream, the dead letter's kept marker (keep then skips a
+// redelivery); args: type, id, source, saga id, destination, code, reason,
+// marker TTL (s).
 var record = saga.EffectScript{Name: "deadletter.record", Lua: `
+redis.call('SET', keys[2], '1', 'EX', args[8])
 redis.call('XADD', keys[1], 'MAXLEN', '~', '10000', '*', 'type', args[1], 'id', args[2], 'source', args[3],
   'saga_id', args[4], 'dest', args[5], 'code', args[6], 'reason', args[7])
 `}
@@ -108,7 +112,7 @@ func (d *deadLetters) handle(ctx context.Context, e event.Event) (*event.Event, 
 		if !acts {
 			where := "of a step that has run, or of a saga that has moved on"
 			if rep.Result.Duplicate {
-				where = "of an event its step had applied (its reply is published again)"
+				where = "of an event already handled, by its step or this sink (its reply is published again)"
 			}
 			if err := d.keep(ctx, e, where); err != nil {
 				return nil, err
@@ -140,7 +144,8 @@ func (d *deadLetters) transition(st saga.State, e event.Event, step ordersaga.St
 	t := saga.Transition{
 		Step:          step.Name,
 		ExpectVersion: saga.AnyVersion,
-		Effect:        record.Call([]string{StreamKey}, e.Type(), e.ID(), e.Source(), st.ID, ext(e, extDest), ext(e, extCode), why),
+		Effect: record.Call([]string{StreamKey, keptMarker(e)}, e.Type(), e.ID(), e.Source(), st.ID, ext(e, extDest), ext(e, extCode), why,
+			int64(keptMarkerTTL/time.Second)),
 	}
 	switch {
 	case compensation && (st.Status == saga.StatusCompensating || st.Status == saga.StatusCompensationFailed):
@@ -176,14 +181,18 @@ return 1
 
 func (d *deadLetters) keep(ctx context.Context, e event.Event, where string) error {
 	d.logger.ErrorContext(ctx, "dead letter "+where, "reason", reason(e))
-	sum := sha256.Sum256([]byte(e.Source() + "\x00" + e.ID()))
-	// hash-tagged with the stream: one Redis Cluster slot
-	marker := "{" + StreamKey + "}:kept:" + base64.RawURLEncoding.EncodeToString(sum[:12])
-	if err := keepOnce.Run(ctx, d.rdb, []string{StreamKey, marker}, int64(keptMarkerTTL/time.Second),
+	if err := keepOnce.Run(ctx, d.rdb, []string{StreamKey, keptMarker(e)}, int64(keptMarkerTTL/time.Second),
 		e.Type(), e.ID(), e.Source(), saga.SagaIDOf(e), ext(e, extDest), ext(e, extCode), reason(e)).Err(); err != nil {
 		return saga.Transient(err, "redis")
 	}
 	return nil
+}
+
+// keptMarker is the key that marks the dead letter e as kept in the stream,
+// hash-tagged with the stream (one Redis Cluster slot).
+func keptMarker(e event.Event) string {
+	sum := sha256.Sum256([]byte(e.Source() + "\x00" + e.ID()))
+	return "{" + StreamKey + "}:kept:" + base64.RawURLEncoding.EncodeToString(sum[:12])
 }
 
 // notRunYet reports whether the step the dead letter was meant to run has

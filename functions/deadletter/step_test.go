@@ -115,6 +115,9 @@ func TestForwardStepDeadLetteredFailsTheSagaIntoCompensation(t *testing.T) {
 	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
+	if m := e.deadletters(t); len(m) != 1 { // the redelivery is not kept again
+		t.Fatalf("%d dead letters kept, want 1", len(m))
+	}
 	got := e.broker.Events()
 	if len(got) != 1 || got[0].Type() != ordersaga.StockFailed || saga.SagaIDOf(got[0]) != "s2" {
 		t.Fatalf("published %v", got)

@@ -92,8 +92,9 @@ func (s *sweeper) expire(ctx context.Context, id string, now time.Time) (bool, e
 	if err != nil {
 		return false, err
 	}
-	if st.Status == saga.StatusCompensating && st.Overdue(now) && len(st.Steps) > 0 && st.Steps[len(st.Steps)-1].Outcome == outcomeFailed {
-		return s.nudge(ctx, st, now)
+	if last := len(st.Steps) - 1; st.Status == saga.StatusCompensating && st.Overdue(now) && last >= 0 &&
+		st.Steps[last].Outcome == outcomeFailed && st.Steps[last].Version == st.Version {
+		return s.nudge(ctx, st, now) // nothing has happened since the failure, not even an orchestrator's decision
 	}
 	// a saga aborted earlier, by this sweeper or by a cancel whose failure
 	// event was lost, gets that event again while nothing has moved
@@ -127,7 +128,8 @@ const outcomeFailed = "failed"
 // nudge publishes again the failure event of a saga whose compensation
 // never started: a forward step failed, the failure event was published
 // (by the step's reply or the dead-letter sink), and nothing has moved
-// since, past the saga's deadline; e.g. the sink applied the failure but
+// since (the saga is still at the failure's version: not even an
+// orchestrator has decided on it), past the saga's deadline; e.g. the sink applied the failure but
 // could not reach the broker through all of its retries. The event is the
 // awaited step's failure at the saga's current version, so whichever copy
 // arrives first is the only one applied; its id is fixed for that version,

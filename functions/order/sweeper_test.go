@@ -227,19 +227,26 @@ func TestSweepNudgesCompensationThatNeverStarted(t *testing.T) {
 	e := newSweepEnv(t)
 	e.start(t, "stuck", e.now.Add(-time.Second), ordersaga.StepOrder, ordersaga.StepPayment)
 	e.start(t, "in-time", e.now.Add(time.Minute), ordersaga.StepOrder, ordersaga.StepPayment)
-	for _, id := range []string{"stuck", "in-time"} {
+	e.start(t, "under-way", e.now.Add(-time.Second), ordersaga.StepOrder, ordersaga.StepPayment)
+	for _, id := range []string{"stuck", "in-time", "under-way"} {
 		if _, err := e.store.Apply(context.Background(), saga.Transition{SagaID: id, EventSource: "/ksaga/deadletter", EventID: "dl-" + id,
 			ExpectVersion: 2, Step: ordersaga.StepInventory, Allow: []saga.Status{saga.StatusRunning},
 			OnSuccess: saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating, Reason: "undeliverable"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// the orchestrator heard under-way's failure and sent the refund
+	// command (a transition that records no history): it is under way
+	if _, err := e.store.Apply(context.Background(), saga.Transition{SagaID: "under-way", EventSource: "/ksaga/orchestrator", EventID: "o-3",
+		ExpectVersion: 3, Allow: []saga.Status{saga.StatusCompensating}}); err != nil {
+		t.Fatal(err)
+	}
 	if n := e.sweep(t) + e.sweep(t); n != 2 {
-		t.Fatalf("sent %d in two sweeps, want 2", n)
+		t.Fatalf("sent %d in two sweeps, want 2 (for stuck only)", n)
 	}
 	got := e.broker.Events()
 	if got[0].Type() != ordersaga.StockFailed || saga.SagaIDOf(got[0]) != "stuck" || got[0].Extensions()[saga.ExtSagaVersion] != "3" ||
-		got[1].ID() != got[0].ID() {
+		got[1].ID() != got[0].ID() || saga.SagaIDOf(got[1]) != "stuck" {
 		t.Fatalf("published %v", got)
 	}
 	var o ordersaga.Order
