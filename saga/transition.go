@@ -88,8 +88,8 @@ type Effect struct {
 
 // EffectScript is a step's domain write, in Lua, run by the Store inside the
 // transition's atomic operation. The body sees `keys` and `args` (Lua arrays)
-// and returns nothing (or true) on success, or a string: the business failure
-// reason, which selects the transition's OnFailure outcome. A failing effect
+// and returns nothing (or true) on success, or a non-empty string: the
+// business failure reason, which selects the transition's OnFailure outcome. A failing effect
 // must check before it writes, since Redis does not roll scripts back.
 // Scripts are constants of the program, never assembled from input.
 type EffectScript struct {

@@ -29,9 +29,7 @@ const (
 	extData = "knativeerrordata"
 )
 
-// record appends a dead letter to the stream. keys: stream; args: type, id,
-// source, saga id, destination, code, reason.
-// keys: stream, the dead letter's kept marker (keep then skips a
+// record appends a dead letter to the stream. keys: stream, the dead letter's kept marker (keep then skips a
 // redelivery); args: type, id, source, saga id, destination, code, reason,
 // marker TTL (s).
 var record = saga.EffectScript{Name: "deadletter.record", Lua: `
@@ -188,10 +186,11 @@ func (d *deadLetters) keep(ctx context.Context, e event.Event, where string) err
 	return nil
 }
 
-// keptMarker is the key that marks the dead letter e as kept in the stream,
-// hash-tagged with the stream (one Redis Cluster slot).
+// keptMarker is the key that marks the dead letter e (an event, for one
+// destination) as kept in the stream, hash-tagged with the stream (one
+// Redis Cluster slot).
 func keptMarker(e event.Event) string {
-	sum := sha256.Sum256([]byte(e.Source() + "\x00" + e.ID()))
+	sum := sha256.Sum256([]byte(e.Source() + "\x00" + e.ID() + "\x00" + ext(e, extDest)))
 	return "{" + StreamKey + "}:kept:" + base64.RawURLEncoding.EncodeToString(sum[:12])
 }
 
