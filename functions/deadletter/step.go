@@ -29,14 +29,23 @@ const (
 	extData = "knativeerrordata"
 )
 
-// record appends a dead letter to the stream. keys: stream, the dead letter's kept marker (keep then skips a
-// redelivery); args: type, id, source, saga id, destination, code, reason,
-// marker TTL (s).
-var record = saga.EffectScript{Name: "deadletter.record", Lua: `
-redis.call('SET', keys[2], '1', 'EX', args[8])
+// keepLua appends a dead letter to the stream once: unless its kept
+// marker exists (a redelivery). keys: stream, marker; args: type, id,
+// source, saga id, destination, code, reason, marker TTL (s). The body sees
+// keys and args as an effect's does.
+const keepLua = `
+if not redis.call('SET', keys[2], '1', 'NX', 'EX', args[8]) then return true end
 redis.call('XADD', keys[1], 'MAXLEN', '~', '10000', '*', 'type', args[1], 'id', args[2], 'source', args[3],
   'saga_id', args[4], 'dest', args[5], 'code', args[6], 'reason', args[7])
-`}
+return true
+`
+
+// record keeps a dead letter inside the transition it makes; keepOnce
+// keeps one that makes none.
+var (
+	record   = saga.EffectScript{Name: "deadletter.record", Lua: keepLua}
+	keepOnce = redis.NewScript("local keys, args = KEYS, ARGV\n" + keepLua)
+)
 
 // sender publishes the failure events the dead-letter sink decides on: a
 // dead-letter sink's reply is not routed by the Broker.
@@ -139,12 +148,8 @@ func (d *deadLetters) handle(ctx context.Context, e event.Event) (*event.Event, 
 // event's version (compare-and-set). It reports false for anything else.
 func (d *deadLetters) transition(st saga.State, e event.Event, step ordersaga.StepDef, compensation bool, version int64) (saga.Transition, bool) {
 	why := reason(e)
-	t := saga.Transition{
-		Step:          step.Name,
-		ExpectVersion: saga.AnyVersion,
-		Effect: record.Call([]string{StreamKey, keptMarker(e)}, e.Type(), e.ID(), e.Source(), st.ID, ext(e, extDest), ext(e, extCode), why,
-			int64(keptMarkerTTL/time.Second)),
-	}
+	keys, args := keepArgs(e)
+	t := saga.Transition{Step: step.Name, ExpectVersion: saga.AnyVersion, Effect: record.Call(keys, args...)}
 	switch {
 	case compensation && (st.Status == saga.StatusCompensating || st.Status == saga.StatusCompensationFailed):
 		t.Allow = []saga.Status{saga.StatusCompensating, saga.StatusCompensationFailed}
@@ -164,23 +169,20 @@ func (d *deadLetters) transition(st saga.State, e event.Event, step ordersaga.St
 }
 
 // keep records a dead letter in the stream only, and acknowledges it.
-// A redelivered dead letter (the sink's answer lost) is kept once: a marker
-// per dead letter, set with the record, is kept this long.
+// A redelivered dead letter (the sink's answer lost) is kept once: its
+// marker is kept this long.
 const keptMarkerTTL = 24 * time.Hour
 
-// keepOnce appends a dead letter to the stream unless its marker (KEYS[2])
-// exists. keys: stream, marker; args: marker TTL (s), then as record's.
-var keepOnce = redis.NewScript(`
-if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', '10000', '*', 'type', ARGV[2], 'id', ARGV[3], 'source', ARGV[4],
-  'saga_id', ARGV[5], 'dest', ARGV[6], 'code', ARGV[7], 'reason', ARGV[8])
-return 1
-`)
+// keepArgs are keepLua's keys and args for the dead letter e.
+func keepArgs(e event.Event) (keys []string, args []any) {
+	return []string{StreamKey, keptMarker(e)}, []any{e.Type(), e.ID(), e.Source(), saga.SagaIDOf(e),
+		ext(e, extDest), ext(e, extCode), reason(e), int64(keptMarkerTTL / time.Second)}
+}
 
 func (d *deadLetters) keep(ctx context.Context, e event.Event, where string) error {
 	d.logger.ErrorContext(ctx, "dead letter "+where, "reason", reason(e))
-	if err := keepOnce.Run(ctx, d.rdb, []string{StreamKey, keptMarker(e)}, int64(keptMarkerTTL/time.Second),
-		e.Type(), e.ID(), e.Source(), saga.SagaIDOf(e), ext(e, extDest), ext(e, extCode), reason(e)).Err(); err != nil {
+	keys, args := keepArgs(e)
+	if err := keepOnce.Run(ctx, d.rdb, keys, args...).Err(); err != nil {
 		return saga.Transient(err, "redis")
 	}
 	return nil

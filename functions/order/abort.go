@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"time"
 
@@ -96,10 +95,11 @@ func (a *aborter) abort(ctx context.Context, st saga.State, c cause, reason func
 	return failure, applied, nil
 }
 
-// ownEvent is an input the order function hands a Participant of its own
-// about st, never sent: its id makes a repeat a duplicate, and its
-// sagaversion makes the transition a compare-and-set on st's version. The
-// context returned logs it (the caller's carries the correlationid).
+// ownEvent is an event the order function makes about st: an input it
+// hands a Participant of its own (never sent: its id makes a repeat a
+// duplicate, and its sagaversion makes the transition a compare-and-set on
+// st's version), or the sweeper's nudge. The context returned logs it (the
+// caller's carries the correlationid).
 func ownEvent(ctx context.Context, st saga.State, id, source, typ string, now time.Time) (context.Context, event.Event) {
 	in := event.New()
 	in.SetID(id)
@@ -112,10 +112,19 @@ func ownEvent(ctx context.Context, st saga.State, id, source, typ string, now ti
 		slog.String(telemetry.AttrEventSource, source)), in
 }
 
-// abortedBy reports whether c aborted the saga.
-func abortedBy(st saga.State, c cause) bool {
-	return slices.ContainsFunc(st.Steps, func(r saga.StepRecord) bool { return r.Outcome == c.outcome })
+// newest returns the position of the saga's newest history entry with
+// outcome, or -1.
+func newest(st saga.State, outcome string) int {
+	for i := len(st.Steps) - 1; i >= 0; i-- {
+		if st.Steps[i].Outcome == outcome {
+			return i
+		}
+	}
+	return -1
 }
+
+// abortedBy reports whether c aborted the saga.
+func abortedBy(st saga.State, c cause) bool { return newest(st, c.outcome) >= 0 }
 
 // waitsOn reports whether the saga has not moved since the failure event
 // was emitted: its compensation has not started, so the event may have

@@ -75,17 +75,6 @@ func (a *api) redrive(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]string{"saga_id": id, "event_type": out.Type()})
 }
 
-// newest returns the position of the saga's newest history entry with
-// outcome, or -1.
-func newest(st saga.State, outcome string) int {
-	for i := len(st.Steps) - 1; i >= 0; i-- {
-		if st.Steps[i].Outcome == outcome {
-			return i
-		}
-	}
-	return -1
-}
-
 // redriveEvent applies the redrive of the compensation failure recorded at
 // history position pos, or returns the event of the redrive already
 // applied: one input id per failure, so a repeated request is a duplicate.

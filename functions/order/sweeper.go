@@ -129,8 +129,9 @@ const outcomeFailed = "failed"
 // never started: a forward step failed, the failure event was published
 // (by the step's reply or the dead-letter sink), and nothing has moved
 // since (the saga is still at the failure's version: not even an
-// orchestrator has decided on it), past the saga's deadline; e.g. the sink applied the failure but
-// could not reach the broker through all of its retries. The event is the
+// orchestrator has decided on it), past the saga's deadline; e.g. the sink
+// applied the failure but could not reach the broker through all of its
+// retries. The event is the
 // awaited step's failure at the saga's current version, so whichever copy
 // arrives first is the only one applied; its id is fixed for that version,
 // so a nudge repeated by the next sweep is a duplicate.
@@ -139,13 +140,7 @@ func (s *sweeper) nudge(ctx context.Context, st saga.State, now time.Time) (bool
 	if !ok || next.Failed == "" {
 		return false, nil
 	}
-	e := event.New()
-	e.SetID("nudge-" + st.ID + "-" + strconv.FormatInt(st.Version, 10))
-	e.SetSource(ordersaga.SourceSweeper)
-	e.SetType(next.Failed)
-	e.SetTime(now)
-	e.SetExtension(saga.ExtCorrelationID, st.ID)
-	e.SetExtension(saga.ExtSagaVersion, strconv.FormatInt(st.Version, 10))
+	ctx, e := ownEvent(ctx, st, "nudge-"+st.ID+"-"+strconv.FormatInt(st.Version, 10), ordersaga.SourceSweeper, next.Failed, now)
 	if err := e.SetData(event.ApplicationJSON, json.RawMessage(st.Data)); err != nil {
 		return false, err
 	}
