@@ -102,12 +102,12 @@ func typeName(c redis.UniversalClient) string {
 func TestNewClientFailsFastByDefault(t *testing.T) {
 	c, _ := redisstore.NewClient("redis://127.0.0.1:1/0")
 	o := c.(*redis.Client).Options()
-	if o.DialTimeout != time.Second || o.MaxRetries != 1 {
-		t.Fatalf("dial timeout %v, max retries %d", o.DialTimeout, o.MaxRetries)
+	if o.DialTimeout != time.Second || o.MaxRetries != 1 || o.Protocol != 2 {
+		t.Fatalf("dial timeout %v, max retries %d, protocol %d", o.DialTimeout, o.MaxRetries, o.Protocol)
 	}
-	c, _ = redisstore.NewClient("redis://127.0.0.1:1/0?dial_timeout=3s&max_retries=5")
+	c, _ = redisstore.NewClient("redis://127.0.0.1:1/0?dial_timeout=3s&max_retries=5&protocol=3")
 	o = c.(*redis.Client).Options()
-	if o.DialTimeout != 3*time.Second || o.MaxRetries != 5 {
-		t.Fatalf("URL overrides: dial timeout %v, max retries %d", o.DialTimeout, o.MaxRetries)
+	if o.DialTimeout != 3*time.Second || o.MaxRetries != 5 || o.Protocol != 3 {
+		t.Fatalf("URL overrides: dial timeout %v, max retries %d, protocol %d", o.DialTimeout, o.MaxRetries, o.Protocol)
 	}
 }
