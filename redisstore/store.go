@@ -10,7 +10,7 @@
 // are passed to the same script, so the domain write and the saga transition
 // are atomic. On Redis Cluster that requires the domain keys to share the
 // saga's slot; the reference saga's domain keys do not, so run it on a single
-// primary (optionally with Sentinel). See docs/redis.md.
+// primary (optionally with Sentinel). See docs/deploy.md, "Redis".
 package redisstore
 
 import (
