@@ -42,6 +42,7 @@ type Config struct {
 	Mix              [3]float64
 	Floor            bool
 	FloorInflight    int
+	Rounds           int // loaded + floor phases, repeated; the ratio targets use the median round
 	ColdStartRuns    int // 0: no cold start
 	Sweep            []int
 	AttributionSagas int // 0: no MONITOR run
@@ -69,6 +70,7 @@ const (
 	DefaultQuietIdle        = 90
 	DefaultSagaTimeout      = 10 * time.Second
 	DefaultMemorySample     = 300
+	DefaultRounds           = 3
 )
 
 // DefaultSweep are the in-flight levels of --sweep.
@@ -107,6 +109,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MemorySample <= 0 {
 		c.MemorySample = DefaultMemorySample
+	}
+	if c.Rounds <= 0 {
+		c.Rounds = 1
 	}
 	if c.Log == nil {
 		c.Log = io.Discard
@@ -275,6 +280,21 @@ func (r *runner) runPhases(ctx context.Context) {
 	if r.perfFiles != nil {
 		r.res.Notes = append(r.res.Notes, "perf profiles of the loaded window: "+strings.Join(r.perfFiles, ", "))
 	}
+	if cfg.Floor {
+		r.res.FloorReply = r.floorPhase(ctx, "reply")
+		r.res.FloorEvalsha = r.floorPhase(ctx, "evalsha")
+		// The box's speed drifts by several percent between phases, which
+		// moves a ratio of one saga phase to one floor phase as much as a
+		// change of ksaga would. More rounds of the three, back to back,
+		// give the ratio targets a median and a spread.
+		for i := 2; i <= cfg.Rounds && ctx.Err() == nil; i++ {
+			n := strconv.Itoa(i)
+			rd := Round{Loaded: r.sagaPhase(ctx, "loaded-"+n, cfg.Inflight, 0)}
+			rd.FloorReply = r.floorPhase(ctx, "reply")
+			rd.FloorEvalsha = r.floorPhase(ctx, "evalsha")
+			r.res.MoreRounds = append(r.res.MoreRounds, rd)
+		}
+	}
 	if cfg.Rate > 0 {
 		r.res.OpenLoop = r.sagaPhase(ctx, "open-loop", 0, cfg.Rate)
 	}
@@ -283,10 +303,6 @@ func (r *runner) runPhases(ctx context.Context) {
 			return
 		}
 		r.res.Sweep = append(r.res.Sweep, r.sagaPhase(ctx, "sweep-"+strconv.Itoa(n), n, 0))
-	}
-	if cfg.Floor {
-		r.res.FloorReply = r.floorPhase(ctx, "reply")
-		r.res.FloorEvalsha = r.floorPhase(ctx, "evalsha")
 	}
 	if cfg.AttributionSagas > 0 && ctx.Err() == nil {
 		r.res.Attribution = r.attribution(ctx, cfg.AttributionSagas)
@@ -304,7 +320,7 @@ func (r *runner) runPhases(ctx context.Context) {
 		r.errorf("function restarted during the run: %s", s)
 	}
 	var started int64
-	for _, p := range r.allPhases() {
+	for _, p := range r.res.phases() {
 		started += p.Accepted
 	}
 	r.logf("Redis memory per finished saga (MEMORY USAGE on %d sagas)", cfg.MemorySample)
@@ -320,16 +336,6 @@ func (r *runner) runPhases(ctx context.Context) {
 		r.dev.stop()
 		r.coldStarts(ctx)
 	}
-}
-
-func (r *runner) allPhases() []*SagaPhase {
-	var out []*SagaPhase
-	for _, p := range append([]*SagaPhase{r.res.Unloaded, r.res.Loaded, r.res.OpenLoop}, r.res.Sweep...) {
-		if p != nil {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // snapshot is what the bench reads at the edges of a measured window.

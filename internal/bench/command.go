@@ -70,6 +70,7 @@ func Command(ctx context.Context, args []string, ksaga string, stdout, stderr io
 	fs.BoolVar(&noUnload, "no-unloaded", false, "skip the 1-in-flight phase (unloaded latency)")
 	fs.BoolVar(&noFloor, "no-floor", false, "skip the floor phases")
 	fs.IntVar(&cfg.FloorInflight, "floor-inflight", 0, "requests in flight for the floor (default: --inflight)")
+	fs.IntVar(&cfg.Rounds, "rounds", DefaultRounds, "rounds of the loaded phase and the two floor phases; the floor share and the broker ratio are judged on the median round")
 	fs.IntVar(&cfg.ColdStartRuns, "coldstart-runs", DefaultColdStartRuns, "cold starts per function (0 skips; median reported)")
 	fs.IntVar(&cfg.AttributionSagas, "attribution-sagas", DefaultAttributionSagas, "sagas run under MONITOR to attribute Redis commands to processes (0 skips)")
 	fs.BoolVar(&sweep, "sweep", false, "also run a sweep of in-flight levels and plot throughput vs latency (SVG)")

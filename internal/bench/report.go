@@ -39,10 +39,7 @@ func Markdown(res *Result) string {
 
 	p("\n## Sagas (start event POSTed to the broker → terminal event delivered to the bench)\n\n")
 	p("| phase | load | sagas/s | p50 ms | p95 ms | p99 ms | max ms | errors | CPU µs/saga | box busy | quiet |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, ph := range append([]*SagaPhase{res.Unloaded, res.Loaded, res.OpenLoop}, res.Sweep...) {
-		if ph == nil {
-			continue
-		}
+	for _, ph := range res.phases() {
 		load := fmt.Sprintf("%d in flight", ph.Inflight)
 		if ph.RatePerS > 0 {
 			load = fmt.Sprintf("%s/s open loop", thousands(ph.RatePerS))
@@ -54,8 +51,8 @@ func Markdown(res *Result) string {
 		p("| %s | %s | %s | %.2f | %.2f | %.2f | %.1f | %d | %.0f | %.0f%% | %s |\n", ph.Name, load, thousands(ph.SagasPerS),
 			ph.Latency.P50Ms, ph.Latency.P95Ms, ph.Latency.P99Ms, ph.Latency.MaxMs, ph.Errors.Total, ph.CPUUsPerSaga, ph.BoxBusyPct, q)
 	}
-	for _, ph := range append([]*SagaPhase{res.Unloaded, res.Loaded, res.OpenLoop}, res.Sweep...) {
-		if ph != nil && ph.Backlog > 0 && ph.DrainS >= 1 {
+	for _, ph := range res.phases() {
+		if ph.Backlog > 0 && ph.DrainS >= 1 {
 			p("\nAfter %s the broker still held %s undelivered events; they took %.1f s to drain before the next phase.\n", ph.Name, thousands(float64(ph.Backlog)), ph.DrainS)
 		}
 	}
@@ -102,21 +99,39 @@ func Markdown(res *Result) string {
 	if res.FloorReply != nil || res.FloorEvalsha != nil {
 		p("\n## Floor, same run (perf.md Part 2 c/d: sdk-go receiver replying with an event; + 1 EVALSHA)\n\n")
 		p("| receiver | in flight | events/s | p50 ms | p99 ms | server µs/event | redis µs/event | bench (client) µs/event | errors | quiet |\n|---|---|---|---|---|---|---|---|---|---|\n")
-		for _, f := range []*FloorPhase{res.FloorReply, res.FloorEvalsha} {
-			if f == nil {
-				continue
+		for i, rd := range res.rounds() {
+			for _, f := range []*FloorPhase{rd.FloorReply, rd.FloorEvalsha} {
+				if f == nil {
+					continue
+				}
+				mode := f.Mode
+				if len(res.MoreRounds) > 0 {
+					mode = fmt.Sprintf("%s (round %d)", f.Mode, i+1)
+				}
+				q := "yes"
+				if !f.Quiet.Quiet {
+					q = fmt.Sprintf("no (%.0f%% idle)", f.Quiet.IdlePct)
+				}
+				p("| %s | %d | %s | %.2f | %.2f | %.1f | %.1f | %.1f | %d | %s |\n", mode, f.Inflight, thousands(f.EventsPerS), f.Latency.P50Ms,
+					f.Latency.P99Ms, cpuOf(f.CPU, "floor-server"), cpuOf(f.CPU, "redis-server"), cpuOf(f.CPU, "bench"), f.Errors, q)
 			}
-			q := "yes"
-			if !f.Quiet.Quiet {
-				q = fmt.Sprintf("no (%.0f%% idle)", f.Quiet.IdlePct)
-			}
-			p("| %s | %d | %s | %.2f | %.2f | %.1f | %.1f | %.1f | %d | %s |\n", f.Mode, f.Inflight, thousands(f.EventsPerS), f.Latency.P50Ms,
-				f.Latency.P99Ms, cpuOf(f.CPU, "floor-server"), cpuOf(f.CPU, "redis-server"), cpuOf(f.CPU, "bench"), f.Errors, q)
 		}
 		if r := res.Ratios; r != nil {
-			p("\nRatios: throughput %.0f%% of the floor; broker %.1f µs/hop = %.2f× plain receiver; functions %.1f µs/step = %.2f× EVALSHA receiver; "+
-				"Redis %.1f µs/step = %.2f× the floor's per EVALSHA.\n\n%s.\n", 100*r.ThroughputVsFloor, r.BrokerUsPerHop, r.BrokerVsPlain,
+			what := "Ratios"
+			if len(res.MoreRounds) > 0 {
+				what = "Round 1's ratios"
+			}
+			p("\n%s: throughput %.0f%% of the floor; broker %.1f µs/hop = %.2f× plain receiver; functions %.1f µs/step = %.2f× EVALSHA receiver; "+
+				"Redis %.1f µs/step = %.2f× the floor's per EVALSHA.\n\n%s.\n", what, 100*r.ThroughputVsFloor, r.BrokerUsPerHop, r.BrokerVsPlain,
 				r.FunctionUsPerStep, r.FunctionVsEvalsha, r.RedisUsPerStep, r.RedisVsFloor, r.Formula)
+		}
+		if rs := res.RoundRatios; len(rs) > 1 {
+			p("\nRounds (%d, each a loaded phase and then the two floor phases; the floor-share and broker targets take the median):\n\n"+
+				"| round | sagas/s | floor sagas/s | share of the floor | broker µs/hop | plain receiver µs/event | broker ÷ plain |\n|---|---|---|---|---|---|---|\n", len(rs))
+			for _, r := range rs {
+				p("| %d | %s | %s | %.1f %% | %.1f | %.1f | %.2f× |\n", r.Round, thousands(r.SagasPerS), thousands(r.FloorSagasPerS),
+					100*r.ThroughputVsFloor, r.BrokerUsPerHop, r.PlainUsPerEvent, r.BrokerVsPlain)
+			}
 		}
 	}
 

@@ -117,3 +117,49 @@ func TestMarkdownAndWrite(t *testing.T) {
 		t.Errorf("latest.json round trip: %v", err)
 	}
 }
+
+// With --rounds, the floor share and the broker ratio are judged on the
+// median round, not on round 1 alone.
+func TestRoundsJudgeTheMedian(t *testing.T) {
+	res := sampleResult() // round 1: 41.3 % of the floor, broker 2.86×
+	round := func(name string, sagasPerS, brokerUs float64) Round {
+		return Round{
+			Loaded: &SagaPhase{Name: name, Inflight: 32, Ended: 4000, SagasPerS: sagasPerS, StepsPerSaga: 5, DeliveriesPerSaga: 6,
+				CPU: []ProcCPU{{Process: "ksaga-dev", PerUnit: brokerUs}, {Process: "payment", PerUnit: 300}}},
+			FloorReply:   &FloorPhase{Mode: "reply", Inflight: 32, EventsPerS: 10000, CPU: []ProcCPU{{Process: "floor-server", PerUnit: 100}}},
+			FloorEvalsha: &FloorPhase{Mode: "evalsha", Inflight: 32, EventsPerS: 6000, CPU: []ProcCPU{{Process: "floor-server", PerUnit: 150}}},
+		}
+	}
+	res.MoreRounds = []Round{round("loaded-2", 600, 900), round("loaded-3", 500, 1000)}
+	res.Notes = nil
+	evaluate(res)
+
+	if len(res.RoundRatios) != 3 || res.RoundRatios[0].Round != 1 || res.RoundRatios[2].Round != 3 ||
+		res.RoundRatios[1].ThroughputVsFloor != 0.62 || res.RoundRatios[2].BrokerVsPlain != 1.429 {
+		t.Fatalf("round ratios: %+v", res.RoundRatios)
+	}
+	byName := map[string]Target{}
+	for _, tg := range res.Targets {
+		byName[tg.Name] = tg
+	}
+	share := byName["throughput vs the same-run floor"]
+	if share.Pass == nil || !*share.Pass || !strings.Contains(share.Measured, "51.7 %, the median of 3 rounds (41.3 / 62.0 / 51.7 %") {
+		t.Errorf("floor share target: %+v", share)
+	}
+	broker := byName["broker CPU per hop vs a plain sdk-go receiver per event"]
+	if broker.Pass == nil || !*broker.Pass || !strings.Contains(broker.Measured, "1.43×, the median of 3 rounds (2.86 / 1.29 / 1.43") {
+		t.Errorf("broker target: %+v", broker)
+	}
+	// Round 1 alone still misses both: the ratios of the detail tables are round 1's.
+	if res.Ratios.ThroughputVsFloor != 0.413 || res.Ratios.BrokerVsPlain != 2.857 {
+		t.Errorf("round 1 ratios changed: %+v", res.Ratios)
+	}
+
+	md := Markdown(res)
+	for _, want := range []string{"| loaded-2 | 32 in flight | 600 |", "| reply (round 1) |", "| evalsha (round 3) |",
+		"Round 1's ratios:", "Rounds (3, each a loaded phase", "| 2 | 600 | 968 | 62.0 % | 128.6 | 100.0 | 1.29× |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q", want)
+		}
+	}
+}

@@ -1,6 +1,9 @@
 package bench
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Result is everything one `ksaga bench` run measured (latest.json).
 type Result struct {
@@ -19,7 +22,11 @@ type Result struct {
 
 	FloorReply   *FloorPhase `json:"floor_reply,omitempty"`
 	FloorEvalsha *FloorPhase `json:"floor_evalsha,omitempty"`
-	Ratios       *Ratios     `json:"ratios,omitempty"`
+	Ratios       *Ratios     `json:"ratios,omitempty"` // of round 1: Loaded, FloorReply, FloorEvalsha
+	// MoreRounds repeat the loaded phase and the floor phases (--rounds);
+	// RoundRatios are every round's ratios, round 1 first.
+	MoreRounds  []Round      `json:"more_rounds,omitempty"`
+	RoundRatios []RoundRatio `json:"round_ratios,omitempty"`
 
 	Attribution *Attribution `json:"redis_attribution,omitempty"`
 	RSS         []ProcRSS    `json:"rss_end"`
@@ -31,6 +38,21 @@ type Result struct {
 	Limits  []string `json:"limits"`
 	Notes   []string `json:"notes,omitempty"`
 	Errors  []string `json:"errors,omitempty"`
+}
+
+// phases are the saga phases that ran, in the order of the report.
+func (res *Result) phases() []*SagaPhase {
+	out := []*SagaPhase{res.Unloaded, res.Loaded}
+	for _, rd := range res.MoreRounds {
+		out = append(out, rd.Loaded)
+	}
+	out = append(append(out, res.OpenLoop), res.Sweep...)
+	return slices.DeleteFunc(out, func(p *SagaPhase) bool { return p == nil })
+}
+
+// rounds are round 1 (Loaded and the floor phases) and MoreRounds.
+func (res *Result) rounds() []Round {
+	return append([]Round{{Loaded: res.Loaded, FloorReply: res.FloorReply, FloorEvalsha: res.FloorEvalsha}}, res.MoreRounds...)
 }
 
 // Machine describes where the run happened.
@@ -171,6 +193,24 @@ type FloorPhase struct {
 		CallsPerEvent float64 `json:"calls_per_event"`
 		ReadsPerEvent float64 `json:"reads_per_event"`
 	} `json:"redis"`
+}
+
+// Round is a loaded phase and the two floor phases run right after it.
+type Round struct {
+	Loaded       *SagaPhase  `json:"loaded"`
+	FloorReply   *FloorPhase `json:"floor_reply"`
+	FloorEvalsha *FloorPhase `json:"floor_evalsha"`
+}
+
+// RoundRatio is one round's figures against its own floor phases.
+type RoundRatio struct {
+	Round             int     `json:"round"` // 1-based
+	SagasPerS         float64 `json:"sagas_per_s"`
+	FloorSagasPerS    float64 `json:"floor_sagas_per_s"`
+	ThroughputVsFloor float64 `json:"throughput_vs_floor"`
+	BrokerUsPerHop    float64 `json:"broker_us_per_hop"`
+	PlainUsPerEvent   float64 `json:"plain_receiver_us_per_event"`
+	BrokerVsPlain     float64 `json:"broker_vs_plain"`
 }
 
 // Ratios express the saga figures against the same-run floor.

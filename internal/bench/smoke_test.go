@@ -15,9 +15,10 @@ import (
 	"github.com/ksaga/ksaga/internal/devtest"
 )
 
-// TestSmoke runs `ksaga bench --duration 2s --warmup 1s --inflight 4` end
-// to end — a real redis-server, ksaga dev and its functions, the floors, a
-// cold start per function — and checks the JSON it writes. The open-loop
+// TestSmoke runs `ksaga bench --duration 2s --warmup 1s --inflight 4
+// --rounds 2` end to end — a real redis-server, ksaga dev and its
+// functions, the floors twice, a cold start per function — and checks the
+// JSON it writes. The open-loop
 // rate is lowered (the stack cannot be assumed to sustain 1,000/s on every
 // test machine) and the quiet gate shortened.
 func TestSmoke(t *testing.T) {
@@ -33,7 +34,7 @@ func TestSmoke(t *testing.T) {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	err := bench.Command(ctx, []string{"--duration", "2s", "--warmup", "1s", "--inflight", "4",
-		"--rate", "100", "--quiet-wait", "1s", "--coldstart-runs", "2", "--attribution-sagas", "20",
+		"--rate", "100", "--rounds", "2", "--quiet-wait", "1s", "--coldstart-runs", "2", "--attribution-sagas", "20",
 		"--out", out, "--dir", devtest.RepoRoot()}, ksaga, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("ksaga bench: %v\n%s", err, stderr.String())
@@ -66,6 +67,10 @@ func TestSmoke(t *testing.T) {
 	}
 	if res.Ratios == nil || res.Ratios.FloorSagasPerS <= 0 {
 		t.Errorf("ratios: %+v", res.Ratios)
+	}
+	if len(res.MoreRounds) != 1 || res.MoreRounds[0].Loaded == nil || res.MoreRounds[0].Loaded.Ended == 0 ||
+		len(res.RoundRatios) != 2 || res.RoundRatios[1].FloorSagasPerS <= 0 {
+		t.Errorf("round 2: %+v, ratios %+v", res.MoreRounds, res.RoundRatios)
 	}
 	if len(res.ColdStart) == 0 || res.Memory == nil || res.Memory.Sampled == 0 || res.Attribution == nil || res.Attribution.StepsTotal == 0 {
 		t.Errorf("cold start %d functions, memory %+v, attribution %+v", len(res.ColdStart), res.Memory, res.Attribution)
