@@ -50,7 +50,10 @@ func SagaVersionOf(e event.Event) (int64, error) {
 	switch v := raw.(type) {
 	case string:
 		s = v
-	case int32:
+	case int32: // a JSON number in structured mode
+		if v < 0 {
+			return 0, Invalid("extension %s: %d is not a version", ExtSagaVersion, v)
+		}
 		return int64(v), nil
 	default:
 		return 0, Invalid("extension %s: unexpected type %T", ExtSagaVersion, raw)

@@ -50,4 +50,13 @@ func TestSagaVersionOf(t *testing.T) {
 	if _, err := SagaVersionOf(e); Code(err) != EInvalid {
 		t.Fatalf("bad version: %v", err)
 	}
+	// Structured mode: a JSON number arrives as int32.
+	e.SetExtension(ExtSagaVersion, int32(7))
+	if v, err := SagaVersionOf(e); v != 7 || err != nil {
+		t.Fatalf("int32 7: %d %v", v, err)
+	}
+	e.SetExtension(ExtSagaVersion, int32(-1)) // would mean "any version" to the store
+	if _, err := SagaVersionOf(e); Code(err) != EInvalid {
+		t.Fatalf("int32 -1: %v, want invalid", err)
+	}
 }
