@@ -30,8 +30,10 @@ import "strings"
 // Compactness: a finished saga should cost well under 1 KiB. Redis keeps a
 // small hash as one listpack only while every value is at most
 // hash-max-listpack-value (64 bytes by default), so the data is stored in
-// 60-byte chunks; times inside history entries and replies are offsets (ms)
-// from ca; event types drop the "io.ksaga." prefix ("~").
+// 60-byte chunks; data of more than 20 chunks, which no listpack would hold
+// anyway, is one field (thousands of chunks would also overflow Lua's unpack
+// limit). Times inside history entries and replies are offsets (ms) from
+// ca; event types drop the "io.ksaga." prefix ("~").
 const transitionLua = `
 local function effect(keys, args)
 --EFFECT--
@@ -117,11 +119,12 @@ local f = {}
 if create then
   st = 'running'
   local d = ARGV[7]
-  local chunks = math.ceil(#d / 60)
+  local chunks, size = math.ceil(#d / 60), 60
+  if chunks > 20 then chunks, size = 1, #d end
   f = {'ca', now, 'dl', ARGV[8], 'dc', chunks}
   for i = 0, chunks - 1 do
     f[#f + 1] = 'd' .. i
-    f[#f + 1] = string.sub(d, i * 60 + 1, (i + 1) * 60)
+    f[#f + 1] = string.sub(d, i * size + 1, (i + 1) * size)
   end
   if usesaga == '1' then rdata = d end
 else

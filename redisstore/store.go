@@ -113,6 +113,11 @@ func (s *Store) Apply(ctx context.Context, t saga.Transition) (saga.Result, erro
 	if t.EventSource == "" || t.EventID == "" {
 		return saga.Result{}, saga.Invalid("transition without the event's source and id")
 	}
+	if t.Create && t.Deadline.IsZero() {
+		// A step's bug, not the event's: the saga's expiry and the index of
+		// unfinished sagas are both reckoned from its deadline.
+		return saga.Result{}, fmt.Errorf("redisstore: saga %s: a create needs a Deadline", t.SagaID)
+	}
 	name := ""
 	var ekeys []string
 	var eargs []any
@@ -134,8 +139,8 @@ func (s *Store) Apply(ctx context.Context, t saga.Transition) (saga.Result, erro
 		}
 		allow = b.String()
 	}
-	deadline := int64(0)
-	if !t.Deadline.IsZero() {
+	deadline := int64(0) // ignored unless t.Create
+	if t.Create {
 		deadline = t.Deadline.UnixMilli()
 	}
 	expect := max(t.ExpectVersion, 0)
@@ -190,13 +195,22 @@ func flag(b bool) string {
 }
 
 // isScriptError tells a Lua error (a bug or a failed effect without a
-// failure outcome: permanent) from a connection problem (transient).
+// failure outcome: permanent) from a server or connection that cannot take
+// the script now (transient): loading, busy, out of memory, failing to
+// persist, a replica or a cluster in transition, too many clients.
 func isScriptError(err error) bool {
 	var re redis.Error
-	return errors.As(err, &re) && !errors.Is(err, redis.ErrClosed) &&
-		!strings.HasPrefix(re.Error(), "LOADING") && !strings.HasPrefix(re.Error(), "BUSY") &&
-		!strings.HasPrefix(re.Error(), "MASTERDOWN") && !strings.HasPrefix(re.Error(), "READONLY") &&
-		!strings.HasPrefix(re.Error(), "TRYAGAIN") && !strings.HasPrefix(re.Error(), "CLUSTERDOWN")
+	if !errors.As(err, &re) || errors.Is(err, redis.ErrClosed) {
+		return false
+	}
+	msg := re.Error()
+	for _, p := range []string{"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN",
+		"OOM", "MISCONF", "NOREPLICAS", "ERR max number of clients reached"} {
+		if strings.HasPrefix(msg, p) {
+			return false
+		}
+	}
+	return true
 }
 
 func parseResult(v []string) (saga.Result, error) {

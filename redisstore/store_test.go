@@ -126,6 +126,34 @@ func TestStore(t *testing.T) {
 				}
 			})
 
+			t.Run("large data applies once and reads back whole", func(t *testing.T) {
+				rdb := b.new(t)
+				s := newStore(t, rdb, nil)
+				ctx := context.Background()
+				// 1,200 bytes is the most kept in 60-byte chunks; 300 KB would be
+				// thousands of chunks, past what Lua's unpack takes in one HSET.
+				for _, size := range []int{1192, 1193, 300_000} { // 1,200 and 1,201 bytes of data, and 300 KB
+					id := fmt.Sprintf("big%d", size)
+					tr := start(id)
+					tr.Data = []byte(`{"x":"` + strings.Repeat("a", size) + `"}`)
+					tr.Effect = count.Call([]string{"creates:" + id})
+					first, err := s.Apply(ctx, tr)
+					if err != nil || !first.Applied || string(first.Reply.Data) != string(tr.Data) {
+						t.Fatalf("%d bytes: %v, applied %v, reply %d bytes", len(tr.Data), err, first.Applied, len(first.Reply.Data))
+					}
+					again := mustApply(t, s, tr)
+					if !again.Duplicate || string(again.Reply.Data) != string(tr.Data) {
+						t.Fatalf("%d bytes, redelivered: duplicate %v, reply %d bytes", len(tr.Data), again.Duplicate, len(again.Reply.Data))
+					}
+					if n, _ := rdb.Get(ctx, "creates:"+id).Int(); n != 1 {
+						t.Fatalf("%d bytes: effect ran %d times", len(tr.Data), n)
+					}
+					if st := mustGet(t, s, id); string(st.Data) != string(tr.Data) {
+						t.Fatalf("%d bytes: read back %d bytes", len(tr.Data), len(st.Data))
+					}
+				}
+			})
+
 			t.Run("business failure takes the failure outcome with the effect's reason", func(t *testing.T) {
 				rdb := b.new(t)
 				s := newStore(t, rdb, nil)
@@ -374,6 +402,45 @@ func TestRedisDownIsTransient(t *testing.T) {
 			t.Fatalf("still failing after restart: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A server out of memory (maxmemory with noeviction) answers 503, like one
+// that is down: the Broker retries, and the event applies once memory is
+// back.
+func TestRedisOutOfMemoryIsTransient(t *testing.T) {
+	rdb := testredis.Start(t).Client(t)
+	s := newStore(t, rdb, nil)
+	ctx := context.Background()
+	if err := rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Apply(ctx, start("oom"))
+	if saga.Code(err) != saga.ETransient || saga.StatusCode(err) != 503 {
+		t.Fatalf("err %v (code %q, HTTP %d), want transient", err, saga.Code(err), saga.StatusCode(err))
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r := mustApply(t, s, start("oom")); !r.Applied || r.Version != 1 {
+		t.Fatalf("after memory is back: %+v", r)
+	}
+}
+
+// A create without a deadline is refused before it reaches Redis: the
+// script would give the saga a one-second expiry and index it as overdue
+// since 1970.
+func TestCreateNeedsADeadline(t *testing.T) {
+	rdb := testredis.Start(t).Client(t)
+	s := newStore(t, rdb, nil)
+	tr := start("nodl")
+	tr.Deadline = time.Time{}
+	_, err := s.Apply(context.Background(), tr)
+	if err == nil || saga.Code(err) != saga.EInternal || !strings.Contains(err.Error(), "needs a Deadline") {
+		t.Fatalf("err %v (code %q), want an internal error naming the deadline", err, saga.Code(err))
+	}
+	if n := rdb.Exists(context.Background(), redisstore.Key("nodl")).Val(); n != 0 {
+		t.Fatalf("the saga was written")
 	}
 }
 

@@ -25,7 +25,8 @@ type Transition struct {
 	EventSource, EventID, EventType string
 
 	// Create starts the saga: it must not exist yet. Data and Deadline are
-	// stored with it.
+	// stored with it; Deadline is required (the saga is overdue after it and
+	// expires the store's retention after it).
 	Create   bool
 	Data     []byte
 	Deadline time.Time
