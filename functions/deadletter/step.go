@@ -143,7 +143,8 @@ func (d *deadLetters) handle(ctx context.Context, e event.Event) (*event.Event, 
 }
 
 // transition decides what a dead letter does to the saga: a compensation
-// that could not be delivered marks it compensation_failed; a forward step
+// that could not be delivered, of a step still on the compensation stack,
+// marks it compensation_failed; a forward step
 // with a failure event that has not run fails it, at the dead-lettered
 // event's version (compare-and-set). It reports false for anything else.
 func (d *deadLetters) transition(st saga.State, e event.Event, step ordersaga.StepDef, compensation bool, version int64) (saga.Transition, bool) {
@@ -151,8 +152,12 @@ func (d *deadLetters) transition(st saga.State, e event.Event, step ordersaga.St
 	keys, args := keepArgs(e)
 	t := saga.Transition{Step: step.Name, ExpectVersion: saga.AnyVersion, Effect: record.Call(keys, args...)}
 	switch {
-	case compensation && (st.Status == saga.StatusCompensating || st.Status == saga.StatusCompensationFailed):
+	case compensation && (st.Status == saga.StatusCompensating || st.Status == saga.StatusCompensationFailed) &&
+		slices.Contains(st.Compensate, step.Name):
+		// The step is still to be undone (another delivery of its
+		// compensation, e.g. the sweeper's, may have undone it already).
 		t.Allow = []saga.Status{saga.StatusCompensating, saga.StatusCompensationFailed}
+		t.ExpectVersion = st.Version // as read: it must not be undone meanwhile
 		t.OnSuccess = saga.Outcome{Outcome: "compensation_failed", Status: saga.StatusCompensationFailed, Reason: why}
 		return t, true
 	case !compensation && step.Failed != "" && st.Status == saga.StatusRunning && notRunYet(st, step, version):

@@ -100,6 +100,30 @@ func TestCompensationDeadLetteredMarksCompensationFailed(t *testing.T) {
 	}
 }
 
+// A compensation whose step was undone by another delivery (the sweeper
+// sends the awaited failure event again past the deadline) is only kept:
+// the saga goes on compensating instead of stopping at compensation_failed.
+func TestDeadLetterOfCompensationAlreadyDoneIsKept(t *testing.T) {
+	e := setup(t)
+	e.saga(t, "s9",
+		step{ordersaga.StepOrder, saga.Outcome{Outcome: "created", Compensable: true}},
+		step{ordersaga.StepPayment, saga.Outcome{Outcome: "authorized", Compensable: true}},
+		step{ordersaga.StepInventory, saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating}},
+		step{ordersaga.StepPayment, saga.Outcome{Outcome: "refunded", Compensates: ordersaga.StepPayment}})
+	// The first inventory.failed (version 3) never reached payment.
+	dl := deadLetter("stockfailed-1", ordersaga.StockFailed, "s9", 3, "http://payment.saga.svc.cluster.local", "503", "down")
+	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 || r.Reply != nil {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	st, _ := e.store.Get(context.Background(), "s9")
+	if st.Status != saga.StatusCompensating || st.Version != 4 || len(st.Compensate) != 1 {
+		t.Fatalf("saga %+v, want compensating at version 4 with [order] to undo", st)
+	}
+	if n := len(e.deadletters(t)); n != 1 {
+		t.Fatalf("%d dead-letter records, want 1", n)
+	}
+}
+
 func TestForwardStepDeadLetteredFailsTheSagaIntoCompensation(t *testing.T) {
 	e := setup(t)
 	e.saga(t, "s2",
