@@ -65,3 +65,9 @@ const (
 	StepInventory    = "inventory"
 	StepNotification = "notification"
 )
+
+// OutcomeCompensationFailed is the history outcome of a compensation that
+// could not be done: recorded by the dead-letter sink (retries exhausted)
+// or by the step itself (what it had to undo is gone). POST
+// /sagas/{id}/redrive resumes the newest one.
+const OutcomeCompensationFailed = "compensation_failed"

@@ -98,7 +98,13 @@ local ekeys, eargs = {}, {}
 for i = 3, #KEYS do ekeys[#ekeys + 1] = KEYS[i] end
 for i = 1, tonumber(ARGV[11]) do eargs[i] = ARGV[30 + i] end
 local code, o, freason = 'applied', 14, nil
-local res = effect(ekeys, eargs)
+-- a compensation of a step that is not on the stack has nothing to undo
+-- (the step never applied, or was undone already): its effect is not run
+local res = nil
+local undoes = ARGV[18]
+if undoes == '' or string.find(',' .. (cur[6] or '') .. ',', ',' .. undoes .. ',', 1, true) then
+  res = effect(ekeys, eargs)
+end
 if res ~= nil and res ~= true then
   if ARGV[22] ~= '1' then
     return redis.error_reply('ksaga: effect failed and the transition has no failure outcome: ' .. tostring(res))

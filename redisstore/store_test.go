@@ -126,6 +126,30 @@ func TestStore(t *testing.T) {
 				}
 			})
 
+			t.Run("a compensation runs its effect only while its step is on the stack", func(t *testing.T) {
+				rdb := b.new(t)
+				s := newStore(t, rdb, nil)
+				ctx := context.Background()
+				mustApply(t, s, start("u1")) // stack [order]
+				undo := func(eventID, step string) saga.Result {
+					return mustApply(t, s, saga.Transition{SagaID: "u1", EventSource: "/test", EventID: eventID, Step: step,
+						Effect: count.Call([]string{"undone:" + step}), OnSuccess: saga.Outcome{Outcome: "undone", Compensates: step}})
+				}
+				if r := undo("u-payment", "payment"); !r.Applied { // never applied: nothing to undo
+					t.Fatalf("undo payment: %+v", r)
+				}
+				undo("u-order", "order")
+				undo("u-order-again", "order") // another delivery of the compensation
+				for step, want := range map[string]int{"payment": 0, "order": 1} {
+					if n, _ := rdb.Get(ctx, "undone:"+step).Int(); n != want {
+						t.Errorf("%s: effect ran %d times, want %d", step, n, want)
+					}
+				}
+				if st := mustGet(t, s, "u1"); len(st.Compensate) != 0 || st.Version != 4 {
+					t.Fatalf("state %+v", st)
+				}
+			})
+
 			t.Run("large data applies once and reads back whole", func(t *testing.T) {
 				rdb := b.new(t)
 				s := newStore(t, rdb, nil)

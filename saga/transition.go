@@ -64,7 +64,11 @@ type Outcome struct {
 	// Compensable pushes the step onto the compensation stack: it must be
 	// undone if the saga fails later.
 	Compensable bool
-	// Compensates names the step this one undid; it leaves the stack.
+	// Compensates names the step this one undid; it leaves the stack. If the
+	// step is not on the stack (it never applied, or was undone already),
+	// there is nothing to undo: the Store does not run the transition's
+	// Effect, and the transition applies as usual. (Only the success
+	// outcome's Compensates counts for this.)
 	Compensates string
 	// Reply is the event to reply with; nil replies nothing.
 	Reply *Reply

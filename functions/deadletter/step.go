@@ -158,7 +158,7 @@ func (d *deadLetters) transition(st saga.State, e event.Event, step ordersaga.St
 		// compensation, e.g. the sweeper's, may have undone it already).
 		t.Allow = []saga.Status{saga.StatusCompensating, saga.StatusCompensationFailed}
 		t.ExpectVersion = st.Version // as read: it must not be undone meanwhile
-		t.OnSuccess = saga.Outcome{Outcome: "compensation_failed", Status: saga.StatusCompensationFailed, Reason: why}
+		t.OnSuccess = saga.Outcome{Outcome: ordersaga.OutcomeCompensationFailed, Status: saga.StatusCompensationFailed, Reason: why}
 		return t, true
 	case !compensation && step.Failed != "" && st.Status == saga.StatusRunning && notRunYet(st, step, version):
 		t.Allow = []saga.Status{saga.StatusRunning}

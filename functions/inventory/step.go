@@ -31,9 +31,14 @@ redis.call('EXPIRE', keys[1], args[2 * n + 1])
 `}
 
 // release puts a reservation back, once. keys: the reservation, then the
-// stock keys of args' SKUs.
+// stock keys of args' SKUs. The Store runs it only while inventory is on the
+// saga's compensation stack, so the stock was taken: without the record
+// (expired before a late redrive) it cannot be put back, and the release
+// fails loudly.
 var release = saga.EffectScript{Name: "inventory.release", Lua: `
-if redis.call('HGET', keys[1], '_status') ~= 'reserved' then return end
+local status = redis.call('HGET', keys[1], '_status')
+if status == 'released' then return end
+if status ~= 'reserved' then return 'no reservation record to release: it expired before the release' end
 for i = 2, #keys do
   local qty = redis.call('HGET', keys[1], args[i - 1])
   if qty then redis.call('INCRBY', keys[i], qty) end
@@ -131,5 +136,6 @@ func releaseAction(_ context.Context, in saga.Input) (saga.Transition, error) {
 		Effect: release.Call(keys, args...),
 		OnSuccess: saga.Outcome{Outcome: "released", Compensates: ordersaga.StepInventory,
 			Reply: &saga.Reply{Type: ordersaga.StockReleased}},
+		OnFailure: &saga.Outcome{Outcome: ordersaga.OutcomeCompensationFailed, Status: saga.StatusCompensationFailed},
 	}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,5 +126,28 @@ func TestReserveRefusedWhileCompensating(t *testing.T) {
 	r := e.post(t, "late", ordersaga.ReserveStock, "s3", 0, o)
 	if r.Status != 200 || r.Reply != nil || e.stock(t, "book") != 1000 {
 		t.Fatalf("late reserve: %d %q, stock %d", r.Status, r.Body, e.stock(t, "book"))
+	}
+}
+
+// A release whose reservation record is gone (it expired before a late
+// redrive) cannot put the stock back: the compensation fails, visibly.
+func TestReleaseWithoutItsRecordFailsTheCompensation(t *testing.T) {
+	e := setup(t)
+	o := e.startSaga(t, "s9", ordersaga.Item{SKU: "book", Qty: 5})
+	e.post(t, "ev1", ordersaga.ReserveStock, "s9", 2, o)
+	if _, err := e.Store.Apply(context.Background(), saga.Transition{SagaID: "s9", EventSource: "/t", EventID: "fail", Step: "later",
+		OnSuccess: saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.RDB.Del(context.Background(), ordersaga.ReservationKey("s9")).Err(); err != nil { // expired
+		t.Fatal(err)
+	}
+	r := e.post(t, "ev2", ordersaga.ReleaseStock, "s9", 4, o)
+	st, _ := e.Store.Get(context.Background(), "s9")
+	if r.Status != 200 || r.Reply != nil || st.Status != saga.StatusCompensationFailed || !strings.Contains(st.Reason, "no reservation record") {
+		t.Fatalf("%d %s: saga %s, reason %q", r.Status, r.Body, st.Status, st.Reason)
+	}
+	if got := e.stock(t, "book"); got != 995 {
+		t.Fatalf("stock %d: nothing may be put back without the record", got)
 	}
 }

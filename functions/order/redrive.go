@@ -24,9 +24,6 @@ import (
 // either mode (the event is the choreography event or the orchestrator's
 // command, whichever was dead-lettered).
 
-// outcomeCompensationFailed is the dead-letter sink's history outcome.
-const outcomeCompensationFailed = "compensation_failed"
-
 // outcomeRedriven is the history outcome of a redrive.
 const outcomeRedriven = "redriven"
 
@@ -46,7 +43,7 @@ func (a *api) redrive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// the newest failed compensation, and whether it was redriven since
-	failed, redriven := newest(st, outcomeCompensationFailed), newest(st, outcomeRedriven)
+	failed, redriven := newest(st, ordersaga.OutcomeCompensationFailed), newest(st, outcomeRedriven)
 	var again bool
 	switch {
 	case failed >= 0 && redriven < failed && st.Status == saga.StatusCompensationFailed:

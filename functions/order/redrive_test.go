@@ -21,7 +21,7 @@ func TestRedrive(t *testing.T) {
 	// the dead-letter sink, after io.ksaga.inventory.failed could not reach payment
 	e.apply(t, saga.Transition{SagaID: sagaID, EventType: ordersaga.StockFailed, Step: ordersaga.StepPayment, ExpectVersion: saga.AnyVersion,
 		Allow:     []saga.Status{saga.StatusCompensating},
-		OnSuccess: saga.Outcome{Outcome: outcomeCompensationFailed, Status: saga.StatusCompensationFailed, Reason: "payment down"}})
+		OnSuccess: saga.Outcome{Outcome: ordersaga.OutcomeCompensationFailed, Status: saga.StatusCompensationFailed, Reason: "payment down"}})
 	path := "/sagas/" + sagaID + "/redrive"
 
 	if r := e.request(t, http.MethodPost, path, "", nil); r.Status != http.StatusAccepted || r.Header.Get("Location") != "/sagas/"+sagaID {
@@ -59,7 +59,7 @@ func TestRedrive(t *testing.T) {
 	// it fails again, and an operator's later redrive is a new one
 	e.apply(t, saga.Transition{SagaID: sagaID, EventType: ordersaga.Cancel, Step: ordersaga.StepOrder, ExpectVersion: saga.AnyVersion,
 		Allow:     []saga.Status{saga.StatusCompensating},
-		OnSuccess: saga.Outcome{Outcome: outcomeCompensationFailed, Status: saga.StatusCompensationFailed, Reason: "order down"}})
+		OnSuccess: saga.Outcome{Outcome: ordersaga.OutcomeCompensationFailed, Status: saga.StatusCompensationFailed, Reason: "order down"}})
 	if r := e.request(t, http.MethodPost, path, "", nil); r.Status != http.StatusAccepted {
 		t.Fatalf("second redrive: %d %s", r.Status, r.Body)
 	}

@@ -22,10 +22,14 @@ redis.call('HSET', keys[2], 'amount_cents', args[1], 'user_id', args[2], 'status
 redis.call('EXPIRE', keys[2], args[3])
 `}
 
-// refund gives an authorised charge back, once; no charge, nothing to do.
-// keys: balance, charge.
+// refund gives an authorised charge back, once. keys: balance, charge.
+// The Store runs it only while payment is on the saga's compensation stack,
+// so the charge was made: without its record (expired before a late
+// redrive) the money cannot be returned, and the refund fails loudly.
 var refund = saga.EffectScript{Name: "payment.refund", Lua: `
-if redis.call('HGET', keys[2], 'status') ~= 'authorized' then return end
+local status = redis.call('HGET', keys[2], 'status')
+if status == 'refunded' then return end
+if status ~= 'authorized' then return 'no charge record to refund: it expired before the refund' end
 redis.call('INCRBY', keys[1], redis.call('HGET', keys[2], 'amount_cents'))
 redis.call('HSET', keys[2], 'status', 'refunded')
 `}
@@ -80,5 +84,6 @@ func refundAction(_ context.Context, in saga.Input) (saga.Transition, error) {
 		Effect: refund.Call([]string{ordersaga.BalanceKey(o.UserID), ordersaga.ChargeKey(in.SagaID)}),
 		OnSuccess: saga.Outcome{Outcome: "refunded", Compensates: ordersaga.StepPayment,
 			Reply: &saga.Reply{Type: ordersaga.PayRefunded}},
+		OnFailure: &saga.Outcome{Outcome: ordersaga.OutcomeCompensationFailed, Status: saga.StatusCompensationFailed},
 	}, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -136,5 +137,34 @@ func TestBadDataIs400(t *testing.T) {
 	r = fntest.Post(t, e.URL, fntest.Event("y", ordersaga.Created, ordersaga.Order{OrderID: "o"}, saga.ExtCorrelationID, "s"), false)
 	if r.Status != 400 {
 		t.Fatalf("zero total: status %d", r.Status)
+	}
+}
+
+// A refund whose charge record is gone (it expired before a late redrive)
+// cannot give the money back: the compensation fails, visibly, instead of
+// recording a refund that did not happen.
+func TestRefundWithoutItsChargeRecordFailsTheCompensation(t *testing.T) {
+	e := setup(t)
+	o := e.startSaga(t, "s3", 1, 9998)
+	e.post(t, "ev1", ordersaga.Created, "s3", 1, o) // alice is charged
+	if _, err := e.Store.Apply(context.Background(), saga.Transition{SagaID: "s3", EventSource: "/test", EventID: "inv", Step: ordersaga.StepInventory,
+		OnSuccess: saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating, Reason: "out of stock"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.RDB.Del(context.Background(), ordersaga.ChargeKey("s3")).Err(); err != nil { // expired
+		t.Fatal(err)
+	}
+	r := e.post(t, "ev2", ordersaga.StockFailed, "s3", 3, o)
+	if r.Status != 200 || r.Reply != nil {
+		t.Fatalf("%d %s, reply %v: want 200 and no refund reply", r.Status, r.Body, r.Reply)
+	}
+	st, _ := e.Store.Get(context.Background(), "s3")
+	last := st.Steps[len(st.Steps)-1]
+	if st.Status != saga.StatusCompensationFailed || last.Outcome != ordersaga.OutcomeCompensationFailed ||
+		!strings.Contains(st.Reason, "no charge record") || st.Compensate[0] != ordersaga.StepPayment {
+		t.Fatalf("saga %s, last step %+v, reason %q, stack %v", st.Status, last, st.Reason, st.Compensate)
+	}
+	if got := e.balance(t, 1); got != 100000-o.TotalCents {
+		t.Fatalf("balance %d: nothing may be refunded without the record", got)
 	}
 }
