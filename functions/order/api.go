@@ -206,12 +206,7 @@ func (a *api) postOrder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := a.sink.Send(ctx, e); err != nil {
-		if saga.Code(err) == saga.EInvalid { // the broker refused the command: not the client's fault
-			a.logger.ErrorContext(ctx, "broker refused the Create command", "error", err.Error())
-			writeJSON(w, http.StatusBadGateway, apiError{Error: "the broker refused the order"})
-			return
-		}
-		a.fail(w, r.WithContext(ctx), err)
+		a.failSend(w, r.WithContext(ctx), &e, err)
 		return
 	}
 	a.logger.InfoContext(ctx, "order accepted", "order_id", orderID, "ce_id", e.ID())
@@ -438,17 +433,18 @@ func (a *api) listSagas(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// failSend answers a failed publication of an event whose transition is
-// applied already: the request was right, so never 400. A broker refusing
-// the event is 502; anything else (503) is for the client to retry, which
-// sends the same event again.
+// failSend answers a failed publication of an event (a command, or one
+// whose transition is applied already): the request was right, so never
+// 400. A broker refusing the event is 502; anything else (503) is for the
+// client to retry, which sends the same event again. The broker's address
+// is only logged.
 func (a *api) failSend(w http.ResponseWriter, r *http.Request, e *event.Event, err error) {
 	if saga.Code(err) == saga.EInvalid {
 		a.logger.ErrorContext(r.Context(), "broker refused the event", "type", e.Type(), "error", err.Error())
 		writeJSON(w, http.StatusBadGateway, apiError{Error: "the broker refused the " + e.Type() + " event; retry once it accepts it"})
 		return
 	}
-	a.fail(w, r, err)
+	a.fail(w, r, saga.Transient(err, "the broker"))
 }
 
 // fail answers an error by its saga code: 503 (with Retry-After) for a

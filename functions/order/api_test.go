@@ -235,8 +235,13 @@ func TestPostOrderWithoutSink(t *testing.T) {
 func TestBrokerDown(t *testing.T) {
 	e := setup(t, map[string]string{"K_SINK": "http://127.0.0.1:1"}) // nothing listens on port 1
 	r := e.request(t, http.MethodPost, "/orders", `{"user_id": 1, "items": [{"sku": "book", "qty": 1}]}`, nil)
-	if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+	var body apiError
+	r.decode(t, &body)
+	if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" || body.Error != "the broker unavailable, retry later" {
 		t.Fatalf("broker down: %d %s", r.Status, r.Body)
+	}
+	if strings.Contains(string(r.Body), "127.0.0.1") { // the broker's address is only logged
+		t.Fatalf("the answer names the broker's address: %s", r.Body)
 	}
 }
 
