@@ -202,6 +202,24 @@ func TestFilters(t *testing.T) {
 // linear waits 0, d, 2d (kncloudevents' 0-based attempt numbers), no
 // policy → immediate retries; then the dead letter sink gets the original
 // event with the error extensions (§12.7).
+// A CESQL expression that parses but is not a boolean ("type") panics
+// Knative's filter at the first event. The broker must survive it: that
+// Trigger does not match, the others deliver, and later events go on.
+func TestNonBooleanCESQLDoesNotMatch(t *testing.T) {
+	e := newEnv(t)
+	e.run(brokers(nil),
+		trigger("sql", func(tr *eventingv1.Trigger) { tr.Spec.Filters = []eventingv1.SubscriptionsAPIFilter{{CESQL: "type"}} }),
+		trigger("other", onType("order")),
+	)
+	e.send(newEvent("order"))
+	e.send(newEvent("order"))
+	e.sink.wait(t, "/other", 2)
+	e.waitIdle()
+	if n := len(e.sink.got("/sql")); n != 0 {
+		t.Fatalf("the failing filter matched %d events", n)
+	}
+}
+
 func TestRetryBackoff(t *testing.T) {
 	const d = 100 * time.Millisecond
 	e := newEnv(t)

@@ -105,7 +105,7 @@ func (b *Broker) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("devbroker: trigger %s: %w", t.name, err)
 		}
-		rs.filters[i] = f
+		rs.filters[i] = safeFilter{inner: f, log: b.log, trigger: t.name.String()}
 	}
 
 	dctx, cancelDeliveries := context.WithCancel(context.WithoutCancel(ctx))

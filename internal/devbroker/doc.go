@@ -85,7 +85,11 @@
 // and no goroutine. A "not" whose operand fails to materialise is NoFilter
 // (Knative gives the same result but its Cleanup would dereference nil).
 // A CESQL expression that panics sdk-go's parser makes New fail; Knative's
-// webhook rejects such a Trigger.
+// webhook rejects such a Trigger. One that parses but does not evaluate to
+// a boolean ("cesql: type") panics Knative's filter at the first event: in
+// a cluster that ends one broker-filter request (retried, then
+// dead-lettered), here the event does not match that Trigger and the
+// broker logs the failure at error level.
 //
 // Extension values. Every extension is stored in its canonical string
 // form. In a cluster the ingress → channel → filter hops are binary-mode

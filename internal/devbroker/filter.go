@@ -3,6 +3,7 @@ package devbroker
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"go.uber.org/zap"
@@ -80,6 +81,30 @@ func materializeList(zl *zap.Logger, fs []eventingv1.SubscriptionsAPIFilter) []e
 	}
 	return out
 }
+
+// safeFilter turns a panic of a Trigger's filter into a non-match, logged
+// at error level. Knative's CESQL filter asserts that an expression's value
+// is a boolean, which a valid Trigger ("cesql: type") does not guarantee;
+// in a cluster the panic ends one broker-filter request, here it would end
+// the process, and again at every restart while the entry stays pending.
+type safeFilter struct {
+	inner   eventfilter.Filter
+	log     *slog.Logger
+	trigger string
+}
+
+func (f safeFilter) Filter(ctx context.Context, ev cloudevents.Event) (res eventfilter.FilterResult) {
+	defer func() {
+		if p := recover(); p != nil {
+			f.log.Error("devbroker: the trigger's filter failed on an event; it does not match",
+				slog.String("trigger", f.trigger), slog.String("id", ev.ID()), slog.String("type", ev.Type()), slog.Any("panic", p))
+			res = eventfilter.FailFilter
+		}
+	}()
+	return f.inner.Filter(ctx, ev)
+}
+
+func (f safeFilter) Cleanup() { f.inner.Cleanup() }
 
 // allOf has the results of Knative's allFilter: FailFilter as soon as one
 // operand fails, otherwise the result of the last operand (NoFilter when
