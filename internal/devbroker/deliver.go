@@ -29,6 +29,7 @@ type attempt struct {
 	eventType string
 	attempts  int
 	reply     *event.Event // parsed reply of the last 2xx response, if any
+	tooLarge  bool         // the last 2xx response's body exceeded the size limit
 }
 
 type attemptKey struct{}
@@ -51,11 +52,17 @@ func (b *Broker) checkRetry(rc kncloudevents.RetryConfig) kncloudevents.CheckRet
 		a, _ := ctx.Value(attemptKey{}).(*attempt)
 		if a != nil {
 			a.attempts++
-			a.reply = nil
+			a.reply, a.tooLarge = nil, false
 		}
 		if err == nil && resp != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
-			reply, bad := inspectResponse(ctx, resp)
+			reply, bad := inspectResponse(ctx, resp, b.maxBody)
 			switch {
+			case errors.Is(bad, errTooLarge):
+				// Not parsed (a cut structured event would look malformed):
+				// the 2xx stands, and deliver rejects the reply with 413.
+				if a != nil {
+					a.tooLarge = true
+				}
 			case bad != nil:
 				resp.StatusCode = http.StatusBadGateway
 				resp.Status = "502 Bad Gateway"
@@ -79,15 +86,21 @@ func (b *Broker) checkRetry(rc kncloudevents.RetryConfig) kncloudevents.CheckRet
 	}
 }
 
-// inspectResponse reads a 2xx response body (putting it back for
-// kncloudevents) and reports whether it is empty, a CloudEvent (returned)
-// or something else (bad).
-func inspectResponse(ctx context.Context, resp *http.Response) (reply *event.Event, bad error) {
-	body, err := io.ReadAll(resp.Body)
+// errTooLarge reports a response body over the broker's size limit.
+var errTooLarge = errors.New("response body exceeds the size limit")
+
+// inspectResponse reads a 2xx response body, at most maxBody+1 bytes
+// (putting it back for kncloudevents), and reports whether it is empty, a
+// CloudEvent (returned), over maxBody (errTooLarge) or something else (bad).
+func inspectResponse(ctx context.Context, resp *http.Response, maxBody int64) (reply *event.Event, bad error) {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	_ = resp.Body.Close()
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("read response body: %w", err)
+	}
+	if int64(len(body)) > maxBody {
+		return nil, errTooLarge
 	}
 	msg := cehttp.NewMessage(resp.Header, io.NopCloser(bytes.NewReader(body)))
 	if msg.ReadEncoding() == binding.EncodingUnknown {
@@ -134,9 +147,13 @@ func (b *Broker) deliver(rs *runState, e *entry, t *triggerState) {
 		if !b.deadLetter(ctx, e, t, l, t.subscriber.URL, code, body, err) {
 			return
 		}
-	case a.reply != nil:
+	case a.reply != nil || a.tooLarge:
 		b.obs.Delivered(l, info.code)
-		vals, code, rerr := b.admitReply(e, a.reply, info)
+		var vals []any
+		code, rerr := http.StatusRequestEntityTooLarge, fmt.Errorf("reply exceeds the %d byte limit", b.maxBody)
+		if !a.tooLarge {
+			vals, code, rerr = b.admitReply(e, a.reply, info)
+		}
 		if rerr != nil {
 			b.obs.Rejected(l, code)
 			if !b.deadLetter(ctx, e, t, l, e.br.ingressURL, code, []byte(rerr.Error()), rerr) {
@@ -160,11 +177,9 @@ func (b *Broker) deliver(rs *runState, e *entry, t *triggerState) {
 
 // admitReply puts the original TTL back on a reply and applies the ingress
 // rules to it. It returns the stream fields, or the code the ingress would
-// have answered (400, 413) and why.
+// have answered (400; an oversized reply, 413, is refused before parsing)
+// and why.
 func (b *Broker) admitReply(e *entry, reply *event.Event, info *sendResult) ([]any, int, error) {
-	if int64(len(info.body)) > b.maxBody {
-		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("reply of %d bytes exceeds the %d byte limit", len(info.body), b.maxBody)
-	}
 	if e.ttl != noTTL {
 		if err := knbroker.SetTTL(reply.Context, e.ttl); err != nil {
 			return nil, http.StatusBadRequest, fmt.Errorf("reply: set %s: %w", knbroker.TTLAttribute, err)

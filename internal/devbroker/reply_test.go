@@ -363,3 +363,45 @@ func TestDuplicateDeliveries(t *testing.T) {
 		t.Errorf("%d reply deliveries, want 12", n)
 	}
 }
+
+// A reply over MaxBodyBytes is refused like one the ingress would refuse:
+// dead letter code 413, after one call (413 is final), in binary mode and
+// in structured mode, whose cut-off JSON must not pass for a malformed
+// event (a 502, retried).
+func TestOversizedReplyIs413(t *testing.T) {
+	e := newEnv(t)
+	d := func() *eventingduckv1.DeliverySpec {
+		return delivery(2, eventingduckv1.BackoffPolicyLinear, "PT0.01S", "dls")
+	}
+	cfg := e.config(brokers(nil), []*eventingv1.Trigger{
+		trigger("bin", onType("bin"), withDelivery(d())),
+		trigger("json", onType("json"), withDelivery(d())),
+	})
+	cfg.MaxBodyBytes = 1024
+	e.start(cfg)
+	big := func() cloudevents.Event {
+		r := newEvent("big.reply")
+		_ = r.SetData(cloudevents.TextPlain, strings.Repeat("x", 4096))
+		return r
+	}
+	e.sink.on("/bin", func(w http.ResponseWriter, _ rec, _ int) { replyWith(w, big(), http.StatusOK) })
+	e.sink.on("/json", func(w http.ResponseWriter, _ rec, _ int) {
+		w.Header().Set("Content-Type", "application/cloudevents+json")
+		b, _ := big().MarshalJSON()
+		_, _ = w.Write(b)
+	})
+	e.send(newEvent("bin"))
+	e.send(newEvent("json"))
+	dls := e.sink.wait(t, "/dls", 2)
+	e.waitIdle()
+	for _, r := range dls {
+		if got := ext(t, r, "knativeerrorcode"); got != "413" {
+			t.Errorf("%s: knativeerrorcode %s, want 413", r.Event.Type(), got)
+		}
+	}
+	for _, p := range []string{"/bin", "/json"} {
+		if n := len(e.sink.got(p)); n != 1 {
+			t.Errorf("%s: subscriber called %d times, want 1", p, n)
+		}
+	}
+}
