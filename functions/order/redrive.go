@@ -81,9 +81,12 @@ func (a *api) redriveEvent(ctx context.Context, st saga.State, pos int, again bo
 	p := &saga.Participant{Source: ordersaga.SourceOrderAPI, Store: a.store, Logger: a.logger,
 		Actions: map[string]saga.Action{ordersaga.RedriveRequested: func(context.Context, saga.Input) (saga.Transition, error) {
 			return saga.Transition{
-				Step:      failed.Step,
-				Allow:     []saga.Status{saga.StatusCompensationFailed},
-				OnSuccess: saga.Outcome{Outcome: outcomeRedriven, Status: saga.StatusCompensating, Reply: &saga.Reply{Type: failed.EventType}},
+				Step:  failed.Step,
+				Allow: []saga.Status{saga.StatusCompensationFailed},
+				// The reason the saga compensates, not the dead letter's: the
+				// order is cancelled, and the customer told, with it.
+				OnSuccess: saga.Outcome{Outcome: outcomeRedriven, Status: saga.StatusCompensating, Reason: compensationReason(st),
+					Reply: &saga.Reply{Type: failed.EventType}},
 			}, nil
 		}}}
 	out, err := p.Handle(ctx, in)
@@ -91,4 +94,16 @@ func (a *api) redriveEvent(ctx context.Context, st saga.State, pos int, again bo
 		a.logger.WarnContext(ctx, "saga redriven", "step", failed.Step, "event", out.Type())
 	}
 	return out, err
+}
+
+// compensationReason is why the saga began to compensate: the reason of
+// its first history entry that has one, other than a failed compensation
+// or a redrive (those carry the dead letter's text).
+func compensationReason(st saga.State) string {
+	for _, s := range st.Steps {
+		if s.Reason != "" && s.Outcome != ordersaga.OutcomeCompensationFailed && s.Outcome != outcomeRedriven {
+			return s.Reason
+		}
+	}
+	return ""
 }

@@ -17,7 +17,8 @@ func TestRedrive(t *testing.T) {
 	e := setup(t, nil)
 	sagaID, o := e.create(t, "s1", bookOrder())
 	e.apply(t, saga.Transition{SagaID: sagaID, Step: ordersaga.StepPayment, OnSuccess: saga.Outcome{Outcome: "authorized", Compensable: true}})
-	e.apply(t, saga.Transition{SagaID: sagaID, Step: ordersaga.StepInventory, OnSuccess: saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating}})
+	e.apply(t, saga.Transition{SagaID: sagaID, Step: ordersaga.StepInventory, OnSuccess: saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating,
+		Reason: "insufficient stock for book"}})
 	// the dead-letter sink, after io.ksaga.inventory.failed could not reach payment
 	e.apply(t, saga.Transition{SagaID: sagaID, EventType: ordersaga.StockFailed, Step: ordersaga.StepPayment, ExpectVersion: saga.AnyVersion,
 		Allow:     []saga.Status{saga.StatusCompensating},
@@ -33,12 +34,18 @@ func TestRedrive(t *testing.T) {
 		t.Fatalf("%d events sent", len(got))
 	}
 	ev := got[0].Event
-	var data ordersaga.Order
-	if err := ev.DataAs(&data); err != nil || data.OrderID != o.OrderID {
+	var data struct {
+		ordersaga.Order
+		Reason string `json:"reason"`
+	}
+	// the business reason travels on, as it did with the first delivery,
+	// not the dead letter's text
+	if err := ev.DataAs(&data); err != nil || data.OrderID != o.OrderID || data.Reason != "insufficient stock for book" {
 		t.Fatalf("data %s: %v", ev.Data(), err)
 	}
 	if ev.Type() != ordersaga.StockFailed || saga.SagaIDOf(ev) != sagaID || ev.Extensions()[saga.ExtSagaVersion] != "5" ||
-		st.Status != saga.StatusCompensating || st.Steps[len(st.Steps)-1].Outcome != outcomeRedriven || st.Compensate[0] != ordersaga.StepPayment {
+		st.Status != saga.StatusCompensating || st.Steps[len(st.Steps)-1].Outcome != outcomeRedriven || st.Compensate[0] != ordersaga.StepPayment ||
+		st.Reason != "insufficient stock for book" {
 		t.Fatalf("sent %s; saga %+v", ev, st)
 	}
 
