@@ -222,6 +222,21 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 }
 
+// An order of free items only is refused at once: payment would refuse to
+// charge nothing, and the saga's first step would be dead-lettered.
+func TestPostOrderOfNothingToPay(t *testing.T) {
+	e := setup(t, nil)
+	if err := e.rdb.Set(t.Context(), ordersaga.CatalogKey("sample"), 0, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := e.request(t, http.MethodPost, "/orders", `{"user_id": 1, "items": [{"sku": "sample", "qty": 2}]}`, nil)
+	var body apiError
+	r.decode(t, &body)
+	if r.Status != http.StatusUnprocessableEntity || !strings.Contains(body.Error, "the order total is 0") || len(e.sink.Received()) != 0 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+}
+
 func TestPostOrderWithoutSink(t *testing.T) {
 	e := setup(t, map[string]string{"K_SINK": ""})
 	r := e.request(t, http.MethodPost, "/orders", `{"user_id": 1, "items": [{"sku": "book", "qty": 1}]}`, nil)

@@ -74,6 +74,12 @@ func (o *orders) quote(ctx context.Context, orderID string, req ordersaga.OrderR
 		q.Order.Items[i].PriceCents = prices[i]
 		q.Order.TotalCents += prices[i] * int64(it.Qty)
 	}
+	if len(q.Problems) == 0 && q.Order.TotalCents <= 0 {
+		// payment refuses to charge nothing (400), which would dead-letter
+		// the saga's first step: refuse the order here instead
+		q.Problems["items"] = "the order total must be positive"
+		q.reasons = append(q.reasons, "the order total is 0")
+	}
 	return q, nil
 }
 
