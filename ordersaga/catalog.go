@@ -66,8 +66,7 @@ const (
 	StepNotification = "notification"
 )
 
-// OutcomeCompensationFailed is the history outcome of a compensation that
-// could not be done: recorded by the dead-letter sink (retries exhausted)
-// or by the step itself (what it had to undo is gone). POST
+// OutcomeCompensationFailed is the history outcome the dead-letter sink
+// records for a compensation that ran out of retries. POST
 // /sagas/{id}/redrive resumes the newest one.
 const OutcomeCompensationFailed = "compensation_failed"
