@@ -166,8 +166,11 @@ func (d *deadLetters) transition(st saga.State, e event.Event, step ordersaga.St
 		if version == 0 {
 			t.ExpectVersion = st.Version // as read: nothing may run meanwhile
 		}
-		t.OnSuccess = saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating, Reason: why,
-			Reply: &saga.Reply{Type: step.Failed}}
+		// This reason reaches the customer (the order is cancelled, and the
+		// notification sent, with it): the destination, code and body stay
+		// in ksaga:deadletters and the log.
+		t.OnSuccess = saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating,
+			Reason: "the " + step.Name + " step could not be reached", Reply: &saga.Reply{Type: step.Failed}}
 		return t, true
 	}
 	return saga.Transition{}, false
