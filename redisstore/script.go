@@ -30,10 +30,11 @@ import "strings"
 // Compactness: a finished saga should cost well under 1 KiB. Redis keeps a
 // small hash as one listpack only while every value is at most
 // hash-max-listpack-value (64 bytes by default), so the data is stored in
-// 60-byte chunks; data of more than 20 chunks, which no listpack would hold
-// anyway, is one field (thousands of chunks would also overflow Lua's unpack
-// limit). Times inside history entries and replies are offsets (ms) from
-// ca; event types drop the "io.ksaga." prefix ("~").
+// 60-byte chunks, up to 64 of them (a listpack holds 128 fields: room is
+// left for the history); larger data is one field, since thousands of
+// chunks would overflow Lua's unpack limit. Times inside history entries and
+// replies are offsets (ms) from ca; event types drop the "io.ksaga." prefix
+// ("~").
 const transitionLua = `
 local function effect(keys, args)
 --EFFECT--
@@ -126,7 +127,7 @@ if create then
   st = 'running'
   local d = ARGV[7]
   local chunks, size = math.ceil(#d / 60), 60
-  if chunks > 20 then chunks, size = 1, #d end
+  if chunks > 64 then chunks, size = 1, #d end
   f = {'ca', now, 'dl', ARGV[8], 'dc', chunks}
   for i = 0, chunks - 1 do
     f[#f + 1] = 'd' .. i

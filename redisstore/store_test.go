@@ -154,9 +154,9 @@ func TestStore(t *testing.T) {
 				rdb := b.new(t)
 				s := newStore(t, rdb, nil)
 				ctx := context.Background()
-				// 1,200 bytes is the most kept in 60-byte chunks; 300 KB would be
+				// 3,840 bytes is the most kept in 60-byte chunks; 300 KB would be
 				// thousands of chunks, past what Lua's unpack takes in one HSET.
-				for _, size := range []int{1192, 1193, 300_000} { // 1,200 and 1,201 bytes of data, and 300 KB
+				for _, size := range []int{3832, 3833, 300_000} { // 3,840 and 3,841 bytes of data, and 300 KB
 					id := fmt.Sprintf("big%d", size)
 					tr := start(id)
 					tr.Data = []byte(`{"x":"` + strings.Repeat("a", size) + `"}`)
@@ -174,6 +174,10 @@ func TestStore(t *testing.T) {
 					}
 					if st := mustGet(t, s, id); string(st.Data) != string(tr.Data) {
 						t.Fatalf("%d bytes: read back %d bytes", len(tr.Data), len(st.Data))
+					}
+					// up to 64 chunks the hash stays compact
+					if enc := rdb.ObjectEncoding(ctx, redisstore.Key(id)).Val(); b.name == "redis-server" && len(tr.Data) <= 3840 && enc != "listpack" {
+						t.Fatalf("%d bytes: encoding %q, want listpack", len(tr.Data), enc)
 					}
 				}
 			})
