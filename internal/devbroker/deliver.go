@@ -90,8 +90,9 @@ func (b *Broker) checkRetry(rc kncloudevents.RetryConfig) kncloudevents.CheckRet
 var errTooLarge = errors.New("response body exceeds the size limit")
 
 // inspectResponse reads a 2xx response body, at most maxBody+1 bytes
-// (putting it back for kncloudevents), and reports whether it is empty, a
-// CloudEvent (returned), over maxBody (errTooLarge) or something else (bad).
+// (putting it back for kncloudevents), and reports whether it is empty, not
+// a CloudEvent (errNotAnEvent), a CloudEvent over maxBody (errTooLarge), a
+// CloudEvent (returned) or a malformed one (bad).
 func inspectResponse(ctx context.Context, resp *http.Response, maxBody int64) (reply *event.Event, bad error) {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	_ = resp.Body.Close()
@@ -99,15 +100,15 @@ func inspectResponse(ctx context.Context, resp *http.Response, maxBody int64) (r
 	if err != nil {
 		return nil, fmt.Errorf("read response body: %w", err)
 	}
-	if int64(len(body)) > maxBody {
-		return nil, errTooLarge
-	}
 	msg := cehttp.NewMessage(resp.Header, io.NopCloser(bytes.NewReader(body)))
-	if msg.ReadEncoding() == binding.EncodingUnknown {
+	if msg.ReadEncoding() == binding.EncodingUnknown { // whatever its size, as broker-filter
 		if len(body) > 0 {
 			return nil, errNotAnEvent
 		}
 		return nil, nil
+	}
+	if int64(len(body)) > maxBody {
+		return nil, errTooLarge
 	}
 	defer func() {
 		if p := recover(); p != nil {
