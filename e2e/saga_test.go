@@ -280,7 +280,7 @@ func TestStuckConfirmCompensates(t *testing.T) {
 		outcome string // of the confirm step, in the history
 		reason  string
 	}{
-		{"dead-lettered", nil, "failed", "503"},
+		{"dead-lettered", nil, "failed", "the order step could not be reached"}, // the customer's reason: no URL
 		{"past-deadline", []string{"--env", "KSAGA_SAGA_TIMEOUT=1s", "--env", "KSAGA_SWEEP_INTERVAL=100ms"}, "timed_out", "deadline"},
 	} {
 		for _, mode := range modes {

@@ -178,7 +178,9 @@ if compensable == '1' or compensates ~= '' then
     end
     cp = table.concat(list, ',')
   end
-  if compensable == '1' then
+  -- a step is on the stack once: a second application of its forward
+  -- transition (another event for it) made no second change to undo
+  if compensable == '1' and not string.find(',' .. cp .. ',', ',' .. step .. ',', 1, true) then
     if cp == '' then cp = step else cp = step .. ',' .. cp end
   end
   f[#f + 1] = 'cp'

@@ -150,6 +150,20 @@ func TestStore(t *testing.T) {
 				}
 			})
 
+			t.Run("a step is on the compensation stack once", func(t *testing.T) {
+				rdb := b.new(t)
+				s := newStore(t, rdb, nil)
+				rdb.Set(context.Background(), "bal:t", 100, 0)
+				mustApply(t, s, start("c1"))
+				mustApply(t, s, pay("c1", "p1", 10, "bal:t"))
+				again := pay("c1", "p2", 10, "bal:t") // another event for the same step, at any version
+				again.ExpectVersion = saga.AnyVersion
+				mustApply(t, s, again)
+				if st := mustGet(t, s, "c1"); fmt.Sprint(st.Compensate) != "[payment order]" {
+					t.Fatalf("compensation stack %v, want [payment order]: one undo per step", st.Compensate)
+				}
+			})
+
 			t.Run("large data applies once and reads back whole", func(t *testing.T) {
 				rdb := b.new(t)
 				s := newStore(t, rdb, nil)

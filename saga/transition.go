@@ -62,7 +62,9 @@ type Outcome struct {
 	Status  Status // the saga's new status; "" keeps it (a new saga starts running)
 	Reason  string // recorded as the saga's reason; an effect's failure reason overrides it
 	// Compensable pushes the step onto the compensation stack: it must be
-	// undone if the saga fails later.
+	// undone if the saga fails later. A step is on the stack once: applying
+	// its forward transition again does not push it again (its effect must
+	// then change nothing, as an idempotent effect does).
 	Compensable bool
 	// Compensates names the step this one undid; it leaves the stack. If the
 	// step is not on the stack (it never applied, or was undone already),

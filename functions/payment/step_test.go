@@ -145,7 +145,8 @@ func TestBadDataIs400(t *testing.T) {
 func TestRefundWithoutItsChargeRecordUsesTheOrder(t *testing.T) {
 	e := setup(t)
 	o := e.startSaga(t, "s3", 1, 9998)
-	e.post(t, "ev1", ordersaga.Created, "s3", 1, o) // alice is charged
+	e.post(t, "ev1", ordersaga.Created, "s3", 1, o)       // alice is charged
+	e.post(t, "cmd1", ordersaga.AuthorizePay, "s3", 0, o) // another event for the step, without a version: no second charge
 	if _, err := e.Store.Apply(context.Background(), saga.Transition{SagaID: "s3", EventSource: "/test", EventID: "inv", Step: ordersaga.StepInventory,
 		OnSuccess: saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating, Reason: "out of stock"}}); err != nil {
 		t.Fatal(err)
@@ -153,11 +154,11 @@ func TestRefundWithoutItsChargeRecordUsesTheOrder(t *testing.T) {
 	if err := e.RDB.Del(context.Background(), ordersaga.ChargeKey("s3")).Err(); err != nil { // expired
 		t.Fatal(err)
 	}
-	r := e.post(t, "ev2", ordersaga.StockFailed, "s3", 3, o)
+	r := e.post(t, "ev2", ordersaga.StockFailed, "s3", 4, o)
 	if r.Reply == nil || r.Reply.Type() != ordersaga.PayRefunded {
 		t.Fatalf("%d %s: want the refund reply", r.Status, r.Body)
 	}
-	e.post(t, "ev2", ordersaga.StockFailed, "s3", 3, o) // redelivery
+	e.post(t, "ev2", ordersaga.StockFailed, "s3", 4, o) // redelivery
 	e.post(t, "other", ordersaga.RefundPay, "s3", 0, o) // another refund request
 	if got := e.balance(t, 1); got != 100000 {
 		t.Fatalf("balance %d, want 100000: refunded once, from the order's total", got)
