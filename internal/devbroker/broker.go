@@ -299,7 +299,7 @@ func (b *Broker) newTrigger(ctx context.Context, cfg Config, index int, t *event
 	}
 	// Build the filters once to reject what Knative's webhook would
 	// (CESQL that panics the parser); Run builds the instances it uses.
-	f, err := buildFilter(b.zlog, t)
+	f, err := buildFilter(b.zlog, b.log, t)
 	if err != nil {
 		return nil, err
 	}

@@ -101,11 +101,11 @@ func (b *Broker) Run(ctx context.Context) error {
 		}
 	}()
 	for i, t := range b.triggers {
-		f, err := buildFilter(b.zlog, t.spec)
+		f, err := buildFilter(b.zlog, b.log, t.spec)
 		if err != nil {
 			return fmt.Errorf("devbroker: trigger %s: %w", t.name, err)
 		}
-		rs.filters[i] = safeFilter{inner: f, log: b.log, trigger: t.name.String()}
+		rs.filters[i] = f
 	}
 
 	dctx, cancelDeliveries := context.WithCancel(context.WithoutCancel(ctx))

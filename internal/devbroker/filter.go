@@ -18,7 +18,7 @@ import (
 // (broker/filter filterEvent): spec.filters wins over spec.filter entirely;
 // no filter matches everything. The CESQL parser of sdk-go/sql panics on
 // some syntax errors, so a panic becomes an error.
-func buildFilter(zl *zap.Logger, t *eventingv1.Trigger) (f eventfilter.Filter, err error) {
+func buildFilter(zl *zap.Logger, log *slog.Logger, t *eventingv1.Trigger) (f eventfilter.Filter, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			f, err = nil, fmt.Errorf("invalid filters: %v", r)
@@ -26,7 +26,7 @@ func buildFilter(zl *zap.Logger, t *eventingv1.Trigger) (f eventfilter.Filter, e
 	}()
 	switch {
 	case len(t.Spec.Filters) > 0:
-		return allOf(materializeList(zl, t.Spec.Filters)), nil
+		return allOf(materializeList(zl, log.With(slog.String("trigger", t.Namespace+"/"+t.Name)), t.Spec.Filters)), nil
 	case t.Spec.Filter != nil:
 		return attributes.NewAttributesFilter(t.Spec.Filter.Attributes), nil
 	default:
@@ -40,7 +40,7 @@ func buildFilter(zl *zap.Logger, t *eventingv1.Trigger) (f eventfilter.Filter, e
 // but Knative's notFilter.Cleanup would dereference the nil). As in
 // Knative, an element that fails to materialise (e.g. exact with an empty
 // value) is skipped.
-func materialize(zl *zap.Logger, f eventingv1.SubscriptionsAPIFilter) eventfilter.Filter {
+func materialize(zl *zap.Logger, log *slog.Logger, f eventingv1.SubscriptionsAPIFilter) eventfilter.Filter {
 	var (
 		out eventfilter.Filter
 		err error
@@ -53,17 +53,19 @@ func materialize(zl *zap.Logger, f eventingv1.SubscriptionsAPIFilter) eventfilte
 	case len(f.Suffix) > 0:
 		out, err = subscriptionsapi.NewSuffixFilter(f.Suffix)
 	case len(f.All) > 0:
-		out = allOf(materializeList(zl, f.All))
+		out = allOf(materializeList(zl, log, f.All))
 	case len(f.Any) > 0:
-		out = anyOf(materializeList(zl, f.Any))
+		out = anyOf(materializeList(zl, log, f.Any))
 	case f.Not != nil:
-		inner := materialize(zl, *f.Not)
+		inner := materialize(zl, log, *f.Not)
 		if inner == nil {
 			inner = subscriptionsapi.NewNoFilter()
 		}
 		out = subscriptionsapi.NewNotFilter(inner)
 	case f.CESQL != "":
-		out, err = subscriptionsapi.NewCESQLFilter(f.CESQL)
+		if out, err = subscriptionsapi.NewCESQLFilter(f.CESQL); err == nil {
+			out = safeCESQL{inner: out, log: log}
+		}
 	}
 	if err != nil {
 		zl.Debug("invalid filter expression, skipping it", zap.Error(err))
@@ -72,39 +74,40 @@ func materialize(zl *zap.Logger, f eventingv1.SubscriptionsAPIFilter) eventfilte
 	return out
 }
 
-func materializeList(zl *zap.Logger, fs []eventingv1.SubscriptionsAPIFilter) []eventfilter.Filter {
+func materializeList(zl *zap.Logger, log *slog.Logger, fs []eventingv1.SubscriptionsAPIFilter) []eventfilter.Filter {
 	out := make([]eventfilter.Filter, 0, len(fs))
 	for _, f := range fs {
-		if m := materialize(zl, f); m != nil {
+		if m := materialize(zl, log, f); m != nil {
 			out = append(out, m)
 		}
 	}
 	return out
 }
 
-// safeFilter turns a panic of a Trigger's filter into a non-match, logged
-// at error level. Knative's CESQL filter asserts that an expression's value
-// is a boolean, which a valid Trigger ("cesql: type") does not guarantee;
-// in a cluster the panic ends one broker-filter request, here it would end
-// the process, and again at every restart while the entry stays pending.
-type safeFilter struct {
-	inner   eventfilter.Filter
-	log     *slog.Logger
-	trigger string
+// safeCESQL turns a panic of Knative's CESQL filter into a non-match,
+// logged at error level. That filter asserts that an expression's value is
+// a boolean, which a valid Trigger ("cesql: type") does not guarantee; in a
+// cluster the panic ends one broker-filter request, here it would end the
+// process, and again at every restart while the entry stays pending. Only
+// CESQL filters are wrapped: the others cannot panic, and the hot path
+// keeps no defer for them.
+type safeCESQL struct {
+	inner eventfilter.Filter
+	log   *slog.Logger // with the trigger's name
 }
 
-func (f safeFilter) Filter(ctx context.Context, ev cloudevents.Event) (res eventfilter.FilterResult) {
+func (f safeCESQL) Filter(ctx context.Context, ev cloudevents.Event) (res eventfilter.FilterResult) {
 	defer func() {
 		if p := recover(); p != nil {
-			f.log.Error("devbroker: the trigger's filter failed on an event; it does not match",
-				slog.String("trigger", f.trigger), slog.String("id", ev.ID()), slog.String("type", ev.Type()), slog.Any("panic", p))
+			f.log.Error("devbroker: the trigger's CESQL filter failed on an event; it does not match",
+				slog.String("id", ev.ID()), slog.String("type", ev.Type()), slog.Any("panic", p))
 			res = eventfilter.FailFilter
 		}
 	}()
 	return f.inner.Filter(ctx, ev)
 }
 
-func (f safeFilter) Cleanup() { f.inner.Cleanup() }
+func (f safeCESQL) Cleanup() { f.inner.Cleanup() }
 
 // allOf has the results of Knative's allFilter: FailFilter as soon as one
 // operand fails, otherwise the result of the last operand (NoFilter when
