@@ -209,14 +209,20 @@ func TestNonBooleanCESQLDoesNotMatch(t *testing.T) {
 	e := newEnv(t)
 	e.run(brokers(nil),
 		trigger("sql", func(tr *eventingv1.Trigger) { tr.Spec.Filters = []eventingv1.SubscriptionsAPIFilter{{CESQL: "type"}} }),
+		// a "not" around the failing expression does not make it a match
+		trigger("notsql", func(tr *eventingv1.Trigger) {
+			tr.Spec.Filters = []eventingv1.SubscriptionsAPIFilter{{Not: &eventingv1.SubscriptionsAPIFilter{CESQL: "type"}}}
+		}),
 		trigger("other", onType("order")),
 	)
 	e.send(newEvent("order"))
 	e.send(newEvent("order"))
 	e.sink.wait(t, "/other", 2)
 	e.waitIdle()
-	if n := len(e.sink.got("/sql")); n != 0 {
-		t.Fatalf("the failing filter matched %d events", n)
+	for _, p := range []string{"/sql", "/notsql"} {
+		if n := len(e.sink.got(p)); n != 0 {
+			t.Fatalf("%s: the failing filter matched %d events", p, n)
+		}
 	}
 }
 

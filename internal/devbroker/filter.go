@@ -26,7 +26,11 @@ func buildFilter(zl *zap.Logger, log *slog.Logger, t *eventingv1.Trigger) (f eve
 	}()
 	switch {
 	case len(t.Spec.Filters) > 0:
-		return allOf(materializeList(zl, log.With(slog.String("trigger", t.Namespace+"/"+t.Name)), t.Spec.Filters)), nil
+		f := eventfilter.Filter(allOf(materializeList(zl, t.Spec.Filters)))
+		if hasCESQL(t.Spec.Filters) {
+			f = safeFilter{inner: f, log: log.With(slog.String("trigger", t.Namespace+"/"+t.Name))}
+		}
+		return f, nil
 	case t.Spec.Filter != nil:
 		return attributes.NewAttributesFilter(t.Spec.Filter.Attributes), nil
 	default:
@@ -40,7 +44,7 @@ func buildFilter(zl *zap.Logger, log *slog.Logger, t *eventingv1.Trigger) (f eve
 // but Knative's notFilter.Cleanup would dereference the nil). As in
 // Knative, an element that fails to materialise (e.g. exact with an empty
 // value) is skipped.
-func materialize(zl *zap.Logger, log *slog.Logger, f eventingv1.SubscriptionsAPIFilter) eventfilter.Filter {
+func materialize(zl *zap.Logger, f eventingv1.SubscriptionsAPIFilter) eventfilter.Filter {
 	var (
 		out eventfilter.Filter
 		err error
@@ -53,19 +57,17 @@ func materialize(zl *zap.Logger, log *slog.Logger, f eventingv1.SubscriptionsAPI
 	case len(f.Suffix) > 0:
 		out, err = subscriptionsapi.NewSuffixFilter(f.Suffix)
 	case len(f.All) > 0:
-		out = allOf(materializeList(zl, log, f.All))
+		out = allOf(materializeList(zl, f.All))
 	case len(f.Any) > 0:
-		out = anyOf(materializeList(zl, log, f.Any))
+		out = anyOf(materializeList(zl, f.Any))
 	case f.Not != nil:
-		inner := materialize(zl, log, *f.Not)
+		inner := materialize(zl, *f.Not)
 		if inner == nil {
 			inner = subscriptionsapi.NewNoFilter()
 		}
 		out = subscriptionsapi.NewNotFilter(inner)
 	case f.CESQL != "":
-		if out, err = subscriptionsapi.NewCESQLFilter(f.CESQL); err == nil {
-			out = safeCESQL{inner: out, log: log}
-		}
+		out, err = subscriptionsapi.NewCESQLFilter(f.CESQL)
 	}
 	if err != nil {
 		zl.Debug("invalid filter expression, skipping it", zap.Error(err))
@@ -74,32 +76,34 @@ func materialize(zl *zap.Logger, log *slog.Logger, f eventingv1.SubscriptionsAPI
 	return out
 }
 
-func materializeList(zl *zap.Logger, log *slog.Logger, fs []eventingv1.SubscriptionsAPIFilter) []eventfilter.Filter {
+func materializeList(zl *zap.Logger, fs []eventingv1.SubscriptionsAPIFilter) []eventfilter.Filter {
 	out := make([]eventfilter.Filter, 0, len(fs))
 	for _, f := range fs {
-		if m := materialize(zl, log, f); m != nil {
+		if m := materialize(zl, f); m != nil {
 			out = append(out, m)
 		}
 	}
 	return out
 }
 
-// safeCESQL turns a panic of Knative's CESQL filter into a non-match,
-// logged at error level. That filter asserts that an expression's value is
-// a boolean, which a valid Trigger ("cesql: type") does not guarantee; in a
-// cluster the panic ends one broker-filter request, here it would end the
-// process, and again at every restart while the entry stays pending. Only
-// CESQL filters are wrapped: the others cannot panic, and the hot path
-// keeps no defer for them.
-type safeCESQL struct {
+// safeFilter turns a panic of a Trigger's filter into a non-match of the
+// whole Trigger, logged at error level. Knative's CESQL filter asserts that
+// an expression's value is a boolean, which a valid Trigger ("cesql: type")
+// does not guarantee; in a cluster the panic ends one broker-filter request
+// (no delivery), here it would end the process, and again at every restart
+// while the entry stays pending. Only Triggers with a CESQL expression are
+// wrapped: the other filters cannot panic, and their hot path keeps no
+// defer. The whole Trigger is wrapped, not the expression, so that a "not"
+// around it cannot turn the failure into a match.
+type safeFilter struct {
 	inner eventfilter.Filter
-	log   *slog.Logger // with the trigger's name
+	log   *slog.Logger // with the Trigger's name
 }
 
-func (f safeCESQL) Filter(ctx context.Context, ev cloudevents.Event) (res eventfilter.FilterResult) {
+func (f safeFilter) Filter(ctx context.Context, ev cloudevents.Event) (res eventfilter.FilterResult) {
 	defer func() {
 		if p := recover(); p != nil {
-			f.log.Error("devbroker: the trigger's CESQL filter failed on an event; it does not match",
+			f.log.Error("devbroker: the trigger's filter failed on an event; it does not match",
 				slog.String("id", ev.ID()), slog.String("type", ev.Type()), slog.Any("panic", p))
 			res = eventfilter.FailFilter
 		}
@@ -107,7 +111,17 @@ func (f safeCESQL) Filter(ctx context.Context, ev cloudevents.Event) (res eventf
 	return f.inner.Filter(ctx, ev)
 }
 
-func (f safeCESQL) Cleanup() { f.inner.Cleanup() }
+func (f safeFilter) Cleanup() { f.inner.Cleanup() }
+
+// hasCESQL reports whether fs has a CESQL expression, at any depth.
+func hasCESQL(fs []eventingv1.SubscriptionsAPIFilter) bool {
+	for _, f := range fs {
+		if f.CESQL != "" || hasCESQL(f.All) || hasCESQL(f.Any) || (f.Not != nil && hasCESQL([]eventingv1.SubscriptionsAPIFilter{*f.Not})) {
+			return true
+		}
+	}
+	return false
+}
 
 // allOf has the results of Knative's allFilter: FailFilter as soon as one
 // operand fails, otherwise the result of the last operand (NoFilter when
