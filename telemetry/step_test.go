@@ -117,3 +117,12 @@ func TestStepObserver(t *testing.T) {
 		t.Errorf("without tracing, response traceparent %q, want the request's", got)
 	}
 }
+
+// OTEL_* header values are percent-decoded as the OTel SDK does (a path
+// unescape): a "+" in a token is a "+", not a space.
+func TestParseHeaders(t *testing.T) {
+	got := parseHeaders("Authorization=Basic dXNlcjpw+YXNz, x-team = a%20b ,broken")
+	if got["Authorization"] != "Basic dXNlcjpw+YXNz" || got["x-team"] != "a b" || len(got) != 2 {
+		t.Fatalf("%q", got)
+	}
+}

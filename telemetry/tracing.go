@@ -125,7 +125,7 @@ func parseHeaders(s string) map[string]string {
 		if !ok || strings.TrimSpace(k) == "" {
 			continue
 		}
-		if dv, err := url.QueryUnescape(strings.TrimSpace(v)); err == nil {
+		if dv, err := url.PathUnescape(strings.TrimSpace(v)); err == nil { // "+" stays "+", as in the OTel SDK
 			v = dv
 		}
 		out[strings.TrimSpace(k)] = v
