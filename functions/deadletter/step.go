@@ -70,17 +70,23 @@ type deadLetters struct {
 	logger *slog.Logger
 }
 
-func newStep(store saga.Store, rdb redis.UniversalClient, sink sender, def ordersaga.Definition, logger *slog.Logger) saga.Step {
-	d := &deadLetters{store: store, rdb: rdb, sink: sink, def: def, logger: logger}
-	return saga.StepFunc(d.handle)
+func newStep(store saga.Store, rdb redis.UniversalClient, sink sender, def ordersaga.Definition, logger *slog.Logger) *deadLetters {
+	return &deadLetters{store: store, rdb: rdb, sink: sink, def: def, logger: logger}
 }
 
-// handle faces the saga with one dead letter. Only a dead letter that
+// Handles reports the event types of the saga, which label the step's
+// metrics; any other type a sender dead-letters here counts as "other".
+func (d *deadLetters) Handles(eventType string) bool {
+	_, _, ok := d.def.Triggered(eventType)
+	return ok
+}
+
+// Handle faces the saga with one dead letter. Only a dead letter that
 // changes the saga's course (a compensation that failed, a forward step
 // that did not run) is a transition, recorded in the saga's history; any
 // other is only kept in the stream, so that it cannot move the saga's
 // version under a failure event or a redrive already on its way.
-func (d *deadLetters) handle(ctx context.Context, e event.Event) (*event.Event, error) {
+func (d *deadLetters) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
 	step, compensation, known := d.def.Triggered(e.Type())
 	sagaID := saga.SagaIDOf(e)
 	if !known || sagaID == "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -167,6 +168,16 @@ func TestDeadLetterWithoutSagaIsKept(t *testing.T) {
 	m := e.deadletters(t)
 	if len(m) != 1 || m[0].Values["type"] != "com.example.other" || m[0].Values["code"] != "400" {
 		t.Fatalf("%v", m)
+	}
+	// a type outside the saga is kept, but labels no metric series of its own
+	resp, err := http.Get(e.fn.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	if strings.Contains(string(b), "com.example.other") || !strings.Contains(string(b), `ksaga_step_events_total{outcome="acked",service="deadletter",type="other"} 2`) {
+		t.Fatalf("metrics:\n%s", b)
 	}
 }
 
