@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -84,7 +83,7 @@ func build(ctx context.Context, dir, binDir string, pkgs []string) (map[string]s
 			return nil, fmt.Errorf("build: go %s: %w\n%s", strings.Join(args, " "), err, strings.TrimSpace(outb.String()))
 		}
 		for _, p := range group {
-			bin := filepath.Join(gdir, path.Base(p)+exeSuffix())
+			bin := filepath.Join(gdir, binaryName(p)+exeSuffix())
 			if _, err := os.Stat(bin); err != nil {
 				return nil, fmt.Errorf("build: %s: %w", p, err)
 			}
@@ -129,7 +128,7 @@ func groupByBase(pkgs []string) [][]string {
 	var groups [][]string
 	var seen []map[string]bool
 	for _, p := range pkgs {
-		b := path.Base(p)
+		b := binaryName(p)
 		i := 0
 		for ; i < len(groups); i++ {
 			if !seen[i][b] {
@@ -144,4 +143,15 @@ func groupByBase(pkgs []string) [][]string {
 		seen[i][b] = true
 	}
 	return groups
+}
+
+// binaryName is the name `go build -o dir/` gives the main package p: its
+// last path element, or the one before a major version suffix ("/v2").
+func binaryName(p string) string {
+	elems := strings.Split(p, "/")
+	last := elems[len(elems)-1]
+	if len(elems) > 1 && len(last) > 1 && last[0] == 'v' && strings.Trim(last[1:], "0123456789") == "" {
+		return elems[len(elems)-2]
+	}
+	return last
 }

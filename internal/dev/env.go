@@ -274,7 +274,11 @@ func buildEnv(in envInput) (envResult, error) {
 	port := strconv.Itoa(in.Port)
 	env.set("PORT", port)
 	env.set("K_SERVICE", svc.Name)
-	env.set("K_REVISION", svc.Name+"-00001")
+	rev := svc.Spec.Template.Name // the revision's name, when the Service gives one
+	if rev == "" {
+		rev = svc.Name + "-00001"
+	}
+	env.set("K_REVISION", rev)
 	env.set("K_CONFIGURATION", svc.Name)
 	env.set("REDIS_URL", in.RedisURL)
 	env.set("LISTEN_ADDRESS", net.JoinHostPort("127.0.0.1", port))

@@ -113,6 +113,21 @@ func TestBuildEnv(t *testing.T) {
 	}
 }
 
+// A Service that names its revision (spec.template.metadata.name) gets
+// that name as K_REVISION, as Knative gives it.
+func TestBuildEnvNamedRevision(t *testing.T) {
+	set := loadTestdata(t, "testdata/env")
+	svc := set.Service("shop", "order")
+	svc.Spec.Template.Name = "order-v1"
+	res, err := buildEnv(envInput{Set: set, Service: svc, Port: 40001, Addrs: addressesOf(set, 9090), RedisURL: "redis://127.0.0.1:7777/0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := envMap(t, res.Env)["K_REVISION"]; got != "order-v1" {
+		t.Fatalf("K_REVISION = %q, want order-v1", got)
+	}
+}
+
 func TestBuildEnvSelectorSinkBindingAndFaults(t *testing.T) {
 	set := loadTestdata(t, "testdata/env")
 	res, err := buildEnv(envInput{

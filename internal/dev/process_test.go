@@ -208,9 +208,15 @@ func TestWaitReady(t *testing.T) {
 }
 
 func TestGroupByBase(t *testing.T) {
-	got := groupByBase([]string{"a/x/order", "b/order", "a/pay", "c/order", "a/users"})
-	want := [][]string{{"a/x/order", "a/pay", "a/users"}, {"b/order"}, {"c/order"}}
+	// a major version suffix is not the binary's name: b/order/v2 builds "order"
+	got := groupByBase([]string{"a/x/order", "b/order/v2", "a/pay", "c/order", "a/users", "v2"})
+	want := [][]string{{"a/x/order", "a/pay", "a/users", "v2"}, {"b/order/v2"}, {"c/order"}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("groupByBase = %v, want %v", got, want)
+	}
+	for p, name := range map[string]string{"example.com/cmd/hello/v2": "hello", "example.com/cmd/v2x": "v2x", "example.com/v": "v", "v3": "v3"} {
+		if got := binaryName(p); got != name {
+			t.Errorf("binaryName(%q) = %q, want %q", p, got, name)
+		}
 	}
 }
