@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -105,7 +106,10 @@ func span(s sdktrace.ReadOnlySpan) *tracepb.Span {
 		EndTimeUnixNano:        uint64(s.EndTime().UnixNano()),
 		Attributes:             keyValues(s.Attributes()),
 		DroppedAttributesCount: uint32(s.DroppedAttributes()),
+		DroppedEventsCount:     uint32(s.DroppedEvents()),
+		DroppedLinksCount:      uint32(s.DroppedLinks()),
 		Status:                 &tracepb.Status{Message: s.Status().Description},
+		Flags:                  spanFlags(sc.TraceFlags(), s.Parent()),
 	}
 	if p := s.Parent(); p.IsValid() {
 		psid := p.SpanID()
@@ -120,13 +124,27 @@ func span(s sdktrace.ReadOnlySpan) *tracepb.Span {
 	for _, ev := range s.Events() {
 		out.Events = append(out.Events, &tracepb.Span_Event{
 			TimeUnixNano: uint64(ev.Time.UnixNano()), Name: ev.Name, Attributes: keyValues(ev.Attributes),
+			DroppedAttributesCount: uint32(ev.DroppedAttributeCount),
 		})
 	}
 	for _, l := range s.Links() {
 		ltid, lsid := l.SpanContext.TraceID(), l.SpanContext.SpanID()
-		out.Links = append(out.Links, &tracepb.Span_Link{TraceId: ltid[:], SpanId: lsid[:], Attributes: keyValues(l.Attributes)})
+		out.Links = append(out.Links, &tracepb.Span_Link{TraceId: ltid[:], SpanId: lsid[:],
+			Attributes: keyValues(l.Attributes), DroppedAttributesCount: uint32(l.DroppedAttributeCount),
+			Flags: spanFlags(l.SpanContext.TraceFlags(), l.SpanContext)})
 	}
 	return out
+}
+
+// spanFlags are OTLP's span (or link) flags: the W3C trace flags, and
+// whether the parent (or linked) context came from another process, which
+// is how a backend sees that a step's span continues a trace across a hop.
+func spanFlags(tf trace.TraceFlags, parent trace.SpanContext) uint32 {
+	flags := uint32(tf) | uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK)
+	if parent.IsRemote() {
+		flags |= uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK)
+	}
+	return flags
 }
 
 func keyValues(attrs []attribute.KeyValue) []*commonpb.KeyValue {
