@@ -319,6 +319,11 @@ func checkBroker(t *testing.T, set *manifest.Set, broker string, componentsAppli
 		if cfg.Kind != "ConfigMap" || cfg.Name != "config-br-default-channel" || cfg.Namespace != "knative-eventing" {
 			t.Errorf("spec.config = %+v, want knative-eventing/config-br-default-channel", cfg)
 		}
+		// the channel answers 202 once it has the event, not after the
+		// whole synchronous chain of replies (a saga's length)
+		if v := br.Annotations["messaging.knative.dev/async-handler"]; v != "true" {
+			t.Errorf("messaging.knative.dev/async-handler = %q, want \"true\"", v)
+		}
 	case "kafka":
 		cm := set.ConfigMap(cfg.Namespace, cfg.Name)
 		if cfg.Kind != "ConfigMap" || cfg.APIVersion != "v1" || cm == nil {

@@ -70,6 +70,7 @@ type knModel struct {
 	applied  []string // files and folders given to kubectl apply, in order
 	objects  []any    // Services, Brokers, Triggers, in creation order
 	triggers map[string]*eventingv1.Trigger
+	brokers  map[string]*eventingv1.Broker
 	log      []string // one line per command, for order checks
 }
 
@@ -374,6 +375,10 @@ func (m *knModel) broker(args []string) error {
 	}
 	b.Spec.Delivery = d
 	m.objects = append(m.objects, b)
+	if m.brokers == nil {
+		m.brokers = make(map[string]*eventingv1.Broker)
+	}
+	m.brokers[b.Name] = b
 	return nil
 }
 
@@ -443,26 +448,38 @@ func (m *knModel) apply(args []string) error {
 // patch applies kubectl patch trigger NAME -n NS --type merge -p JSON (an
 // RFC 7386 merge patch) to a Trigger created before.
 func (m *knModel) patch(args []string) error {
-	if len(args) != 8 || args[0] != "trigger" || args[2] != "-n" || args[4] != "--type" || args[5] != "merge" || args[6] != "-p" {
-		return fmt.Errorf("only `kubectl patch trigger NAME -n NS --type merge -p JSON` is modelled")
+	if len(args) != 8 || (args[0] != "trigger" && args[0] != "broker") || args[2] != "-n" || args[4] != "--type" || args[5] != "merge" || args[6] != "-p" {
+		return fmt.Errorf("only `kubectl patch trigger|broker NAME -n NS --type merge -p JSON` is modelled")
+	}
+	if args[0] == "broker" {
+		b := m.brokers[args[1]]
+		if b == nil || b.Namespace != args[3] {
+			return fmt.Errorf("patch of Broker %s/%s, which kn has not created", args[3], args[1])
+		}
+		return mergePatch(b, args[7])
 	}
 	tr := m.triggers[args[1]]
 	if tr == nil || tr.Namespace != args[3] {
 		return fmt.Errorf("patch of Trigger %s/%s, which kn has not created", args[3], args[1])
 	}
-	orig, err := json.Marshal(tr)
+	return mergePatch(tr, args[7])
+}
+
+// mergePatch applies a JSON merge patch to o in place.
+func mergePatch[T any](o *T, patch string) error {
+	orig, err := json.Marshal(o)
 	if err != nil {
 		return err
 	}
-	patched, err := jsonpatch.MergePatch(orig, []byte(args[7]))
+	patched, err := jsonpatch.MergePatch(orig, []byte(patch))
 	if err != nil {
 		return err
 	}
-	var out eventingv1.Trigger
+	var out T
 	if err := json.Unmarshal(patched, &out); err != nil {
 		return err
 	}
-	*tr = out
+	*o = out
 	return nil
 }
 
