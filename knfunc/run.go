@@ -122,10 +122,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 			step = WithFaults(step, rdb, cfg.Service)
 		}
 		obs := &telemetry.StepObserver{Service: cfg.Service, Metrics: env.Metrics, Tracer: tracing.Provider.Tracer("github.com/ksaga/ksaga/knfunc")}
-		// Metrics label event types the step declares; a step that
-		// declares none labels every type "other", so a sender cannot grow
-		// the series without bound.
-		obs.Known = func(string) bool { return false }
+		// metrics label the event types the step declares, "other" for the rest
 		if h, ok := fn.Step.(interface{ Handles(string) bool }); ok {
 			obs.Known = h.Handles
 		}

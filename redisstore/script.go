@@ -63,6 +63,10 @@ local function sagadata()
   end
   return table.concat(parts)
 end
+-- onstack reports whether the compensation stack list ("a,b") holds name
+local function onstack(list, name)
+  return string.find(',' .. list .. ',', ',' .. name .. ',', 1, true) ~= nil
+end
 local function short(t)
   if string.sub(t, 1, 9) == 'io.ksaga.' then return '~' .. string.sub(t, 10) end
   return t
@@ -103,7 +107,7 @@ local code, o, freason = 'applied', 14, nil
 -- (the step never applied, or was undone already): its effect is not run
 local res = nil
 local undoes = ARGV[18]
-if undoes == '' or string.find(',' .. (cur[6] or '') .. ',', ',' .. undoes .. ',', 1, true) then
+if undoes == '' or onstack(cur[6] or '', undoes) then
   res = effect(ekeys, eargs)
 end
 if res ~= nil and res ~= true then
@@ -180,7 +184,7 @@ if compensable == '1' or compensates ~= '' then
   end
   -- a step is on the stack once: a second application of its forward
   -- transition (another event for it) made no second change to undo
-  if compensable == '1' and not string.find(',' .. cp .. ',', ',' .. step .. ',', 1, true) then
+  if compensable == '1' and not onstack(cp, step) then
     if cp == '' then cp = step else cp = step .. ',' .. cp end
   end
   f[#f + 1] = 'cp'

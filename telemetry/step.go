@@ -22,12 +22,13 @@ type StepObserver struct {
 	Metrics *Metrics
 	Tracer  trace.Tracer
 	// Known reports the event types the step handles; others are labelled
-	// "other" so a sender cannot blow up the metrics' cardinality.
+	// "other" so a sender cannot blow up the metrics' cardinality. Nil
+	// labels every type "other".
 	Known func(eventType string) bool
 }
 
 func (o *StepObserver) typeLabel(t string) string {
-	if o.Known == nil || o.Known(t) {
+	if o.Known != nil && o.Known(t) {
 		return t
 	}
 	return "other"

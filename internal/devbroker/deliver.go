@@ -151,8 +151,11 @@ func (b *Broker) deliver(rs *runState, e *entry, t *triggerState) {
 	case a.reply != nil || a.tooLarge:
 		b.obs.Delivered(l, info.code)
 		var vals []any
-		code, rerr := http.StatusRequestEntityTooLarge, fmt.Errorf("reply exceeds the %d byte limit", b.maxBody)
-		if !a.tooLarge {
+		var code int
+		var rerr error
+		if a.tooLarge {
+			code, rerr = http.StatusRequestEntityTooLarge, fmt.Errorf("reply exceeds the %d byte limit", b.maxBody)
+		} else {
 			vals, code, rerr = b.admitReply(e, a.reply, info)
 		}
 		if rerr != nil {
