@@ -42,7 +42,8 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Retention is KSAGA_RETENTION: how long finished sagas are kept (default 24h).
 	Retention time.Duration
-	// SagaTimeout is KSAGA_SAGA_TIMEOUT: a new saga's deadline (default 5m).
+	// SagaTimeout is KSAGA_SAGA_TIMEOUT: overrides the saga definition's
+	// timeout for the sagas this function starts (default: the definition's).
 	SagaTimeout time.Duration
 	// MaxBodyBytes is KSAGA_MAX_BODY_BYTES: larger requests get 413 (default 4 MiB).
 	MaxBodyBytes int64
@@ -55,7 +56,7 @@ type Config struct {
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c := Config{
 		Port: 8080, RedisURL: "redis://127.0.0.1:6379/0", ShutdownTimeout: 30 * time.Second,
-		Retention: 24 * time.Hour, SagaTimeout: 5 * time.Minute, MaxBodyBytes: 4 << 20,
+		Retention: 24 * time.Hour, MaxBodyBytes: 4 << 20,
 		Service: getenv("K_SERVICE"), Revision: getenv("K_REVISION"), Configuration: getenv("K_CONFIGURATION"),
 		Sink: getenv("K_SINK"), ListenAddress: getenv("LISTEN_ADDRESS"),
 	}

@@ -25,24 +25,37 @@ type Env struct {
 	Config  Config
 	Getenv  func(string) string // for the function's own settings
 	Redis   redis.UniversalClient
+	Store   *redisstore.Store // saga records on Redis (Config.Retention)
 	Logger  *slog.Logger
 	Sink    *Sink              // nil without K_SINK
 	Metrics *telemetry.Metrics // served at GET /metrics; register the function's own collectors here
 	Tracing telemetry.Tracing  // from OTEL_*; a no-op provider without an endpoint
 }
 
-// NewStore returns a saga store on the function's Redis with the given
-// effects, its scripts loaded (a load failure is only logged: scripts are
-// loaded again on first use).
-func (e *Env) NewStore(ctx context.Context, effects ...saga.EffectScript) (*redisstore.Store, error) {
-	s, err := redisstore.New(e.Redis, redisstore.Options{Retention: e.Config.Retention, Effects: effects})
+// Source is the CloudEvents source of the events the function emits:
+// "/ksaga/<K_SERVICE>" (or "/ksaga/function" without K_SERVICE).
+func (e *Env) Source() string {
+	if e.Config.Service == "" {
+		return "/ksaga/function"
+	}
+	return "/ksaga/" + e.Config.Service
+}
+
+// Step returns a Function serving one step of a saga: a saga.Participant
+// running actions for def, its replies from Source, new sagas' deadlines
+// from def (or KSAGA_SAGA_TIMEOUT).
+func (e *Env) Step(def *saga.Definition, actions saga.Actions) (*Function, error) {
+	p, err := e.Participant(def, actions)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Load(ctx); err != nil {
-		e.Logger.Warn("could not load scripts at start; they will load on first use", "error", err.Error())
-	}
-	return s, nil
+	return &Function{Step: p}, nil
+}
+
+// Participant returns the saga.Participant of Step, for a function that
+// serves more than one step.
+func (e *Env) Participant(def *saga.Definition, actions saga.Actions) (*saga.Participant, error) {
+	return saga.NewParticipant(def, actions, saga.ParticipantOptions{Source: e.Source(), Store: e.Store, Logger: e.Logger, Timeout: e.Config.SagaTimeout})
 }
 
 // Function is what a setup returns: the step and, optionally, more routes.
@@ -91,7 +104,14 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 			logger.Warn("flush traces", "error", err.Error())
 		}
 	}()
-	env := &Env{Config: cfg, Getenv: getenv, Redis: rdb, Logger: logger, Metrics: telemetry.NewMetrics(), Tracing: tracing}
+	store, err := redisstore.New(rdb, redisstore.Options{Retention: cfg.Retention})
+	if err != nil {
+		return err
+	}
+	if err := store.Preload(ctx); err != nil {
+		logger.Warn("could not load scripts at start; they will load on first use", "error", err.Error())
+	}
+	env := &Env{Config: cfg, Getenv: getenv, Redis: rdb, Store: store, Logger: logger, Metrics: telemetry.NewMetrics(), Tracing: tracing}
 	if cfg.Sink != "" {
 		env.Sink = NewSink(cfg.Sink, cfg.CEOverrides)
 	}
@@ -132,6 +152,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 		mux.Handle("/", fn.Handler)
 	}
 	logger.Info("starting", "revision", cfg.Revision, "sink", cfg.Sink)
+	var h http.Handler = jsonErrors(mux)
 
 	serveCtx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -140,7 +161,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 		health.Drain()
 		stop()
 	}()
-	return Serve(serveCtx, cfg.ListenAddress, mux, ServeOptions{Logger: logger, ShutdownTimeout: cfg.ShutdownTimeout, HTTP2: fn.HTTP2})
+	return Serve(serveCtx, cfg.ListenAddress, h, ServeOptions{Logger: logger, ShutdownTimeout: cfg.ShutdownTimeout, HTTP2: fn.HTTP2})
 }
 
 // redisLogger adapts go-redis's internal logging to slog.
@@ -150,13 +171,13 @@ func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	r.l.WarnContext(ctx, "redis: "+strings.TrimSpace(fmt.Sprintf(format, v...)))
 }
 
-// Main is a function's main: it runs run with a context cancelled on
-// SIGTERM or SIGINT (how Knative stops a container), os.Getenv and
-// os.Stdout, and exits with status 1 and the error on stderr if run fails.
-// A function's run stays the testable entry point.
-func Main(run func(ctx context.Context, getenv func(string) string, stdout io.Writer) error) {
+// Main is a function's main: it runs the function built by setup (Run)
+// with a context cancelled on SIGTERM or SIGINT (how Knative stops a
+// container), os.Getenv and os.Stdout, and exits with status 1 and the
+// error on stderr if it fails. Tests call Run with setup.
+func Main(setup Setup) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Getenv, os.Stdout)
+	err := Run(ctx, os.Getenv, os.Stdout, setup)
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", filepath.Base(os.Args[0]), err)

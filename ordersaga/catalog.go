@@ -1,8 +1,9 @@
 // Package ordersaga is the reference order saga of ksaga: order → payment →
-// inventory → notification, with compensations (refund payment, cancel
-// order). It holds what the saga's functions share: the event catalogue, the
-// saga's data, the Redis key layout of each function's domain, the demo
-// fixture and the saga Definition that drives the orchestrator.
+// inventory → confirm, then a notification, with compensations (release
+// stock, refund payment, cancel order). It holds what the saga's functions
+// share: its Definition, its event catalogue, the saga's data and what
+// steps record, the Redis key layout of each function's domain, and the
+// demo fixture.
 package ordersaga
 
 // Event types (docs/protocol.md). Commands are imperative and are sent by
@@ -35,38 +36,8 @@ const (
 	NotificationSent = "io.ksaga.notification.sent"
 	SagaCompleted    = "io.ksaga.saga.completed"
 	SagaCompensated  = "io.ksaga.saga.compensated"
-
-	// The order function's own inputs when it aborts a running saga or
-	// redrives a failed compensation, never sent (docs/protocol.md): a
-	// saga's deadline passed (the sweeper), its order was cancelled (POST
-	// /orders/{id}/cancel), an operator redrives it (POST
-	// /sagas/{id}/redrive).
-	DeadlinePassed   = "io.ksaga.saga.deadlinepassed"
-	CancelRequested  = "io.ksaga.saga.cancelrequested"
-	RedriveRequested = "io.ksaga.saga.redriverequested"
 )
 
-// Sources of the events each function emits.
-const (
-	SourceOrder        = "/ksaga/order"
-	SourceOrderAPI     = "/ksaga/order/api" // Create commands made by POST /orders
-	SourcePayment      = "/ksaga/payment"
-	SourceInventory    = "/ksaga/inventory"
-	SourceNotification = "/ksaga/notification"
-	SourceOrchestrator = "/ksaga/orchestrator"
-	SourceDeadLetter   = "/ksaga/deadletter"
-	SourceSweeper      = "/ksaga/order/sweeper" // the deadline sweeper of the order function
-)
-
-// Step names, as recorded in the saga's history and compensation stack.
-const (
-	StepOrder        = "order"
-	StepPayment      = "payment"
-	StepInventory    = "inventory"
-	StepNotification = "notification"
-)
-
-// OutcomeCompensationFailed is the history outcome the dead-letter sink
-// records for a compensation that ran out of retries. POST
-// /sagas/{id}/redrive resumes the newest one.
-const OutcomeCompensationFailed = "compensation_failed"
+// SourceOrderAPI is the source of the Create commands POST /orders makes
+// (the order-api function's).
+const SourceOrderAPI = "/ksaga/order-api"

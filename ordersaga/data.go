@@ -62,8 +62,9 @@ func DecodeOrderRequest(b []byte) (OrderRequest, error) {
 	return r, nil
 }
 
-// Order is the saga's data: every event of the saga carries it (failure
-// events add "reason").
+// Order is the saga's data, recorded when the saga starts: what every
+// step acts on. Every event of the saga carries it as a notification
+// (failure events add "reason"); steps read it from the saga's record.
 type Order struct {
 	OrderID    string `json:"order_id"`
 	UserID     int32  `json:"user_id"`
@@ -76,4 +77,11 @@ type Order struct {
 func (o Order) Marshal() []byte {
 	b, _ := json.Marshal(o) // cannot fail: plain fields only
 	return b
+}
+
+// Charge is what the payment step records when it charges an order: its
+// refund gives back exactly this, to this user.
+type Charge struct {
+	UserID      int32 `json:"user_id"`
+	AmountCents int64 `json:"amount_cents"`
 }

@@ -2,53 +2,81 @@ package redisstore
 
 import "strings"
 
-// transitionLua is the one atomic operation of a step. A store builds one
-// script per registered effect by inserting the effect's body; all scripts
-// share this layout.
+// transitionLua is the one atomic operation of a change. The Store builds
+// one script per effect by inserting the effect's body; all share it.
 //
-// KEYS[1] the saga hash; KEYS[2] the active-saga index (a sorted set scored
-// by deadline; KEYS[1] again when the index is off); KEYS[3..] the effect's
-// keys.
-// ARGV: 1 dedupe field, 2 now (unix ms), 3 create (1/0), 4 expected version
-// (0 = any), 5 allowed statuses (",a,b,"), 6 step, 7 data (create),
-// 8 deadline (unix ms, create), 9 retention (s), 10 event type,
-// 11 number of effect args, 12 saga id, 13 index on (1/0); 14-21 the success
-// outcome and 22 (failure present 1/0) + 23-30 the failure outcome, each as:
-// outcome, status, reason, compensable (1/0), compensates, reply type, reply
-// data, reply uses the saga's data (1/0); 31.. the effect's args.
-// It returns {code, version, status, reason, reply type, reply time, reply
-// data, status before}.
+// Keys and arguments are passed by name (see call): ARGV holds name/value
+// pairs; a name is "<kind>.<name>", kind k (a key of the change: the value
+// is its position in KEYS), a (an argument of the change), K and A (the
+// effect's keys and arguments); a name ending in "[]" appends to a list.
+// The script reads them into the tables k, a, ek and ea.
 //
-// Saga hash fields: st status, v version, sp step, ca/ua created/updated (ms),
-// dl deadline (ms), dc + d0..d<dc-1> the data in chunks, rs reason, fs failed
-// step, cp compensation stack ("a,b", next first), n history length, l<i>
-// history entries ("at|step|outcome|type|reason"), x<v> the reason given at
-// version v (history entries and replies refer to it as "#<v>"), r<key>
-// stored replies ("version\31type\31time\31reason\31flag\31data"; flag "="
+// Keys: saga (the hash), created (every saga of the definition by
+// creation time), due (unfinished sagas by due time), s.<status> (one per
+// status), defs (the definitions seen), stats (recently finished), and
+// when set: key (the business key's index), dl and dlkept (a dead letter
+// and its marker).
+//
+// Arguments: dedupe (the event's dedupe field), now (unix ms), create,
+// accept, version, allow (",a,b,"), step, data, deadline (ms), retention
+// (s), saga (definition), id, key, trace, etype, eid, esrc, actor, fail, hasf,
+// and per move (prefix "s." success, "f." failure): outcome, status,
+// reason, fstep, push, pop, clear, output, type, rid, source, data, own (the
+// reply's data is the saga's), due (ms, 0 none); dead letter fields dl.*.
+//
+// It returns {code, version, status, reason, reply type, reply time,
+// reply data, status before, reply source}.
+//
+// Saga hash fields: sg definition, k business key, tr trace id, st status, v version,
+// sp step, ca/ua created/updated (ms), dl deadline (ms), du due (ms, 0
+// none), dc + d0..d<dc-1> the data in chunks, rs reason, fs failed step, cp
+// compensation stack ("a,b", next first), o.<step> a step's output, n
+// history length, l<i> history entries ("at|step|outcome|type|version|
+// flags", flags: r a reason is kept at x<version>, n a note), e<i> the
+// entry's event ("id\31source"), a<i> its actor, y<i> a note's reason, c<version> redeliveries of
+// the event applied at version, x<v> the reason given at version v, nx the
+// awaited event ("<reply field>\31<id>"), r<digest> stored replies
+// ("version\31type\31time\31reason ref\31flag\31source\31data"; flag "="
 // means the saga's data).
 //
-// Compactness: a finished saga should cost well under 1 KiB. Redis keeps a
+// Compactness: a finished saga should cost about 1 KiB. Redis keeps a
 // small hash as one listpack only while every value is at most
 // hash-max-listpack-value (64 bytes by default), so the data is stored in
-// 60-byte chunks, up to 64 of them (a listpack holds 128 fields: room is
-// left for the history); larger data is one field, since thousands of
-// chunks would overflow Lua's unpack limit. Times inside history entries and
-// replies are offsets (ms) from ca; event types drop the "io.ksaga." prefix
-// ("~").
+// 60-byte chunks, up to 64 of them; larger data is one field. Times inside
+// history entries and replies are offsets (ms) from ca; event types drop
+// the "io.ksaga." prefix ("~").
 const transitionLua = `
 local function effect(keys, args)
 --EFFECT--
 end
 
-local h = KEYS[1]
-local now = ARGV[2]
--- everything a transition reads, in one call
-local cur = redis.call('HMGET', h, ARGV[1], 'st', 'v', 'n', 'ca', 'cp', 'dc', 'd0', 'd1', 'd2', 'd3')
+local k, a, ek, ea = {}, {}, {}, {}
+do
+  local t = {k = k, a = a, K = ek, A = ea}
+  for i = 1, #ARGV, 2 do
+    local name, val = ARGV[i], ARGV[i + 1]
+    local kind = string.sub(name, 1, 1)
+    local tbl, key = t[kind], string.sub(name, 3)
+    if kind == 'k' or kind == 'K' then val = KEYS[tonumber(val)] end
+    if string.sub(key, -2) == '[]' then
+      key = string.sub(key, 1, -3)
+      local l = tbl[key]
+      if not l then l = {} tbl[key] = l end
+      l[#l + 1] = val
+    else
+      tbl[key] = val
+    end
+  end
+end
+
+local h = k.saga
+local now = tonumber(a.now)
+local cur = redis.call('HMGET', h, a.dedupe, 'st', 'v', 'n', 'ca', 'cp', 'dc', 'd0', 'd1', 'd2', 'd3', 'sg', 'dl')
 local st, v = cur[2], tonumber(cur[3] or '0')
 local prev = st
 
-local function ret(code, v, st, reason, rtype, rtime, rdata)
-  return {code, tostring(v), st or '', reason or '', rtype or '', rtime or '', rdata or '', prev or ''}
+local function ret(code, v, st, reason, rtype, rtime, rdata, rsrc)
+  return {code, tostring(v), st or '', reason or '', rtype or '', rtime or '', rdata or '', prev or '', rsrc or ''}
 end
 local function sagadata()
   local n = tonumber(cur[7] or '0')
@@ -63,157 +91,259 @@ local function sagadata()
   end
   return table.concat(parts)
 end
--- onstack reports whether the compensation stack list ("a,b") holds name
-local function onstack(list, name)
-  return string.find(',' .. list .. ',', ',' .. name .. ',', 1, true) ~= nil
-end
 local function short(t)
   if string.sub(t, 1, 9) == 'io.ksaga.' then return '~' .. string.sub(t, 10) end
   return t
 end
+local function terminal(s)
+  return s == 'completed' or s == 'compensated' or s == 'compensation_failed'
+end
 
+-- a redelivered event: its stored reply, and one more redelivery counted
 local stored = cur[1]
 if stored then
   local parts, start = {}, 1
-  for i = 1, 5 do
+  for i = 1, 6 do
     local j = string.find(stored, '\31', start, true)
     parts[i] = string.sub(stored, start, j - 1)
     start = j + 1
   end
+  redis.call('HINCRBY', h, 'c' .. parts[1], 1)
   local data = string.sub(stored, start)
   if parts[5] == '=' then data = sagadata() end
   local reason = parts[4]
-  if string.sub(reason, 1, 1) == '#' then reason = redis.call('HGET', h, 'x' .. string.sub(reason, 2)) or '' end
+  if reason ~= '' then reason = redis.call('HGET', h, 'x' .. reason) or '' end
   local rtype = parts[2]
   if string.sub(rtype, 1, 1) == '~' then rtype = 'io.ksaga.' .. string.sub(rtype, 2) end
   local rtime = parts[3]
   if rtime ~= '' then rtime = tostring(tonumber(cur[5]) + tonumber(rtime)) end
-  return ret('duplicate', parts[1], st, reason, rtype, rtime, data)
+  return ret('duplicate', parts[1], st, reason, rtype, rtime, data, parts[6])
 end
 
-if ARGV[3] == '1' then
-  if st then return ret('skipped:exists', v, st) end
-else
+local create = a.create == '1'
+local fresh = create and not st
+if create and st then
+  -- a saga recorded accepted runs its start once
+  if a.accept == '1' or st ~= 'accepted' then return ret('skipped:exists', v, st) end
+end
+if not fresh then
   if not st then return ret('skipped:unknown saga', 0, '') end
-  if ARGV[4] ~= '0' and tonumber(ARGV[4]) ~= v then return ret('skipped:version', v, st) end
-  if not string.find(ARGV[5], ',' .. st .. ',', 1, true) then return ret('skipped:status', v, st) end
+  if cur[12] ~= a.saga then return ret('skipped:saga', v, st) end
+  if tonumber(a.version) ~= v then return ret('skipped:version', v, st) end
+  if not string.find(a.allow, ',' .. st .. ',', 1, true) then return ret('skipped:status', v, st) end
 end
+local cp = cur[6] or ''
+local spop = a['s.pop']
+if spop ~= '' and string.match(cp, '^[^,]*') ~= spop then return ret('skipped:stack', v, st) end
 
-local ekeys, eargs = {}, {}
-for i = 3, #KEYS do ekeys[#ekeys + 1] = KEYS[i] end
-for i = 1, tonumber(ARGV[11]) do eargs[i] = ARGV[30 + i] end
-local code, o, freason = 'applied', 14, nil
--- a compensation of a step that is not on the stack has nothing to undo
--- (the step never applied, or was undone already): its effect is not run
-local res = nil
-local undoes = ARGV[18]
-if undoes == '' or onstack(cur[6] or '', undoes) then
-  res = effect(ekeys, eargs)
-end
+local code, m, freason = 'applied', 's.', nil
+local res = effect(ek, ea)
 if res ~= nil and res ~= true then
-  if ARGV[22] ~= '1' then
-    return redis.error_reply('ksaga: effect failed and the transition has no failure outcome: ' .. tostring(res))
+  freason = tostring(res)
+elseif a.fail == '1' then
+  freason = ''
+end
+if freason then
+  if a.hasf ~= '1' then
+    return redis.error_reply('ksaga: effect failed and the change has no failure outcome: ' .. freason)
   end
-  code, o, freason = 'failed', 23, tostring(res)
+  code, m = 'failed', 'f.'
 end
 
-local outcome, nst, reason = ARGV[o], ARGV[o + 1], ARGV[o + 2]
-if freason then reason = freason end
-local compensable, compensates = ARGV[o + 3], ARGV[o + 4]
-local rtype, rdata, usesaga = ARGV[o + 5], ARGV[o + 6], ARGV[o + 7]
-local step = ARGV[6]
-local create = ARGV[3] == '1'
+local function arg(name) return a[m .. name] end
+local outcome, nst, reason = arg('outcome'), arg('status'), arg('reason')
+if freason and freason ~= '' then reason = freason end
+local step = a.step
 
 v = v + 1
-local ca, n, cp = now, 0, ''
+local ca, n = now, 0
 local f = {}
-if create then
-  st = 'running'
-  local d = ARGV[7]
+if fresh then
+  local d = a.data
   local chunks, size = math.ceil(#d / 60), 60
   if chunks > 64 then chunks, size = 1, #d end
-  f = {'ca', now, 'dl', ARGV[8], 'dc', chunks}
+  f = {'ca', now, 'dl', a.deadline, 'dc', chunks, 'sg', a.saga}
   for i = 0, chunks - 1 do
     f[#f + 1] = 'd' .. i
     f[#f + 1] = string.sub(d, i * size + 1, (i + 1) * size)
   end
-  if usesaga == '1' then rdata = d end
+  if a.key ~= '' then
+    f[#f + 1] = 'k'
+    f[#f + 1] = a.key
+  end
+  if a.trace ~= '' then
+    f[#f + 1] = 'tr'
+    f[#f + 1] = a.trace
+  end
 else
-  ca, n, cp = cur[5], tonumber(cur[4] or '0'), cur[6] or ''
-  if usesaga == '1' then rdata = sagadata() end
+  ca, n = tonumber(cur[5]), tonumber(cur[4] or '0')
+  if create then -- the start of an accepted saga records the data it runs with
+    if a.trace ~= '' then f[#f + 1] = 'tr' f[#f + 1] = a.trace end
+    local d = a.data
+    local old = tonumber(cur[7] or '0')
+    local chunks, size = math.ceil(#d / 60), 60
+    if chunks > 64 then chunks, size = 1, #d end
+    f = {'dc', chunks}
+    for i = 0, chunks - 1 do
+      f[#f + 1] = 'd' .. i
+      f[#f + 1] = string.sub(d, i * size + 1, (i + 1) * size)
+    end
+    for i = chunks, old - 1 do redis.call('HDEL', h, 'd' .. i) end
+  end
+end
+if fresh and a.accept == '1' then
+  st = 'accepted'
+elseif fresh then
+  st = 'running'
 end
 if nst ~= '' then st = nst end
-local at = tostring(tonumber(now) - tonumber(ca))
-f[#f + 1] = 'st'
-f[#f + 1] = st
-f[#f + 1] = 'v'
-f[#f + 1] = v
-f[#f + 1] = 'ua'
-f[#f + 1] = now
-local rref = ''
+local at = tostring(now - ca)
+local function put(field, value)
+  f[#f + 1] = field
+  f[#f + 1] = value
+end
+put('st', st)
+put('v', v)
+put('ua', now)
+local flags = ''
 if reason ~= '' then
-  rref = '#' .. v
-  f[#f + 1] = 'x' .. v
-  f[#f + 1] = reason
-  f[#f + 1] = 'rs'
-  f[#f + 1] = reason
-  if step ~= '' then
-    f[#f + 1] = 'fs'
-    f[#f + 1] = step
-  end
+  flags = 'r'
+  put('x' .. v, reason)
+  put('rs', reason)
+  if arg('fstep') ~= '' then put('fs', arg('fstep')) elseif step ~= '' then put('fs', step) end
 end
 if step ~= '' then
   n = n + 1
-  f[#f + 1] = 'n'
-  f[#f + 1] = n
-  f[#f + 1] = 'l' .. n
-  f[#f + 1] = at .. '|' .. step .. '|' .. outcome .. '|' .. short(ARGV[10]) .. '|' .. rref
-  f[#f + 1] = 'sp'
-  f[#f + 1] = step
-elseif create then
-  f[#f + 1] = 'n'
-  f[#f + 1] = 0
+  put('n', n)
+  put('l' .. n, at .. '|' .. step .. '|' .. outcome .. '|' .. short(a.etype) .. '|' .. v .. '|' .. flags)
+  put('e' .. n, a.eid .. '\31' .. a.esrc)
+  if a.actor ~= '' then put('a' .. n, a.actor) end
+  put('sp', step)
+elseif fresh then
+  put('n', 0)
 end
-if compensable == '1' or compensates ~= '' then
-  if compensates ~= '' then
-    local list, removed = {}, false
-    for name in string.gmatch(cp, '[^,]+') do
-      if name == compensates and not removed then removed = true else list[#list + 1] = name end
-    end
-    cp = table.concat(list, ',')
+-- the compensation stack
+local pop, push = arg('pop'), arg('push') == '1'
+if pop ~= '' or push or arg('clear') == '1' then
+  if arg('clear') == '1' then
+    cp = ''
+  elseif pop ~= '' then
+    local j = string.find(cp, ',', 1, true)
+    if j then cp = string.sub(cp, j + 1) else cp = '' end
   end
-  -- a step is on the stack once: a second application of its forward
-  -- transition (another event for it) made no second change to undo
-  if compensable == '1' and not onstack(cp, step) then
+  if push and not string.find(',' .. cp .. ',', ',' .. step .. ',', 1, true) then
     if cp == '' then cp = step else cp = step .. ',' .. cp end
   end
-  f[#f + 1] = 'cp'
-  f[#f + 1] = cp
+  put('cp', cp)
 end
+if arg('output') ~= '' then put('o.' .. step, arg('output')) end
+-- the reply, stored for redeliveries, and awaited by the saga
+local rtype, rsrc, own = arg('type'), arg('source'), arg('own') == '1'
+local rdata = arg('data')
 local rtime, roff, flag, kept = '', '', 'd', rdata
-if rtype ~= '' then rtime, roff = now, at end
-if usesaga == '1' then flag, kept = '=', '' end
-f[#f + 1] = ARGV[1]
-f[#f + 1] = v .. '\31' .. short(rtype) .. '\31' .. roff .. '\31' .. rref .. '\31' .. flag .. '\31' .. kept
+if rtype ~= '' then rtime, roff = tostring(now), at end
+if own then
+  flag, kept = '=', ''
+  if fresh or create then rdata = a.data else rdata = sagadata() end
+end
+local rref = ''
+if reason ~= '' then rref = tostring(v) end
+put(a.dedupe, v .. '\31' .. short(rtype) .. '\31' .. roff .. '\31' .. rref .. '\31' .. flag .. '\31' .. rsrc .. '\31' .. kept)
+if rtype ~= '' then
+  put('nx', a.dedupe .. '\31' .. arg('rid'))
+else
+  redis.call('HDEL', h, 'nx')
+end
+local due = tonumber(arg('due'))
+if terminal(st) then due = 0 end
+if due > 0 or terminal(st) then put('du', due) end
 redis.call('HSET', h, unpack(f))
 
-if st == 'completed' or st == 'compensated' or st == 'compensation_failed' then
-  redis.call('EXPIRE', h, ARGV[9])
-  if ARGV[13] == '1' then redis.call('ZREM', KEYS[2], ARGV[12]) end
-elseif create then
-  local ttl = math.floor((tonumber(ARGV[8]) - tonumber(now)) / 1000) + tonumber(ARGV[9])
+-- indexes
+local id = a.id
+if prev ~= st then
+  if prev then redis.call('ZREM', k['s.' .. prev], id) end
+  local score = ca
+  if terminal(st) then score = now end
+  redis.call('ZADD', k['s.' .. st], score, id)
+end
+if due > 0 then
+  redis.call('ZADD', k.due, due, id)
+elseif terminal(st) then
+  redis.call('ZREM', k.due, id)
+end
+local retention = tonumber(a.retention)
+if fresh then
+  redis.call('ZADD', k.created, now, id)
+  redis.call('SADD', k.defs, a.saga)
+  local ttl = math.floor((tonumber(a.deadline) - now) / 1000) + retention
   if ttl < 1 then ttl = 1 end
   redis.call('EXPIRE', h, ttl)
-  if ARGV[13] == '1' then redis.call('ZADD', KEYS[2], ARGV[8], ARGV[12]) end
-elseif prev == 'completed' or prev == 'compensated' or prev == 'compensation_failed' then
-  -- unfinished again (a redriven compensation): indexed by its deadline,
-  -- or now if that is past (older entries are pruned as expired), and kept
-  -- until the retention after that, as a new saga is
-  local score = math.max(tonumber(redis.call('HGET', h, 'dl') or '0'), tonumber(now))
-  redis.call('EXPIRE', h, math.floor((score - tonumber(now)) / 1000) + tonumber(ARGV[9]))
-  if ARGV[13] == '1' then redis.call('ZADD', KEYS[2], score, ARGV[12]) end
+  if k.key then redis.call('SET', k.key, id, 'EX', ttl) end
 end
-return ret(code, v, st, reason, rtype, rtime, rdata)
+if terminal(st) and not terminal(prev) then
+  redis.call('EXPIRE', h, retention)
+  if k.key then redis.call('EXPIRE', k.key, retention) end
+  redis.call('LPUSH', k.stats, now .. ':' .. (now - ca) .. ':' .. st)
+  redis.call('LTRIM', k.stats, 0, 999)
+elseif prev and terminal(prev) and not terminal(st) then
+  -- unfinished again (a redriven compensation): kept until the retention
+  -- after its deadline, or after now if that is past
+  local score = math.max(tonumber(cur[13] or '0'), now)
+  local ttl = math.floor((score - now) / 1000) + retention
+  redis.call('EXPIRE', h, ttl)
+  if k.key then redis.call('EXPIRE', k.key, ttl) end
+end
+-- a dead letter recorded with the change
+if a['dl.id'] then
+  if redis.call('SET', k.dlkept, '1', 'NX', 'EX', a['dl.keep']) then
+    redis.call('XADD', k.dl, 'MAXLEN', '~', a['dl.max'], '*', 'saga_id', id, 'type', a.etype, 'id', a.eid,
+      'source', a.esrc, 'dest', a['dl.dest'], 'code', a['dl.code'], 'body', a['dl.body'], 'reason', a['dl.reason'],
+      'handling', a['dl.handling'], 'event', a['dl.event'])
+  end
+end
+return ret(code, v, st, reason, rtype, rtime, rdata, rsrc)
+`
+
+// noteLua appends an annotation to a saga's history without moving it.
+// keys: the saga hash; args: now (ms), step, outcome, event type, event
+// id, event source, actor, reason.
+const noteLua = `
+local h = KEYS[1]
+local cur = redis.call('HMGET', h, 'v', 'n', 'ca')
+if not cur[1] then return 0 end
+local n = tonumber(cur[2] or '0') + 1
+local t = ARGV[4]
+if string.sub(t, 1, 9) == 'io.ksaga.' then t = '~' .. string.sub(t, 10) end
+local flags = 'n'
+local f = {'n', n, 'l' .. n, (tonumber(ARGV[1]) - tonumber(cur[3])) .. '|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. t .. '|' .. cur[1] .. '|' .. flags,
+  'e' .. n, ARGV[5] .. '\31' .. ARGV[6]}
+if ARGV[7] ~= '' then f[#f + 1] = 'a' .. n f[#f + 1] = ARGV[7] end
+if ARGV[8] ~= '' then f[#f + 1] = 'y' .. n f[#f + 1] = ARGV[8] end
+redis.call('HSET', h, unpack(f))
+return 1
+`
+
+// rescheduleLua sets when the deadline sweeper looks at an unfinished
+// saga next, if it is still at the version read. keys: the saga hash, its
+// definition's due index; args: version, due (ms), saga id.
+const rescheduleLua = `
+local cur = redis.call('HMGET', KEYS[1], 'v', 'st')
+if cur[1] ~= ARGV[1] then return 0 end
+if cur[2] == 'completed' or cur[2] == 'compensated' or cur[2] == 'compensation_failed' then return 0 end
+redis.call('HSET', KEYS[1], 'du', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+`
+
+// keepDeadLetterLua records a dead letter once. keys: stream, marker;
+// args: marker TTL (s), max stream length, then field/value pairs.
+const keepDeadLetterLua = `
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+local f = {}
+for i = 3, #ARGV do f[#f + 1] = ARGV[i] end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(f))
+return 1
 `
 
 func transitionScript(effectLua string) string {

@@ -1,27 +1,42 @@
-// Package redisstore keeps saga state in Redis (github.com/redis/go-redis/v9).
+// Package redisstore keeps saga records in Redis (github.com/redis/go-redis/v9).
+// It is the only package that knows their layout.
 //
-// Each saga is one hash, "ksaga:{<sagaID>}": the hash tag puts every key of a
-// saga in one Redis Cluster slot. Each transition is one Lua script, loaded
-// once and called by SHA, that dedupes the incoming event, checks the saga's
-// version and status, runs the step's domain write, records the outcome and
-// stores the reply (see transitionLua for the layout).
+// Each saga is one hash, "ksaga:{<sagaID>}". Each change is one Lua script,
+// loaded once and called by SHA, that dedupes the incoming event, checks
+// the saga's definition, version, status and compensation stack, runs the
+// step's domain write (its Effect), records the outcome and what the step
+// produced, stores the reply the saga then waits on, and keeps the indexes
+// the generic operations read (see transitionLua for the layout):
 //
-// A step's domain keys (balances, stock) live under the step's own prefix and
-// are passed to the same script, so the domain write and the saga transition
-// are atomic. On Redis Cluster that requires the domain keys to share the
-// saga's slot; the reference saga's domain keys do not, so run it on a single
-// primary (optionally with Sentinel). See docs/deploy.md, "Redis".
+//	ksaga:{<id>}                 the saga's record (hash)
+//	ksaga:idx:defs               the definitions seen (set)
+//	ksaga:idx:<saga>:created     its sagas by creation time (sorted set)
+//	ksaga:idx:<saga>:due         unfinished sagas by due time (sorted set)
+//	ksaga:idx:<saga>:s:<status>  sagas by status: by creation time, or by
+//	                             end time for terminal statuses (sorted sets)
+//	ksaga:idx:<saga>:k:<key>     the saga id of a business key (string)
+//	ksaga:idx:<saga>:stats       the last 1,000 finished sagas (list)
+//	ksaga:dl                     dead letters (stream, capped)
+//	ksaga:dl:kept:<digest>       a dead letter's once-marker
+//	ksaga:dl:replayed            who replayed which dead letter (hash)
+//
+// A step's domain keys (balances, stock) live under the step's own prefix
+// and are passed to the same script, so the domain write and the saga's
+// change are atomic: this needs a single Redis primary (optionally with
+// Sentinel). See docs/deploy.md, "Redis".
 package redisstore
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -34,33 +49,36 @@ type Options struct {
 	// Retention is how long a finished saga is kept (default 24h). A saga that
 	// never finishes expires at its deadline plus Retention.
 	Retention time.Duration
-	// Effects are the domain writes transitions may call by name.
-	Effects []saga.EffectScript
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
-	// NoActiveIndex turns off the index of unfinished sagas (ActiveKey), a
-	// sorted set scored by deadline that in-flight and overdue metrics read.
-	// Turn it off on Redis Cluster: it is one key for all sagas.
-	NoActiveIndex bool
 }
-
-// ActiveKey is the sorted set of unfinished sagas, scored by deadline (ms).
-const ActiveKey = "ksaga:active"
 
 // Store is a saga.Store on Redis.
 type Store struct {
 	rdb       redis.UniversalClient
 	retention time.Duration
 	now       func() time.Time
-	scripts   map[string]*redis.Script // by effect name; "" = no effect
-	index     bool
+
+	mu      sync.Mutex
+	scripts map[string]effectScript // by effect name; "" = no effect
+}
+
+type effectScript struct {
+	lua    string
+	script *redis.Script
 }
 
 var _ saga.Store = (*Store)(nil)
 
-// New returns a Store. Call Load before serving to load its scripts.
+var (
+	noteScript       = redis.NewScript(noteLua)
+	rescheduleScript = redis.NewScript(rescheduleLua)
+	keepDLScript     = redis.NewScript(keepDeadLetterLua)
+)
+
+// New returns a Store.
 func New(rdb redis.UniversalClient, opts Options) (*Store, error) {
-	s := &Store{rdb: rdb, retention: opts.Retention, now: opts.Now, scripts: map[string]*redis.Script{}, index: !opts.NoActiveIndex}
+	s := &Store{rdb: rdb, retention: opts.Retention, now: opts.Now, scripts: map[string]effectScript{}}
 	if s.retention <= 0 {
 		s.retention = 24 * time.Hour
 	}
@@ -70,32 +88,64 @@ func New(rdb redis.UniversalClient, opts Options) (*Store, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.scripts[""] = redis.NewScript(transitionScript(""))
-	for _, e := range opts.Effects {
-		if e.Name == "" {
-			return nil, errors.New("redisstore: effect with no name")
-		}
-		if _, dup := s.scripts[e.Name]; dup {
-			return nil, fmt.Errorf("redisstore: effect %q registered twice", e.Name)
-		}
-		s.scripts[e.Name] = redis.NewScript(transitionScript(e.Lua))
-	}
+	s.scripts[""] = effectScript{script: redis.NewScript(transitionScript(""))}
 	return s, nil
 }
 
-// Load loads every script into Redis (SCRIPT LOAD), so transitions run by SHA
-// from the first call, and reports a Lua syntax error at start-up.
-func (s *Store) Load(ctx context.Context) error {
-	for name, sc := range s.scripts {
+// Preload loads the change scripts of the given effects (and of none)
+// into Redis (SCRIPT LOAD), so the first changes run by SHA, and reports a
+// Lua syntax error at start-up. Other scripts load on first use.
+func (s *Store) Preload(ctx context.Context, effects ...*saga.Effect) error {
+	for _, e := range append([]*saga.Effect{nil}, effects...) {
+		sc, err := s.script(e)
+		if err != nil {
+			return err
+		}
 		if err := sc.Load(ctx, s.rdb).Err(); err != nil {
-			return fmt.Errorf("load transition script %q: %w", name, err)
+			return fmt.Errorf("load change script: %w", err)
 		}
 	}
 	return nil
 }
 
-// Key is the Redis key of a saga's hash.
-func Key(sagaID string) string { return "ksaga:{" + sagaID + "}" }
+// script returns the change script running effect e (nil: none), built
+// on first use. An effect name must always come with the same body.
+func (s *Store) script(e *saga.Effect) (*redis.Script, error) {
+	name, lua := "", ""
+	if e != nil {
+		name, lua = e.Name, e.Lua
+		if name == "" {
+			return nil, errors.New("redisstore: an effect has no name")
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sc, ok := s.scripts[name]; ok {
+		if sc.lua != lua {
+			return nil, fmt.Errorf("redisstore: two effects named %q with different bodies", name)
+		}
+		return sc.script, nil
+	}
+	sc := effectScript{lua: lua, script: redis.NewScript(transitionScript(lua))}
+	s.scripts[name] = sc
+	return sc.script, nil
+}
+
+// Key layout (see the package doc).
+func sagaKey(sagaID string) string                { return "ksaga:{" + sagaID + "}" }
+func indexKey(def, name string) string            { return "ksaga:idx:" + def + ":" + name }
+func statusKey(def string, st saga.Status) string { return indexKey(def, "s:"+string(st)) }
+func businessKey(def, key string) string          { return indexKey(def, "k:"+key) }
+
+const (
+	defsKey       = "ksaga:idx:defs"
+	deadLetterKey = "ksaga:dl"
+	replayedKey   = "ksaga:dl:replayed"
+)
+
+// KeyPatterns are the Redis ACL key patterns of the store's layout: what
+// every function's Redis user needs, besides its own domain's keys.
+func KeyPatterns() []string { return []string{"ksaga:{*", "ksaga:idx:*", "ksaga:dl*"} }
 
 // dedupeField is the hash field holding the reply to the event (source, id):
 // a 72-bit digest keeps it short whatever the source and id are (a saga sees
@@ -105,86 +155,189 @@ func dedupeField(source, id string) string {
 	return "r" + base64.RawURLEncoding.EncodeToString(sum[:9])
 }
 
+// call is a script call with named keys and arguments (see transitionLua).
+type call struct {
+	keys []string
+	args []any
+}
+
+func (c *call) key(kind, name, key string) {
+	c.keys = append(c.keys, key)
+	c.args = append(c.args, kind+"."+name, len(c.keys))
+}
+
+func (c *call) arg(name string, v any) { c.args = append(c.args, "a."+name, v) }
+
+func (c *call) named(kind string, n saga.Named, key bool) {
+	name := n.Name
+	if n.List {
+		name += "[]"
+	}
+	for _, v := range n.Values {
+		if key {
+			c.key(kind, name, v)
+		} else {
+			c.args = append(c.args, kind+"."+name, v)
+		}
+	}
+}
+
 // Apply implements saga.Store.
-func (s *Store) Apply(ctx context.Context, t saga.Transition) (saga.Result, error) {
-	if t.SagaID == "" {
-		return saga.Result{}, saga.Invalid("transition without a saga id")
+func (s *Store) Apply(ctx context.Context, ch saga.Change) (saga.Result, error) {
+	if ch.SagaID == "" {
+		return saga.Result{}, saga.Invalid("change without a saga id")
 	}
-	if t.EventSource == "" || t.EventID == "" {
-		return saga.Result{}, saga.Invalid("transition without the event's source and id")
+	if ch.Event.Source == "" || ch.Event.ID == "" {
+		return saga.Result{}, saga.Invalid("change without the event's source and id")
 	}
-	if t.Create && t.Deadline.IsZero() {
-		// A step's bug, not the event's: the saga's expiry and the index of
-		// unfinished sagas are both reckoned from its deadline.
-		return saga.Result{}, fmt.Errorf("redisstore: saga %s: a create needs a Deadline", t.SagaID)
+	def := ch.Saga
+	if ch.Create != nil {
+		def = ch.Create.Saga
+		if ch.Create.Deadline.IsZero() {
+			// A bug, not the event's: the saga's expiry and due time are
+			// reckoned from its deadline.
+			return saga.Result{}, fmt.Errorf("redisstore: saga %s: a create needs a Deadline", ch.SagaID)
+		}
 	}
-	name := ""
-	var ekeys []string
-	var eargs []any
-	if t.Effect != nil {
-		name, ekeys, eargs = t.Effect.Name, t.Effect.Keys, t.Effect.Args
+	if def == "" {
+		return saga.Result{}, fmt.Errorf("redisstore: saga %s: the change names no definition", ch.SagaID)
 	}
-	sc, ok := s.scripts[name]
-	if !ok {
-		return saga.Result{}, fmt.Errorf("redisstore: effect %q not registered", name)
+	var effect *saga.Effect
+	if ch.Effect != nil {
+		effect = ch.Effect.Effect
+	}
+	sc, err := s.script(effect)
+	if err != nil {
+		return saga.Result{}, err
 	}
 	now := s.now()
-	allow := ",running,compensating,"
-	if len(t.Allow) > 0 {
-		var b strings.Builder
-		b.WriteByte(',')
-		for _, st := range t.Allow {
-			b.WriteString(string(st))
-			b.WriteByte(',')
+	c := &call{}
+	c.key("k", "saga", sagaKey(ch.SagaID))
+	c.key("k", "created", indexKey(def, "created"))
+	c.key("k", "due", indexKey(def, "due"))
+	for _, st := range saga.Statuses {
+		c.key("k", "s."+string(st), statusKey(def, st))
+	}
+	c.key("k", "defs", defsKey)
+	c.key("k", "stats", indexKey(def, "stats"))
+	key := ch.Key
+	create, accept, data, deadline, traceID := "0", "0", []byte(nil), int64(0), ""
+	if ch.Create != nil {
+		create, data, deadline, key, traceID = "1", ch.Create.Data, ch.Create.Deadline.UnixMilli(), ch.Create.Key, ch.Create.TraceID
+		if ch.Create.Accept {
+			accept = "1"
 		}
-		allow = b.String()
 	}
-	deadline := int64(0) // ignored unless t.Create
-	if t.Create {
-		deadline = t.Deadline.UnixMilli()
+	if key != "" {
+		c.key("k", "key", businessKey(def, key))
 	}
-	expect := max(t.ExpectVersion, 0)
-	args := make([]any, 0, 30+len(eargs))
-	args = append(args,
-		dedupeField(t.EventSource, t.EventID), now.UnixMilli(), flag(t.Create), expect, allow,
-		t.Step, t.Data, deadline, int64(s.retention/time.Second), t.EventType, len(eargs), t.SagaID, flag(s.index))
-	args = appendOutcome(args, &t.OnSuccess)
-	args = append(args, flag(t.OnFailure != nil))
-	if t.OnFailure != nil {
-		args = appendOutcome(args, t.OnFailure)
+	c.arg("dedupe", dedupeField(ch.Event.Source, ch.Event.ID))
+	c.arg("now", now.UnixMilli())
+	c.arg("create", create)
+	c.arg("accept", accept)
+	c.arg("version", ch.Version)
+	c.arg("allow", allowList(ch.Allow))
+	c.arg("step", ch.Step)
+	c.arg("data", data)
+	c.arg("deadline", deadline)
+	c.arg("retention", int64(s.retention/time.Second))
+	c.arg("saga", def)
+	c.arg("id", ch.SagaID)
+	c.arg("key", key)
+	c.arg("trace", traceID)
+	c.arg("etype", ch.Event.Type)
+	c.arg("eid", ch.Event.ID)
+	c.arg("esrc", ch.Event.Source)
+	c.arg("actor", ch.Actor)
+	c.arg("fail", flag(ch.Fail))
+	c.arg("hasf", flag(ch.Failure != nil))
+	move(c, "s.", &ch.Success)
+	if ch.Failure != nil {
+		move(c, "f.", ch.Failure)
 	} else {
-		args = appendOutcome(args, &saga.Outcome{})
+		move(c, "f.", &saga.Move{})
 	}
-	args = append(args, eargs...)
-	index := Key(t.SagaID)
-	if s.index {
-		index = ActiveKey
+	if dl := ch.DeadLetter; dl != nil {
+		c.key("k", "dl", deadLetterKey)
+		c.key("k", "dlkept", keptMarker(dl))
+		c.arg("dl.id", "1")
+		c.arg("dl.keep", int64(keptMarkerTTL/time.Second))
+		c.arg("dl.max", maxDeadLetters)
+		c.arg("dl.dest", dl.Destination)
+		c.arg("dl.code", dl.Code)
+		c.arg("dl.body", dl.Body)
+		c.arg("dl.reason", dl.Reason)
+		c.arg("dl.handling", dl.Handling)
+		c.arg("dl.event", dl.Event)
 	}
-	keys := make([]string, 0, 2+len(ekeys))
-	keys = append(keys, Key(t.SagaID), index)
-	keys = append(keys, ekeys...)
-
-	vals, err := sc.Run(ctx, s.rdb, keys, args...).StringSlice()
+	if ch.Effect != nil {
+		for _, k := range ch.Effect.Keys {
+			c.named("K", k, true)
+		}
+		for _, a := range ch.Effect.Args {
+			c.named("A", a, false)
+		}
+	}
+	vals, err := sc.Run(ctx, s.rdb, c.keys, c.args...).StringSlice()
 	if err != nil {
 		if isScriptError(err) {
-			return saga.Result{}, fmt.Errorf("saga %s transition %s: %w", t.SagaID, t.EventType, err)
+			return saga.Result{}, fmt.Errorf("saga %s change on %s: %w", ch.SagaID, ch.Event.Type, err)
 		}
 		return saga.Result{}, saga.Transient(err, "redis")
 	}
-	return parseResult(vals)
+	res, err := parseResult(vals)
+	if err != nil {
+		return saga.Result{}, err
+	}
+	if r := res.Reply; r != nil {
+		switch {
+		case res.Duplicate:
+			r.ID = saga.ReplyID(ch.Event.Source, ch.Event.ID, r.Type)
+		case res.Failed && ch.Failure != nil && ch.Failure.Emit != nil:
+			r.ID = ch.Failure.Emit.ID
+		case ch.Success.Emit != nil:
+			r.ID = ch.Success.Emit.ID
+		}
+		r.Data = saga.MergeReason(r.Data, res.Reason)
+	}
+	return res, nil
 }
 
-func appendOutcome(args []any, o *saga.Outcome) []any {
-	rtype, rdata, usesaga := "", []byte(nil), "0"
-	if o.Reply != nil {
-		rtype = o.Reply.Type
-		if o.Reply.Data == nil {
-			usesaga = "1"
-		} else {
-			rdata = o.Reply.Data
+// move adds a move's arguments under prefix.
+func move(c *call, prefix string, m *saga.Move) {
+	var typ, rid, src string
+	var data []byte
+	own := "0"
+	if m.Emit != nil {
+		typ, rid, src, data = m.Emit.Type, m.Emit.ID, m.Emit.Source, m.Emit.Data
+		if data == nil {
+			own = "1"
 		}
 	}
-	return append(args, o.Outcome, string(o.Status), o.Reason, flag(o.Compensable), o.Compensates, rtype, rdata, usesaga)
+	var due int64
+	if !m.Due.IsZero() {
+		due = m.Due.UnixMilli()
+	}
+	for _, kv := range []struct {
+		name string
+		v    any
+	}{
+		{"outcome", m.Outcome}, {"status", string(m.Status)}, {"reason", m.Reason}, {"fstep", m.FailedStep}, {"push", flag(m.Push)},
+		{"pop", m.Pop}, {"clear", flag(m.ClearStack)}, {"output", m.Output}, {"type", typ}, {"rid", rid},
+		{"source", src}, {"data", data}, {"own", own}, {"due", due},
+	} {
+		c.arg(prefix+kv.name, kv.v)
+	}
+}
+
+func allowList(allow []saga.Status) string {
+	var b strings.Builder
+	b.WriteByte(',')
+	for _, st := range allow {
+		b.WriteString(string(st))
+		b.WriteByte(',')
+	}
+	return b.String()
 }
 
 func flag(b bool) string {
@@ -214,7 +367,7 @@ func isScriptError(err error) bool {
 }
 
 func parseResult(v []string) (saga.Result, error) {
-	if len(v) != 8 {
+	if len(v) != 9 {
 		return saga.Result{}, fmt.Errorf("redisstore: script returned %d values", len(v))
 	}
 	version, err := strconv.ParseInt(v[1], 10, 64)
@@ -240,81 +393,171 @@ func parseResult(v []string) (saga.Result, error) {
 		if err != nil {
 			return saga.Result{}, fmt.Errorf("redisstore: reply time %q: %w", v[5], err)
 		}
-		r.Reply = &saga.StoredReply{Type: v[4], Time: time.UnixMilli(ms).UTC(), Data: []byte(v[6])}
+		r.Reply = &saga.Emitted{Type: longType(v[4]), Time: time.UnixMilli(ms).UTC(), Data: []byte(v[6]), Source: v[8], Version: version}
 	}
 	return r, nil
 }
 
 // Get implements saga.Store.
 func (s *Store) Get(ctx context.Context, sagaID string) (saga.State, error) {
-	m, err := s.rdb.HGetAll(ctx, Key(sagaID)).Result()
+	st, _, err := s.Load(ctx, sagaID, "", "")
+	return st, err
+}
+
+// Load implements saga.Store.
+func (s *Store) Load(ctx context.Context, sagaID, source, id string) (saga.State, *saga.Emitted, error) {
+	m, err := s.rdb.HGetAll(ctx, sagaKey(sagaID)).Result()
 	if err != nil {
-		return saga.State{}, saga.Transient(err, "redis")
+		return saga.State{}, nil, saga.Transient(err, "redis")
 	}
 	if len(m) == 0 { // HGETALL answers an empty map, not redis.Nil, for a missing key
-		return saga.State{}, saga.ErrNotFound
+		return saga.State{}, nil, saga.ErrNotFound
 	}
-	return parseState(sagaID, m)
+	st, err := parseState(sagaID, m)
+	if err != nil {
+		return saga.State{}, nil, err
+	}
+	if source == "" && id == "" {
+		return st, nil, nil
+	}
+	stored, ok := m[dedupeField(source, id)]
+	if !ok {
+		return st, nil, nil
+	}
+	r, err := parseReply(m, st.CreatedAt, stored)
+	if err != nil {
+		return saga.State{}, nil, fmt.Errorf("saga %s: %w", sagaID, err)
+	}
+	r.ID = saga.ReplyID(source, id, r.Type)
+	return st, r, nil
+}
+
+// parseReply reads a stored reply; its ID is the caller's to set.
+func parseReply(m map[string]string, created time.Time, stored string) (*saga.Emitted, error) {
+	p := strings.SplitN(stored, "\x1f", 7)
+	if len(p) != 7 {
+		return nil, errors.New("stored reply malformed")
+	}
+	v, err := strconv.ParseInt(p[0], 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("stored reply version %q: %w", p[0], err)
+	}
+	r := &saga.Emitted{Type: longType(p[1]), Version: v, Source: p[5], Data: []byte(p[6])}
+	if off, err := strconv.ParseInt(p[2], 10, 64); err == nil {
+		r.Time = created.Add(time.Duration(off) * time.Millisecond)
+	}
+	if p[4] == "=" {
+		r.Data = []byte(sagaData(m))
+	}
+	reason := ""
+	if p[3] != "" {
+		reason = m["x"+p[3]]
+	}
+	r.Data = saga.MergeReason(r.Data, reason)
+	return r, nil
+}
+
+func sagaData(m map[string]string) string {
+	n, _ := strconv.Atoi(m["dc"])
+	var b strings.Builder
+	for i := range n {
+		b.WriteString(m["d"+strconv.Itoa(i)])
+	}
+	return b.String()
 }
 
 func parseState(id string, m map[string]string) (saga.State, error) {
 	st := saga.State{
-		ID: id, Status: saga.Status(m["st"]), Step: m["sp"], Reason: m["rs"], FailedStep: m["fs"],
+		ID: id, Saga: m["sg"], Key: m["k"], TraceID: m["tr"], Status: saga.Status(m["st"]), Step: m["sp"], Reason: m["rs"], FailedStep: m["fs"],
 		Compensate: []string{}, Steps: []saga.StepRecord{},
 	}
 	var err error
 	if st.Version, err = strconv.ParseInt(m["v"], 10, 64); err != nil {
 		return saga.State{}, fmt.Errorf("saga %s: version %q: %w", id, m["v"], err)
 	}
-	st.CreatedAt, st.UpdatedAt, st.Deadline = msTime(m["ca"]), msTime(m["ua"]), msTime(m["dl"])
-	if n, _ := strconv.Atoi(m["dc"]); n > 0 {
-		var b strings.Builder
-		for i := range n {
-			b.WriteString(m["d"+strconv.Itoa(i)])
-		}
-		st.Data = []byte(b.String())
+	st.CreatedAt, st.UpdatedAt, st.Deadline, st.Due = msTime(m["ca"]), msTime(m["ua"]), msTime(m["dl"]), msTime(m["du"])
+	if d := sagaData(m); d != "" {
+		st.Data = []byte(d)
 	}
 	if cp := m["cp"]; cp != "" {
 		st.Compensate = strings.Split(cp, ",")
 	}
+	emitted := map[int64]string{} // version → type of the reply stored then
 	type entry struct {
 		n int
 		r saga.StepRecord
 	}
 	var entries []entry
 	for k, v := range m {
-		if len(k) < 2 || k[0] != 'l' {
-			continue
+		switch {
+		case strings.HasPrefix(k, "o."):
+			if st.Outputs == nil {
+				st.Outputs = map[string]json.RawMessage{}
+			}
+			st.Outputs[k[2:]] = []byte(v)
+		case len(k) == 13 && k[0] == 'r':
+			p := strings.SplitN(v, "\x1f", 3)
+			if ver, err := strconv.ParseInt(p[0], 10, 64); err == nil && len(p) == 3 && p[1] != "" {
+				emitted[ver] = longType(p[1])
+			}
+		case len(k) >= 2 && k[0] == 'l':
+			n, err := strconv.Atoi(k[1:])
+			if err != nil {
+				continue
+			}
+			r, err := parseEntry(m, st.CreatedAt, n, v)
+			if err != nil {
+				return saga.State{}, fmt.Errorf("saga %s: %w", id, err)
+			}
+			entries = append(entries, entry{n, r})
 		}
-		n, err := strconv.Atoi(k[1:])
-		if err != nil {
-			continue
-		}
-		p := strings.SplitN(v, "|", 5)
-		if len(p) != 5 {
-			return saga.State{}, fmt.Errorf("saga %s: history entry %s malformed", id, k)
-		}
-		off, _ := strconv.ParseInt(p[0], 10, 64)
-		r := saga.StepRecord{At: st.CreatedAt.Add(time.Duration(off) * time.Millisecond),
-			Step: p[1], Outcome: p[2], EventType: longType(p[3]), Reason: reasonRef(m, p[4])}
-		if ref, ok := strings.CutPrefix(p[4], "#"); ok { // the reason is stored under the entry's version
-			r.Version, _ = strconv.ParseInt(ref, 10, 64)
-		}
-		entries = append(entries, entry{n, r})
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].n < entries[j].n })
 	for _, e := range entries {
+		if !e.r.Note {
+			e.r.Emitted = emitted[e.r.Version]
+		}
 		st.Steps = append(st.Steps, e.r)
+	}
+	if nx := m["nx"]; nx != "" {
+		field, rid, ok := strings.Cut(nx, "\x1f")
+		stored, found := m[field]
+		if !ok || !found {
+			return saga.State{}, fmt.Errorf("saga %s: awaited event %q malformed", id, nx)
+		}
+		r, err := parseReply(m, st.CreatedAt, stored)
+		if err != nil {
+			return saga.State{}, fmt.Errorf("saga %s: awaited event: %w", id, err)
+		}
+		r.ID = rid
+		st.Next = r
 	}
 	return st, nil
 }
 
-// reasonRef resolves a history entry's "#<version>" reason reference.
-func reasonRef(m map[string]string, ref string) string {
-	if strings.HasPrefix(ref, "#") {
-		return m["x"+ref[1:]]
+// parseEntry reads history entry n ("at|step|outcome|type|version|flags")
+// and its companion fields.
+func parseEntry(m map[string]string, created time.Time, n int, v string) (saga.StepRecord, error) {
+	p := strings.SplitN(v, "|", 6)
+	if len(p) != 6 {
+		return saga.StepRecord{}, fmt.Errorf("history entry %d malformed", n)
 	}
-	return ref
+	off, _ := strconv.ParseInt(p[0], 10, 64)
+	ver, _ := strconv.ParseInt(p[4], 10, 64)
+	r := saga.StepRecord{At: created.Add(time.Duration(off) * time.Millisecond), Step: p[1], Outcome: p[2],
+		EventType: longType(p[3]), Version: ver, Note: strings.Contains(p[5], "n")}
+	ns := strconv.Itoa(n)
+	if strings.Contains(p[5], "r") {
+		r.Reason = m["x"+p[4]]
+	}
+	if r.Note {
+		r.Reason = m["y"+ns]
+	} else {
+		r.Redelivered, _ = strconv.Atoi(m["c"+p[4]])
+	}
+	r.EventID, r.EventSource, _ = strings.Cut(m["e"+ns], "\x1f")
+	r.Actor = m["a"+ns]
+	return r, nil
 }
 
 // longType restores a type stored without its "io.ksaga." prefix.
@@ -331,4 +574,31 @@ func msTime(s string) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(ms).UTC()
+}
+
+// Note implements saga.Store.
+func (s *Store) Note(ctx context.Context, sagaID string, r saga.StepRecord) error {
+	at := r.At
+	if at.IsZero() {
+		at = s.now()
+	}
+	n, err := noteScript.Run(ctx, s.rdb, []string{sagaKey(sagaID)}, at.UnixMilli(), r.Step, r.Outcome, r.EventType,
+		r.EventID, r.EventSource, r.Actor, r.Reason).Int()
+	if err != nil {
+		return saga.Transient(err, "redis")
+	}
+	if n == 0 {
+		return saga.ErrNotFound
+	}
+	return nil
+}
+
+// Reschedule sets when the deadline sweeper looks at an unfinished saga
+// next, if it is still at version; it reports whether it did.
+func (s *Store) Reschedule(ctx context.Context, def, sagaID string, version int64, due time.Time) (bool, error) {
+	n, err := rescheduleScript.Run(ctx, s.rdb, []string{sagaKey(sagaID), indexKey(def, "due")}, version, due.UnixMilli(), sagaID).Int()
+	if err != nil {
+		return false, saga.Transient(err, "redis")
+	}
+	return n == 1, nil
 }

@@ -10,7 +10,7 @@ import (
 type ErrorCode string
 
 // Error codes, mapped to HTTP statuses by StatusCode with Knative's delivery
-// semantics in mind (knative.md §3): 400 is never retried, 5xx always is.
+// semantics in mind (Knative's delivery table): 400 is never retried, 5xx always is.
 const (
 	EInvalid   ErrorCode = "invalid"   // malformed or invalid event: 400, dead-lettered at once
 	ETransient ErrorCode = "transient" // a dependency is unavailable: 503, retried
@@ -25,6 +25,10 @@ type Error struct {
 	Code    ErrorCode
 	Message string
 	Err     error
+	// Security marks an event refused because it contradicts the saga's
+	// record (forged, tampered with, or replayed into another saga): a
+	// security event, logged as such.
+	Security bool
 }
 
 func (e *Error) Error() string {
@@ -39,6 +43,18 @@ func (e *Error) Unwrap() error { return e.Err }
 // Invalid returns an EInvalid error: the event can never be processed.
 func Invalid(format string, args ...any) error {
 	return &Error{Code: EInvalid, Message: fmt.Sprintf(format, args...)}
+}
+
+// Refused returns an EInvalid error for an event that contradicts the
+// saga's record: the event is refused (400) and changes nothing.
+func Refused(format string, args ...any) error {
+	return &Error{Code: EInvalid, Message: fmt.Sprintf(format, args...), Security: true}
+}
+
+// IsSecurity reports whether err refuses an event as a security event.
+func IsSecurity(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Security
 }
 
 // Transient wraps err as an ETransient error: the event should be retried.

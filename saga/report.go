@@ -27,13 +27,16 @@ func report(ctx context.Context, step string, res Result) {
 }
 
 // Outcome classifies a handled event: "applied", "business_failure",
-// "duplicate" or "stale" (refused: unknown saga, wrong version or status).
+// "duplicate", "refused" (a security event: it contradicts the saga's
+// record) or "stale" (the saga moved on, or is unknown).
 func (r *Report) Outcome() string {
 	switch {
 	case !r.Handled:
 		return ""
 	case r.Result.Duplicate:
 		return "duplicate"
+	case r.Result.Skipped == "refused":
+		return "refused"
 	case r.Result.Skipped != "":
 		return "stale"
 	case r.Result.Failed:
@@ -57,3 +60,8 @@ func (r *Report) Finished() Status {
 	}
 	return ""
 }
+
+// ReportResult fills the context's Report (see WithReport) for code that
+// handles events without a Participant (the orchestrator, the dead-letter
+// sink).
+func ReportResult(ctx context.Context, step string, res Result) { report(ctx, step, res) }

@@ -61,7 +61,7 @@ func parseDevFlags(args []string, stderr io.Writer) (devFlags, error) {
 	fs.StringVar(&d.cfg.Mode, "mode", dev.DefaultMode, "the saga mode: the folder under triggers/ (choreography or orchestration)")
 	fs.StringVar(&d.cfg.BrokerClass, "broker", dev.DefaultBrokerClass, "the broker class: the folder under brokers/ (mt-channel, kafka or rabbitmq; all run on the same local data plane)")
 	fs.StringVar(&d.cfg.RedisURL, "redis-url", "", "a real Redis `URL`, e.g. redis://127.0.0.1:6379/0 (default: embedded miniredis, not durable)")
-	fs.BoolVar(&d.cfg.Seed, "seed", true, "load the demo users and products (existing keys are kept)")
+	fs.StringVar(&d.cfg.Seed, "seed", "", "a `FILE` of Redis commands to run at start, one per line (demo data, e.g. deploy/demo/seed.redis)")
 	fs.BoolVar(&d.cfg.FaultInjection, "fault-injection", false, "set KSAGA_FAULT_INJECTION=true for every function (tests; see knfunc.FaultKey)")
 	fs.BoolVar(&d.cfg.DuplicateDeliveries, "duplicate-deliveries", false, "deliver every event twice, concurrently, to show the steps are idempotent (tests)")
 	fs.Var(&env, "env", "extra `KEY=VALUE` environment for every function (repeatable; wins over the manifests)")

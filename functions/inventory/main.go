@@ -1,23 +1,18 @@
-// Command inventory is the inventory step of the order saga: it reserves every item
-// of an order atomically (or fails the saga with no partial reservation), and
-// releases the reservation when the saga compensates.
+// Command inventory is the inventory step of the order saga: it takes an
+// order's items from stock, all or none (or fails the saga), and puts them
+// back when the saga compensates.
 package main
 
 import (
 	"context"
-	"io"
 
 	"github.com/ksaga/ksaga/knfunc"
+	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/saga"
 )
 
-func main() { knfunc.Main(run) }
+func main() { knfunc.Main(setup) }
 
-func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	return knfunc.Run(ctx, getenv, stdout, func(ctx context.Context, env *knfunc.Env) (*knfunc.Function, error) {
-		store, err := env.NewStore(ctx, reserve, release)
-		if err != nil {
-			return nil, err
-		}
-		return &knfunc.Function{Step: newStep(store, env.Logger, env.Config.SagaTimeout+env.Config.Retention)}, nil
-	})
+func setup(_ context.Context, env *knfunc.Env) (*knfunc.Function, error) {
+	return env.Step(ordersaga.Saga, saga.Actions{ordersaga.ReserveStock: reserve, ordersaga.ReleaseStock: release})
 }

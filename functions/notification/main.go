@@ -8,34 +8,31 @@ package main
 
 import (
 	"context"
-	"io"
 
 	"github.com/ksaga/ksaga/knfunc"
+	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/saga"
 )
 
-func main() { knfunc.Main(run) }
+func main() { knfunc.Main(setup) }
 
-func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	return knfunc.Run(ctx, getenv, stdout, func(ctx context.Context, env *knfunc.Env) (*knfunc.Function, error) {
-		store, err := env.NewStore(ctx, record)
-		if err != nil {
-			return nil, err
-		}
-		consumer := env.Config.Revision
-		if consumer == "" {
-			consumer = "notification"
-		}
-		relay := &relay{rdb: env.Redis, sender: logSender{env.Logger}, logger: env.Logger, consumer: consumer}
-		relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
-		done := make(chan struct{})
-		go func() { defer close(done); relay.run(relayCtx) }()
-		return &knfunc.Function{
-			Step: newStep(store, env.Logger, env.Config.Retention),
-			Close: func() error { // after the server drained: finish the relay's current batch
-				stopRelay()
-				<-done
-				return nil
-			},
-		}, nil
-	})
+func setup(ctx context.Context, env *knfunc.Env) (*knfunc.Function, error) {
+	fn, err := env.Step(ordersaga.Saga, saga.Actions{ordersaga.SendNotification: notify})
+	if err != nil {
+		return nil, err
+	}
+	consumer := env.Config.Revision
+	if consumer == "" {
+		consumer = "notification"
+	}
+	relay := &relay{rdb: env.Redis, sender: logSender{env.Logger}, logger: env.Logger, consumer: consumer}
+	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); relay.run(relayCtx) }()
+	fn.Close = func() error { // after the server drained: finish the relay's current batch
+		stopRelay()
+		<-done
+		return nil
+	}
+	return fn, nil
 }

@@ -1,23 +1,19 @@
-// Command payment is the payment step of the order saga: it authorises an
-// order's total against the user's balance (or fails the saga), and refunds
-// it, exactly once, when the saga compensates.
+// Command payment is the payment step of the order saga: it charges an
+// order's total to its user's balance (or fails the saga), recording the
+// charge in the saga, and refunds exactly that charge when the saga
+// compensates.
 package main
 
 import (
 	"context"
-	"io"
 
 	"github.com/ksaga/ksaga/knfunc"
+	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/saga"
 )
 
-func main() { knfunc.Main(run) }
+func main() { knfunc.Main(setup) }
 
-func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	return knfunc.Run(ctx, getenv, stdout, func(ctx context.Context, env *knfunc.Env) (*knfunc.Function, error) {
-		store, err := env.NewStore(ctx, authorize, refund)
-		if err != nil {
-			return nil, err
-		}
-		return &knfunc.Function{Step: newStep(store, env.Logger, env.Config.SagaTimeout+env.Config.Retention)}, nil
-	})
+func setup(_ context.Context, env *knfunc.Env) (*knfunc.Function, error) {
+	return env.Step(ordersaga.Saga, saga.Actions{ordersaga.AuthorizePay: authorize, ordersaga.RefundPay: refund})
 }

@@ -792,7 +792,7 @@ func (r *runner) attribution(ctx context.Context, n int) *Attribution {
 			}
 			return n
 		}
-		creates, cancels := d(ordersaga.Create), d(ordersaga.OrderSaga.Steps[0].CompensationTriggers...)
+		creates, cancels := d(ordersaga.Create), d(ordersaga.Cancel, ordersaga.PayFailed, ordersaga.PayRefunded)
 		var usersRT float64
 		if u := byProc["users"]; u != nil {
 			usersRT = float64(u.StepPath)

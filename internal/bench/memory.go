@@ -94,51 +94,20 @@ func (t *TTLStats) add(ttl time.Duration) {
 func measureMemory(ctx context.Context, rdb *redis.Client, n int, usedBefore int64, sagasStarted int64) Memory {
 	var m Memory
 	m.Encoding = map[string]int{}
-	var ids []string
-	var cursor uint64
-	for len(ids) < n {
-		keys, next, err := rdb.Scan(ctx, cursor, "ksaga:{*", 1000).Result()
-		if err != nil {
-			m.Error = err.Error()
-			return m
-		}
-		for _, k := range keys {
-			if len(ids) < n && len(k) > len("ksaga:{}") {
-				ids = append(ids, k[len("ksaga:{"):len(k)-1])
-			}
-		}
-		if cursor = next; cursor == 0 {
-			break
-		}
-	}
-	type sagaKeys struct {
-		usage *redis.IntCmd
-		ttl   *redis.DurationCmd
-		enc   *redis.StringCmd
-	}
-	pipe := rdb.Pipeline()
-	cmds := make([]sagaKeys, len(ids))
-	for i, id := range ids {
-		k := redisstore.Key(id)
-		cmds[i].usage = pipe.MemoryUsage(ctx, k, 0)
-		cmds[i].ttl = pipe.TTL(ctx, k)
-		cmds[i].enc = pipe.ObjectEncoding(ctx, k)
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		m.Error = fmt.Sprintf("saga hashes: %v", err)
-	}
-	// The saga's status and data through the store (its hash layout is
-	// redisstore's business), after the sizes, which reading does not change.
 	store, err := redisstore.New(rdb, redisstore.Options{})
 	if err != nil {
 		m.Error = err.Error()
 		return m
 	}
-	states := make([]saga.State, len(ids))
-	for i, id := range ids {
-		if states[i], err = store.Get(ctx, id); err != nil && !errors.Is(err, saga.ErrNotFound) {
-			m.Error = fmt.Sprintf("saga %s: %v", id, err)
-		}
+	fps, err := store.Sample(ctx, n)
+	if err != nil {
+		m.Error = err.Error()
+		return m
+	}
+	ids := make([]string, len(fps))
+	states := make([]saga.State, len(fps))
+	for i, fp := range fps {
+		ids[i], states[i] = fp.State.ID, fp.State
 	}
 	// The keys the functions write for a saga.
 	related := []struct {
@@ -146,9 +115,6 @@ func measureMemory(ctx context.Context, rdb *redis.Client, n int, usedBefore int
 		key     func(sagaID, orderID string) string
 	}{
 		{"order:o:<order id>", func(_, o string) string { return ordersaga.OrderKey(o) }},
-		{"payment:charge:<saga>", func(s, _ string) string { return ordersaga.ChargeKey(s) }},
-		{"inventory:reservation:<saga>", func(s, _ string) string { return ordersaga.ReservationKey(s) }},
-		{"notification:sent:<saga>", func(s, _ string) string { return "notification:sent:" + s }},
 	}
 	m.Related = make([]RelatedKeys, len(related))
 	for i := range related {
@@ -161,7 +127,7 @@ func measureMemory(ctx context.Context, rdb *redis.Client, n int, usedBefore int
 	var hashSizes, totals []float64
 	var finished []int
 	rels := make([][]rel, len(ids))
-	pipe = rdb.Pipeline()
+	pipe := rdb.Pipeline()
 	for i, id := range ids {
 		switch states[i].Status {
 		case saga.StatusCompleted, saga.StatusCompensated, saga.StatusCompensationFailed:
@@ -180,7 +146,6 @@ func measureMemory(ctx context.Context, rdb *redis.Client, n int, usedBefore int
 	}
 	outboxUsage := pipe.MemoryUsage(ctx, ordersaga.OutboxKey, 0)
 	outboxLen := pipe.XLen(ctx, ordersaga.OutboxKey)
-	active := pipe.ZCard(ctx, redisstore.ActiveKey)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && m.Error == "" {
 		m.Error = fmt.Sprintf("related keys: %v", err)
 	}
@@ -188,13 +153,15 @@ func measureMemory(ctx context.Context, rdb *redis.Client, n int, usedBefore int
 	if m.OutboxLen > 0 {
 		m.OutboxEntryBytes = round1(float64(outboxUsage.Val()) / float64(m.OutboxLen))
 	}
-	m.ActiveIndexLen = active.Val()
+	if st, err := store.Stats(ctx, "order", time.Now()); err == nil {
+		m.ActiveIndexLen = int64(st.ByStatus[saga.StatusAccepted] + st.ByStatus[saga.StatusRunning] + st.ByStatus[saga.StatusCompensating])
+	}
 	relSizes := make([][]float64, len(related))
 	for _, i := range finished {
-		h := float64(cmds[i].usage.Val())
+		h := float64(fps[i].Bytes)
 		hashSizes = append(hashSizes, h)
-		m.HashTTL.add(cmds[i].ttl.Val())
-		m.Encoding[cmds[i].enc.Val()]++
+		m.HashTTL.add(fps[i].TTL)
+		m.Encoding[fps[i].Encoding]++
 		total := h + m.OutboxEntryBytes
 		for j, r := range rels[i] {
 			if r.usage.Err() != nil || r.usage.Val() == 0 { // redis.Nil: no such key

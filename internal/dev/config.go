@@ -51,8 +51,8 @@ type Config struct {
 	// RedisURL is a real Redis (redisstore.NewClient syntax); empty runs an
 	// embedded, non-durable miniredis.
 	RedisURL string
-	// Seed loads the ordersaga demo fixture (existing keys are kept).
-	Seed bool
+	// Seed is a file of Redis commands run at start (demo data; see seed).
+	Seed string
 	// FaultInjection sets KSAGA_FAULT_INJECTION=true for every function.
 	FaultInjection bool
 	// DuplicateDeliveries makes the broker deliver every event twice

@@ -22,7 +22,6 @@ import (
 
 	"github.com/ksaga/ksaga/internal/devbroker"
 	"github.com/ksaga/ksaga/internal/manifest"
-	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/telemetry"
 )
@@ -139,13 +138,12 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Seed {
-		if err := ordersaga.LoadFixture(ctx, rdb, false); err != nil {
-			return fmt.Errorf("seed: %w", err)
+	if cfg.Seed != "" {
+		n, err := seed(ctx, rdb, cfg.Seed)
+		if err != nil {
+			return fmt.Errorf("--seed %s: %w", cfg.Seed, err)
 		}
-		log.Info("seeded the demo data (ordersaga fixture; existing keys are kept)")
-	} else {
-		log.Info("not seeding the demo data (--seed=false)")
+		log.Info("seeded", "file", cfg.Seed, "commands", n)
 	}
 
 	// 4. Build.
@@ -195,7 +193,11 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	// GET /metrics on the ingress: the broker's counters, the fleet's
 	// in-flight and overdue sagas (read from the dev Redis) and Go's own.
 	metrics := telemetry.NewMetrics()
-	metrics.Registry.MustRegister(telemetry.NewSagaCollector(rdb, redisstore.ActiveKey, 24*time.Hour, log))
+	store, err := redisstore.New(rdb, redisstore.Options{})
+	if err != nil {
+		return err
+	}
+	metrics.Registry.MustRegister(telemetry.NewSagaCollector(store, store.Definitions, log))
 	bcfg := devbroker.Config{
 		Redis: rdb, Brokers: set.Brokers(), Triggers: set.Triggers(),
 		Resolve: addrs.Resolver(), IngressURL: addrs.BrokerURL,

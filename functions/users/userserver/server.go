@@ -1,4 +1,4 @@
-// Package userserver is the users function: the seed article's gRPC
+// Package userserver is the users function: the gRPC
 // UserService.GetUser (proto/user) on Redis, with the standard gRPC health
 // service, served over h2c by knfunc. Both are connect-go handlers: they
 // speak the gRPC protocol (any gRPC client works), and gRPC-Web and Connect

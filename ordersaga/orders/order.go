@@ -1,11 +1,14 @@
-package main
+// Package orders is the order domain shared by the order saga's order step
+// (functions/order) and its REST API (functions/order-api): checking an
+// order request's user with the users function (gRPC) and pricing its items
+// from the catalogue, and the ids both derive from a saga.
+package orders
 
 import (
 	"context"
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
@@ -13,19 +16,34 @@ import (
 	"github.com/ksaga/ksaga/ordersaga"
 )
 
-// orders is the order domain both entry points share: POST /orders checks
-// a request with it before sending the Create command, and the Create step
-// checks it again, authoritatively, when the broker delivers the command.
-type orders struct {
-	users       userChecker
-	catalogue   *catalogue
-	rdb         redis.UniversalClient
-	sagaTimeout time.Duration    // a new saga's deadline (KSAGA_SAGA_TIMEOUT)
-	now         func() time.Time // time.Now
+// Orders checks and prices order requests. Both entry points use it: POST
+// /orders checks a request before accepting it, and the order step checks
+// it again, authoritatively, when the saga starts.
+type Orders struct {
+	users     userChecker
+	catalogue *catalogue
+	close     func() error
 }
 
-// quote is an order request checked and priced.
-type quote struct {
+// New returns Orders for cfg, pricing from rdb's catalogue. It does not
+// connect to the users function until the first check.
+func New(cfg Config, rdb redis.UniversalClient) (*Orders, error) {
+	users, err := dialUsers(cfg.Users, cfg.UsersTimeout)
+	if err != nil {
+		return nil, err
+	}
+	var checker userChecker = users
+	if cfg.UsersCacheTTL > 0 {
+		checker = newUserCache(users, cfg.UsersCacheTTL)
+	}
+	return &Orders{users: checker, catalogue: newCatalogue(rdb, cfg.CatalogueCacheTTL), close: users.Close}, nil
+}
+
+// Close releases the users function's connections.
+func (o *Orders) Close() error { return o.close() }
+
+// Quote is an order request checked and priced.
+type Quote struct {
 	Order ordersaga.Order // items priced where the SKU is known; total of those
 	// Problems rejects the order when not empty: field → message, with the
 	// field named as in the request ("user_id", "items[1].sku").
@@ -34,23 +52,23 @@ type quote struct {
 }
 
 // Rejected reports whether the order cannot be placed.
-func (q quote) Rejected() bool { return len(q.Problems) > 0 }
+func (q Quote) Rejected() bool { return len(q.Problems) > 0 }
 
 // Reason is why the order is rejected, e.g. `unknown user 999; unknown SKU "nope"`.
-func (q quote) Reason() string { return strings.Join(q.reasons, "; ") }
+func (q Quote) Reason() string { return strings.Join(q.reasons, "; ") }
 
-// quote checks req's user with the users function and prices its items from
+// Quote checks req's user with the users function and prices its items from
 // the catalogue. An unknown user or SKU is a rejection in the
 // quote, not an error; errors are saga.Transient when the users function or
 // Redis is unavailable.
-func (o *orders) quote(ctx context.Context, orderID string, req ordersaga.OrderRequest) (quote, error) {
-	q := quote{
+func (o *Orders) Quote(ctx context.Context, orderID string, req ordersaga.OrderRequest) (Quote, error) {
+	q := Quote{
 		Order:    ordersaga.Order{OrderID: orderID, UserID: req.UserID, Items: make([]ordersaga.Item, len(req.Items))},
 		Problems: map[string]string{},
 	}
 	ok, err := o.users.Exists(ctx, req.UserID)
 	if err != nil {
-		return quote{}, err
+		return Quote{}, err
 	}
 	if !ok {
 		q.Problems["user_id"] = "unknown user"
@@ -62,7 +80,7 @@ func (o *orders) quote(ctx context.Context, orderID string, req ordersaga.OrderR
 	}
 	prices, known, err := o.catalogue.lookup(ctx, skus)
 	if err != nil {
-		return quote{}, err
+		return Quote{}, err
 	}
 	for i, it := range req.Items {
 		q.Order.Items[i] = ordersaga.Item{SKU: it.SKU, Qty: it.Qty}
@@ -94,24 +112,19 @@ func deriveID(kind, name string) string {
 	return uuid.NewSHA1(ns, []byte(name)).String()
 }
 
-// sagaIDForEvent is the saga id of a Create command without correlationid:
-// a UUIDv5 of its source+"\n"+id, so that a redelivery of the command (same
-// source and id) reaches the same saga and is deduplicated.
-func sagaIDForEvent(source, id string) string { return deriveID("saga-from-event", source+"\n"+id) }
-
-// orderIDFor is the id of the order a saga creates: a UUIDv5 of the saga id.
+// OrderIDFor is the id of the order a saga creates: a UUIDv5 of the saga id.
 // POST /orders knows it before the saga exists, and the same saga always
 // creates the same order.
-func orderIDFor(sagaID string) string { return deriveID("order", sagaID) }
+func OrderIDFor(sagaID string) string { return deriveID("order", sagaID) }
 
-// sagaIDForIdempotencyKey is the saga id of POST /orders with an
+// SagaIDForIdempotencyKey is the saga id of POST /orders with an
 // Idempotency-Key header: a UUIDv5 of the user id and the key, so a retried
 // POST (same user, same key) names the same saga and sends the same Create
 // event. Keys are scoped by user: two users may use the same key.
-func sagaIDForIdempotencyKey(userID int32, key string) string {
+func SagaIDForIdempotencyKey(userID int32, key string) string {
 	return deriveID("saga-from-idempotency-key", strconv.Itoa(int(userID))+"\n"+key)
 }
 
-// createEventID is the id of the Create command POST /orders sends for a
+// CreateEventID is the id of the Create command POST /orders sends for a
 // saga: the broker and the Create step dedupe on it.
-func createEventID(sagaID string) string { return deriveID("create-event", sagaID) }
+func CreateEventID(sagaID string) string { return deriveID("create-event", sagaID) }

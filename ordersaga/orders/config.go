@@ -1,4 +1,4 @@
-package main
+package orders
 
 import (
 	"errors"
@@ -8,9 +8,9 @@ import (
 	"time"
 )
 
-// config is the order function's own settings, read from env next to
+// Config is the order domain's settings, read from env next to
 // knfunc.Config.
-type config struct {
+type Config struct {
 	// Users is USERS_URL, the users function's URL (default http://users,
 	// the Knative Service of that name in the same namespace; e.g.
 	// http://users.saga.svc.cluster.local, or http://users.saga.localhost:8080
@@ -28,10 +28,6 @@ type config struct {
 	// reused (default 5s; unknown SKUs are not remembered; 0 reads the
 	// catalogue for every order).
 	CatalogueCacheTTL time.Duration
-	// SweepInterval is KSAGA_SWEEP_INTERVAL: how often running sagas past
-	// their deadline are failed into compensation (default 15s; 0 turns
-	// the sweeper off; sweeper.go).
-	SweepInterval time.Duration
 }
 
 // usersTarget is where the users function listens.
@@ -41,9 +37,9 @@ type usersTarget struct {
 	TLS       bool
 }
 
-// configFromEnv reads the config with getenv.
-func configFromEnv(getenv func(string) string) (config, error) {
-	c := config{UsersTimeout: 2 * time.Second, UsersCacheTTL: 30 * time.Second, CatalogueCacheTTL: 5 * time.Second, SweepInterval: 15 * time.Second}
+// ConfigFromEnv reads the config with getenv.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	c := Config{UsersTimeout: 2 * time.Second, UsersCacheTTL: 30 * time.Second, CatalogueCacheTTL: 5 * time.Second}
 	var errs []error
 	raw := getenv("USERS_URL")
 	if raw == "" {
@@ -75,15 +71,8 @@ func configFromEnv(getenv func(string) string) (config, error) {
 		}
 		c.CatalogueCacheTTL = d
 	}
-	if v := getenv("KSAGA_SWEEP_INTERVAL"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			errs = append(errs, fmt.Errorf("KSAGA_SWEEP_INTERVAL=%q: want a duration like 15s, or 0 for no sweeper", v))
-		}
-		c.SweepInterval = d
-	}
 	if len(errs) > 0 {
-		return config{}, fmt.Errorf("order config: %w", errors.Join(errs...))
+		return Config{}, fmt.Errorf("order config: %w", errors.Join(errs...))
 	}
 	return c, nil
 }
