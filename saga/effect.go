@@ -17,7 +17,7 @@ import "fmt"
 //
 // The body sees its keys and arguments by name: keys.<name> and
 // args.<name> are strings, or Lua arrays for names given a list (KeyList,
-// ArgList). It returns nothing (or true) on success, or a non-empty string: the
+// ArgList; an empty list is nil: write "keys.x or {}"). It returns nothing (or true) on success, or a non-empty string: the
 // business failure reason, which selects the failure outcome. A failing
 // effect must check before it writes: Redis does not roll scripts back. It
 // touches only the keys it is given (Redis Cluster and ACLs depend on it).

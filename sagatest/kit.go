@@ -1,0 +1,195 @@
+// Package sagatest is the test kit for step authors: seed a saga with a
+// record at any point of its Definition, deliver an event to a step (in
+// process, or over real HTTP to the function running as its main would),
+// and assert its reply and its effect — on a real redis-server or an
+// embedded miniredis. It also holds the conformance suite every saga.Store
+// must pass (StoreSuite).
+//
+//	k := sagatest.New(t, ordersaga.Saga, sagatest.Redis(t))
+//	e := k.Run("saga-1", order, ordersaga.PayAuthorized)  // the saga waits on payment's result
+//	reply := k.Deliver(step, e)                              // the inventory step acts on it
+//	// assert reply.Type(), the stock in Redis, k.Record("saga-1").Steps
+package sagatest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ksaga/ksaga/redisstore"
+	"github.com/ksaga/ksaga/saga"
+)
+
+// Kit seeds and drives sagas of one Definition in a test.
+type Kit struct {
+	T     testing.TB
+	Def   *saga.Definition
+	Redis redis.UniversalClient
+	Store *redisstore.Store
+	// Source is the source of the events the kit's own steps emit.
+	Source string
+}
+
+// New returns a kit for def on rdb (see Redis, Miniredis).
+func New(t testing.TB, def *saga.Definition, rdb redis.UniversalClient) *Kit {
+	t.Helper()
+	if err := def.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	store, err := redisstore.New(rdb, redisstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Kit{T: t, Def: def, Redis: rdb, Store: store, Source: "/sagatest"}
+}
+
+// Option shapes the path Run walks.
+type Option func(*walk)
+
+type walk struct {
+	outputs map[string]any
+	fail    map[string]string
+	start   event.Event
+	hasE    bool
+}
+
+// Output has the step record v as its output when it succeeds (what its
+// compensation reads), as the real step would.
+func Output(step string, v any) Option {
+	return func(w *walk) { w.outputs[step] = v }
+}
+
+// Fail has the step fail with reason (its first forward run).
+func Fail(step, reason string) Option {
+	return func(w *walk) { w.fail[step] = reason }
+}
+
+// StartEvent sets the command that starts the saga (default: the start
+// command from the kit's Source with the saga id as correlationid).
+func StartEvent(e event.Event) Option {
+	return func(w *walk) { w.start, w.hasE = e, true }
+}
+
+// Run starts saga id with data and walks its Definition in choreography
+// mode — every step succeeds unless Fail says otherwise, and a failure
+// compensates the completed steps newest first — until the saga emits an
+// event of type until, which it returns: the event the saga then waits on,
+// to deliver to the step under test. The record is written by a real
+// saga.Participant on the kit's Store, exactly as at run time; the kit's
+// own steps run no effects. Run fails the test if the walk ends (the saga
+// waits on nothing) before until.
+func (k *Kit) Run(id string, data any, until string, opts ...Option) event.Event {
+	k.T.Helper()
+	w := &walk{outputs: map[string]any{}, fail: map[string]string{}}
+	for _, o := range opts {
+		o(w)
+	}
+	p := k.participant(data, w)
+	e := w.start
+	if !w.hasE {
+		e = Event(id+"-start", k.Def.Steps[0].Command, data, saga.ExtCorrelationID, id)
+		e.SetSource(k.Source)
+	}
+	ctx := context.Background()
+	for range 4 * (len(k.Def.Steps) + 2) {
+		if e.Type() == until {
+			return e
+		}
+		if _, ok := k.Def.Route(e.Type()); !ok {
+			k.T.Fatalf("sagatest: saga %s ended with %s without emitting %s", id, e.Type(), until)
+		}
+		reply, err := p.Handle(ctx, e)
+		if err != nil {
+			k.T.Fatalf("sagatest: walking saga %s to %s: %s: %v", id, until, e.Type(), err)
+		}
+		if reply == nil {
+			k.T.Fatalf("sagatest: saga %s ended (after %s) without emitting %s", id, e.Type(), until)
+		}
+		e = *reply
+	}
+	k.T.Fatalf("sagatest: saga %s never emitted %s", id, until)
+	return e
+}
+
+// participant runs every command of the definition, with no effects.
+func (k *Kit) participant(data any, w *walk) *saga.Participant {
+	failed := map[string]bool{}
+	actions := saga.Actions{}
+	for i, s := range k.Def.Steps {
+		name, start := s.Name, i == 0
+		actions[s.Command] = func(_ context.Context, in saga.Input) (saga.Transition, error) {
+			t := saga.Transition{Outcome: "succeeded", Output: w.outputs[name]}
+			if reason, ok := w.fail[name]; ok && !failed[name] {
+				failed[name] = true
+				t.Fail = reason
+			}
+			if start {
+				t.Data = data
+			}
+			return t, nil
+		}
+		if s.Compensable() {
+			actions[s.Compensation] = func(context.Context, saga.Input) (saga.Transition, error) {
+				return saga.Transition{Outcome: "compensated"}, nil
+			}
+		}
+	}
+	if f := k.Def.Finally; f != nil {
+		actions[f.Command] = func(context.Context, saga.Input) (saga.Transition, error) {
+			return saga.Transition{Outcome: "succeeded"}, nil
+		}
+	}
+	p, err := saga.NewParticipant(k.Def, actions, saga.ParticipantOptions{Source: k.Source, Store: k.Store,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		k.T.Fatal(err)
+	}
+	return p
+}
+
+// Deliver hands e to step in process and returns its reply (nil for none)
+// and error.
+func (k *Kit) Deliver(step saga.Step, e event.Event) (*event.Event, error) {
+	return step.Handle(context.Background(), e)
+}
+
+// Record returns saga id's record; it fails the test if it cannot.
+func (k *Kit) Record(id string) saga.State {
+	k.T.Helper()
+	st, err := k.Store.Get(context.Background(), id)
+	if err != nil {
+		k.T.Fatalf("sagatest: saga %s: %v", id, err)
+	}
+	return st
+}
+
+// Outcomes lists a record's history as "step/outcome" entries.
+func Outcomes(st saga.State) []string {
+	out := make([]string, 0, len(st.Steps))
+	for _, s := range st.Steps {
+		out = append(out, s.Step+"/"+s.Outcome)
+	}
+	return out
+}
+
+// Eventually polls cond every few milliseconds until it returns nil or
+// timeout passes, then fails the test with its last error.
+func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
