@@ -56,6 +56,7 @@ type walk struct {
 	fail    map[string]string
 	start   event.Event
 	hasE    bool
+	resume  bool
 }
 
 // Output has the step record v as its output when it succeeds (what its
@@ -67,6 +68,12 @@ func Output(step string, v any) Option {
 // Fail has the step fail with reason (its first forward run).
 func Fail(step, reason string) Option {
 	return func(w *walk) { w.fail[step] = reason }
+}
+
+// Continue walks on from the event an existing saga waits on (after a
+// step under test moved it), instead of starting the saga.
+func Continue() Option {
+	return func(w *walk) { w.resume = true }
 }
 
 // StartEvent sets the command that starts the saga (default: the start
@@ -91,7 +98,14 @@ func (k *Kit) Run(id string, data any, until string, opts ...Option) event.Event
 	}
 	p := k.participant(data, w)
 	e := w.start
-	if !w.hasE {
+	switch {
+	case w.resume:
+		st := k.Record(id)
+		if st.Next == nil {
+			k.T.Fatalf("sagatest: saga %s waits on no event", id)
+		}
+		e = *saga.ToEvent(id, "", st.Next)
+	case !w.hasE:
 		e = Event(id+"-start", k.Def.Steps[0].Command, data, saga.ExtCorrelationID, id)
 		e.SetSource(k.Source)
 	}
