@@ -32,7 +32,7 @@ type loaded struct {
 func used(group, kind string) bool {
 	switch group + "/" + kind {
 	case "eventing.knative.dev/Broker", "eventing.knative.dev/Trigger",
-		"serving.knative.dev/Service", "sources.knative.dev/SinkBinding",
+		"serving.knative.dev/Service", "sources.knative.dev/SinkBinding", "sources.knative.dev/PingSource",
 		"/ConfigMap", "/Secret", "/Namespace":
 		return true
 	}
@@ -168,7 +168,7 @@ func counts(set *manifest.Set) string {
 	for k := range n {
 		keys = append(keys, k)
 	}
-	order := map[string]int{"Broker": 0, "Trigger": 1, "Knative Service": 2, "SinkBinding": 3, "ConfigMap": 4, "Secret": 5, "Namespace": 6}
+	order := map[string]int{"Broker": 0, "Trigger": 1, "Knative Service": 2, "SinkBinding": 3, "PingSource": 4, "ConfigMap": 5, "Secret": 6, "Namespace": 7}
 	sort.Slice(keys, func(i, j int) bool { return order[keys[i]] < order[keys[j]] })
 	parts := make([]string, len(keys))
 	for i, k := range keys {

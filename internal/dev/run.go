@@ -57,6 +57,7 @@ type devRuntime struct {
 	stopBroker   context.CancelFunc
 	brokerDone   chan error
 	shutdownOnce sync.Once
+	pinger       *pinger
 }
 
 // Run is `ksaga dev`: it loads the manifests, starts Redis (or connects to
@@ -266,6 +267,15 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	rt.stopBroker = stopBroker
 	rt.brokerDone = make(chan error, 1)
 	go func() { rt.brokerDone <- br.Run(bctx) }()
+	// PingSources, once everything can take their events.
+	if srcs := set.PingSources(); len(srcs) > 0 {
+		p, err := newPinger(bctx, srcs, addrs.Resolver(), log)
+		if err != nil {
+			return err
+		}
+		p.start()
+		rt.pinger = p
+	}
 	in.ready.Store(true)
 	log.Info("ready", "took", time.Since(began).Round(time.Millisecond), "index", "http://localhost:"+strconv.Itoa(port)+"/")
 	rt.banner(set, addrs, info)
@@ -295,6 +305,9 @@ func (rt *devRuntime) run(ctx context.Context) error {
 // accepted but not delivered stays in Redis for the next start.
 func (rt *devRuntime) shutdown() {
 	rt.shutdownOnce.Do(func() {
+		if rt.pinger != nil {
+			rt.pinger.stop()
+		}
 		if rt.in != nil {
 			rt.in.draining.Store(true)
 		}

@@ -26,7 +26,7 @@ type CheckOptions struct {
 //
 //   - a Trigger's broker (spec.broker or spec.brokerRef) is a Broker of the set;
 //   - references (Trigger subscriber and deadLetterSink, Broker
-//     deadLetterSink, SinkBinding sink and subject) to a kind this package
+//     deadLetterSink, SinkBinding sink and subject, PingSource sink) to a kind this package
 //     loads (a Knative Service, a Broker, ...) name an object of the set;
 //   - the ConfigMaps and Secrets a Knative Service uses (env valueFrom,
 //     envFrom, volumes) exist and hold the keys used, unless optional;
@@ -53,6 +53,8 @@ func Check(set *Set, opts CheckOptions) Problems {
 			}
 		case *sourcesv1.SinkBinding:
 			c.sinkBinding(v)
+		case *sourcesv1.PingSource:
+			c.ref(v.Spec.Sink.Ref, "spec.sink.ref")
 		case *servingv1.Service:
 			c.service(v)
 		}

@@ -46,6 +46,8 @@ func lookupKind(apiVersion, kind string) (kindInfo, bool) {
 		return kindInfo{namespaced: true, newValue: func() any { return &servingv1.Service{} }}, true
 	case "sources.knative.dev/v1 SinkBinding":
 		return kindInfo{namespaced: true, newValue: func() any { return &sourcesv1.SinkBinding{} }}, true
+	case "sources.knative.dev/v1 PingSource":
+		return kindInfo{namespaced: true, newValue: func() any { return &sourcesv1.PingSource{} }}, true
 	case "v1 ConfigMap":
 		return kindInfo{namespaced: true, newValue: func() any { return &corev1.ConfigMap{} }, check: checkConfigMap}, true
 	case "v1 Secret":

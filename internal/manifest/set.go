@@ -75,6 +75,7 @@ func (id ID) key() string {
 //	eventing.knative.dev/v1 Trigger          *eventingv1.Trigger
 //	serving.knative.dev/v1 Service           *servingv1.Service
 //	sources.knative.dev/v1 SinkBinding       *sourcesv1.SinkBinding
+//	sources.knative.dev/v1 PingSource        *sourcesv1.PingSource
 //	v1 ConfigMap, Secret, Namespace, Service *corev1.ConfigMap, ...
 //	apps/v1 Deployment, StatefulSet          *appsv1.Deployment, ...
 //	monitoring.coreos.com/v1 PrometheusRule  *unstructured.Unstructured
@@ -135,6 +136,9 @@ func (s *Set) Services() []*servingv1.Service { return valuesOf[*servingv1.Servi
 
 // SinkBindings returns the SinkBindings in apply order.
 func (s *Set) SinkBindings() []*sourcesv1.SinkBinding { return valuesOf[*sourcesv1.SinkBinding](s) }
+
+// PingSources returns the PingSources in apply order.
+func (s *Set) PingSources() []*sourcesv1.PingSource { return valuesOf[*sourcesv1.PingSource](s) }
 
 // ConfigMap returns the named ConfigMap, or nil.
 func (s *Set) ConfigMap(namespace, name string) *corev1.ConfigMap {
