@@ -11,25 +11,50 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ksaga/ksaga/internal/devtest"
-	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 var modes = []string{"choreography", "orchestration"}
 
-// system is ksaga dev with its own redis-server.
+// system is ksaga dev with its own redis-server, the demo data, and the
+// saga store on it (sagas are read through the store, never raw keys).
 type system struct {
-	dev *devtest.Dev
-	rdb *redis.Client
+	dev   *devtest.Dev
+	rdb   *redis.Client
+	store *redisstore.Store
 }
+
+// consoleToken is the console's action token in the manifests.
+const consoleToken = "change-me"
 
 func start(t *testing.T, mode string, env []string, args ...string) system {
 	t.Helper()
 	srv := testredis.Start(t)
-	dev := devtest.Start(t, env, append([]string{"--mode", mode, "--redis-url", srv.URL()}, args...)...)
-	return system{dev: dev, rdb: srv.Client(t)}
+	dev := devtest.Start(t, env, append([]string{"--mode", mode, "--redis-url", srv.URL(), "--seed", "deploy/demo/seed.redis"}, args...)...)
+	rdb := srv.Client(t)
+	store, err := redisstore.New(rdb, redisstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return system{dev: dev, rdb: rdb, store: store}
+}
+
+// console calls the console's admin API, as an operator with the token.
+func (s system) console(t *testing.T, method, path string) (int, []byte) {
+	t.Helper()
+	return s.dev.DoHeader(t, "console", method, path, nil, http.Header{"Authorization": {"Bearer " + consoleToken}, "Ksaga-Actor": {"e2e"}})
+}
+
+// sweep wakes the deadline sweeper now, as its PingSource does every 15 s.
+func (s system) sweep(t *testing.T) {
+	t.Helper()
+	if code := s.dev.Send(t, "sweeper", sagatest.Event(fmt.Sprintf("ping-%d", time.Now().UnixNano()), "dev.knative.sources.ping", nil), false); code != http.StatusOK {
+		t.Fatalf("ping the sweeper: %d", code)
+	}
 }
 
 type accepted struct {
@@ -41,7 +66,7 @@ type accepted struct {
 // zero ids and the status when it is refused).
 func (s system) order(t *testing.T, user int32, items ...ordersaga.LineItem) (accepted, int) {
 	t.Helper()
-	code, body := s.dev.Do(t, "order", http.MethodPost, "/orders", ordersaga.OrderRequest{UserID: user, Items: items})
+	code, body := s.dev.Do(t, "order-api", http.MethodPost, "/orders", ordersaga.OrderRequest{UserID: user, Items: items})
 	var a accepted
 	if code == http.StatusAccepted {
 		if err := json.Unmarshal(body, &a); err != nil {
@@ -77,7 +102,9 @@ func (o orderView) outcome() outcome {
 	if o.Saga != nil {
 		out.Saga = string(o.Saga.Status)
 		for _, s := range o.Saga.Steps {
-			out.Steps += s.Step + "/" + s.Outcome + " "
+			if s.Outcome != "accepted" { // every order placed through the API starts so
+				out.Steps += s.Step + "/" + s.Outcome + " "
+			}
 		}
 	}
 	return out
@@ -85,7 +112,7 @@ func (o orderView) outcome() outcome {
 
 func (s system) getOrder(t *testing.T, id string) (orderView, int) {
 	t.Helper()
-	code, body := s.dev.Do(t, "order", http.MethodGet, "/orders/"+id, nil)
+	code, body := s.dev.Do(t, "order-api", http.MethodGet, "/orders/"+id, nil)
 	var v orderView
 	if code == http.StatusOK {
 		if err := json.Unmarshal(body, &v); err != nil {
@@ -100,7 +127,7 @@ func (s system) getOrder(t *testing.T, id string) (orderView, int) {
 func (s system) settled(t *testing.T, id string, timeout time.Duration) orderView {
 	t.Helper()
 	var v orderView
-	fntest.Eventually(t, timeout, func() error {
+	sagatest.Eventually(t, timeout, func() error {
 		var code int
 		v, code = s.getOrder(t, id)
 		switch {
@@ -149,13 +176,39 @@ func (s system) notifications(t *testing.T) map[string]int {
 	return out
 }
 
-func (s system) sagaCount(t *testing.T) int {
+// stats are the order saga's counts by status, from the store's indexes.
+func (s system) stats(t *testing.T) saga.Stats {
 	t.Helper()
-	keys, err := s.rdb.Keys(context.Background(), "ksaga:{*}").Result()
+	st, err := s.store.Stats(context.Background(), ordersaga.Saga.Name, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(keys)
+	return st
+}
+
+func (s system) sagaCount(t *testing.T) int {
+	t.Helper()
+	n := 0
+	for _, c := range s.stats(t).ByStatus {
+		n += c
+	}
+	return n
+}
+
+func (s system) inFlight(t *testing.T) int {
+	t.Helper()
+	st := s.stats(t)
+	return st.ByStatus[saga.StatusAccepted] + st.ByStatus[saga.StatusRunning] + st.ByStatus[saga.StatusCompensating]
+}
+
+// record is a saga's record, from the store.
+func (s system) record(t *testing.T, id string) saga.State {
+	t.Helper()
+	st, err := s.store.Get(context.Background(), id)
+	if err != nil {
+		t.Fatalf("saga %s: %v", id, err)
+	}
+	return st
 }
 
 func item(sku string, qty int) ordersaga.LineItem { return ordersaga.LineItem{SKU: sku, Qty: qty} }

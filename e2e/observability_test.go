@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ksaga/ksaga/internal/fntest"
+	"github.com/ksaga/ksaga/sagatest"
 	"github.com/ksaga/ksaga/internal/otlptest"
 )
 
@@ -40,7 +40,7 @@ func TestOneTracePerSaga(t *testing.T) {
 			// chain is complete, then assert on it
 			var steps []otlptest.Span
 			var types []string
-			fntest.Eventually(t, 15*time.Second, func() error {
+			sagatest.Eventually(t, 15*time.Second, func() error {
 				all := rcv.Spans()
 				steps, types = steps[:0], types[:0]
 				parents := map[string]string{}
@@ -96,7 +96,7 @@ func TestOneTracePerSaga(t *testing.T) {
 			devMetrics, _ := io.ReadAll(resp.Body)
 			_ = resp.Body.Close()
 			for _, w := range []string{`ksaga_broker_events_total{broker="saga/default",code="202"}`,
-				`ksaga_broker_deliveries_total{broker="saga/default",outcome="delivered",trigger="order-on-create"}`, "ksaga_sagas_in_flight 0"} {
+				`ksaga_broker_deliveries_total{broker="saga/default",outcome="delivered",trigger="order-on-create"}`, `ksaga_sagas_in_flight{saga="order"} 0`} {
 				if !strings.Contains(string(devMetrics), w) {
 					t.Errorf("ksaga dev /metrics lacks %s", w)
 				}
@@ -106,11 +106,16 @@ func TestOneTracePerSaga(t *testing.T) {
 			if code != 200 || !strings.Contains(string(body), `ksaga_step_events_total{outcome="applied",service="payment"`) {
 				t.Errorf("payment /metrics %d lacks the applied event:\n%.2000s", code, body)
 			}
-			code, body = s.dev.Do(t, "order", http.MethodGet, "/metrics", nil)
-			for _, w := range []string{`ksaga_sagas_total{service="order",status="running"} 1`, `ksaga_sagas_total{service="order",status="completed"} 1`, "ksaga_sagas_in_flight 0",
-				`ksaga_sagas_aborted_total{cause="cancel"} 0`, `ksaga_sagas_aborted_total{cause="deadline"} 0`} {
-				if code != 200 || !strings.Contains(string(body), w) {
-					t.Errorf("order /metrics lacks %s", w)
+			for svc, wants := range map[string][]string{
+				"order":   {`ksaga_sagas_total{service="order",status="running"} 1`, `ksaga_sagas_total{service="order",status="completed"} 1`},
+				"sweeper": {`ksaga_sagas_aborted_total{cause="deadline",saga="order"} 0`},
+				"console": {`ksaga_sagas_in_flight{saga="order"} 0`, `ksaga_sagas_overdue{saga="order"} 0`, `ksaga_sagas{saga="order",status="completed"} 1`},
+			} {
+				code, body := s.dev.Do(t, svc, http.MethodGet, "/metrics", nil)
+				for _, w := range wants {
+					if code != 200 || !strings.Contains(string(body), w) {
+						t.Errorf("%s /metrics lacks %s", svc, w)
+					}
 				}
 			}
 

@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ksaga/ksaga/internal/fntest"
-	"github.com/ksaga/ksaga/knfunc"
+		"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 // scenarios are the README's walk-through, run in order on one system.
@@ -188,7 +188,7 @@ func TestRandomOrders(t *testing.T) {
 					t.Errorf("order %s: %d notifications", o.OrderID, notes[o.OrderID])
 				}
 			}
-			if in := s.rdb.ZCard(context.Background(), "ksaga:active").Val(); in != 0 {
+			if in := s.inFlight(t); in != 0 {
 				t.Errorf("%d sagas still in flight", in)
 			}
 			if len(orders) != n || confirmed == 0 || confirmed == n {
@@ -243,7 +243,7 @@ func TestCompensationFailures(t *testing.T) {
 			if v.Status != "pending" || s.balance(t, 1) != 100000-2*4999 {
 				t.Fatalf("order %s, balance %d: nothing must look compensated", v.Status, s.balance(t, 1))
 			}
-			fntest.Eventually(t, 5*time.Second, func() error { // visible to operators too
+			sagatest.Eventually(t, 5*time.Second, func() error { // visible to operators too
 				if n := s.rdb.XLen(ctx, "ksaga:deadletters").Val(); n == 0 {
 					return errNoDeadLetter
 				}
@@ -253,7 +253,7 @@ func TestCompensationFailures(t *testing.T) {
 			// payment is fixed; the operator redrives the saga: the refund
 			// runs, then the order is cancelled, as if nothing had failed
 			s.rdb.Set(ctx, key, 0, 0)
-			if code, body := s.dev.Do(t, "order", http.MethodPost, "/sagas/"+v.Saga.ID+"/redrive", nil); code != http.StatusAccepted {
+			if code, body := s.console(t, http.MethodPost, "/api/v1/sagas/"+v.Saga.ID+"/redrive"); code != http.StatusAccepted {
 				t.Fatalf("redrive: %d %s", code, body)
 			}
 			v = s.settled(t, a.OrderID, 20*time.Second)
@@ -267,8 +267,9 @@ func TestCompensationFailures(t *testing.T) {
 
 // TestStuckConfirmCompensates: the order's confirm (the last forward step)
 // keeps failing. When its retries run out (about 6 s), the dead-letter sink
-// fails the saga; when the saga's deadline (1 s) comes first, the order
-// function's sweeper does. Either way every completed step is undone in
+// fails the saga; when the saga's deadline (1 s) comes first, the deadline
+// sweeper does (woken here by the test rather than waiting up to 15 s for
+// its PingSource). Either way every completed step is undone in
 // reverse: the stock released, the payment refunded, the order cancelled,
 // the customer told.
 func TestStuckConfirmCompensates(t *testing.T) {
@@ -281,7 +282,7 @@ func TestStuckConfirmCompensates(t *testing.T) {
 		reason  string
 	}{
 		{"dead-lettered", nil, "failed", "the order step could not be reached"}, // the customer's reason: no URL
-		{"past-deadline", []string{"--env", "KSAGA_SAGA_TIMEOUT=1s", "--env", "KSAGA_SWEEP_INTERVAL=100ms"}, "timed_out", "deadline"},
+		{"past-deadline", []string{"--env", "KSAGA_SAGA_TIMEOUT=1s"}, "timed_out", "deadline"},
 	} {
 		for _, mode := range modes {
 			t.Run(tc.name+"/"+mode, func(t *testing.T) {
@@ -291,6 +292,15 @@ func TestStuckConfirmCompensates(t *testing.T) {
 				a, code := s.order(t, 1, item("book", 2))
 				if code != http.StatusAccepted {
 					t.Fatalf("POST /orders %d", code)
+				}
+				if tc.outcome == "timed_out" {
+					sagatest.Eventually(t, 10*time.Second, func() error { // past its deadline, waiting on the confirm
+						if st := s.record(t, a.SagaID); !st.Overdue(time.Now()) {
+							return fmt.Errorf("saga %s is %s, not overdue yet", a.SagaID, st.Status)
+						}
+						return nil
+					})
+					s.sweep(t)
 				}
 				v := s.settled(t, a.OrderID, 30*time.Second)
 				// past the deadline, the confirm's dead letter may follow: recorded only
@@ -331,13 +341,13 @@ func TestCancelRunningOrder(t *testing.T) {
 				t.Fatalf("POST /orders %d", code)
 			}
 			fault := knfunc.FaultKey("payment", payOn[mode])
-			fntest.Eventually(t, 5*time.Second, func() error { // payment failed once: the saga waits on it
+			sagatest.Eventually(t, 5*time.Second, func() error { // payment failed once: the saga waits on it
 				if left, _ := s.rdb.Get(ctx, fault).Int(); left == 3 {
 					return fmt.Errorf("payment not tried yet")
 				}
 				return nil
 			})
-			if code, body := s.dev.Do(t, "order", http.MethodPost, "/orders/"+a.OrderID+"/cancel", nil); code != http.StatusAccepted {
+			if code, body := s.dev.Do(t, "order-api", http.MethodPost, "/orders/"+a.OrderID+"/cancel", nil); code != http.StatusAccepted {
 				t.Fatalf("cancel: %d %s", code, body)
 			}
 			v := s.settled(t, a.OrderID, 20*time.Second)
@@ -345,7 +355,7 @@ func TestCancelRunningOrder(t *testing.T) {
 			if o := v.outcome(); o.Order != "cancelled" || o.Saga != string(saga.StatusCompensated) || o.Steps != want {
 				t.Fatalf("saga %+v, want cancelled/compensated %s", o, want)
 			}
-			fntest.Eventually(t, 10*time.Second, func() error { // payment's retries run out of faults
+			sagatest.Eventually(t, 10*time.Second, func() error { // payment's retries run out of faults
 				if left, _ := s.rdb.Get(ctx, fault).Int(); left != 0 {
 					return fmt.Errorf("%d faults left", left)
 				}

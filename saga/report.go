@@ -47,7 +47,8 @@ func (r *Report) Outcome() string {
 }
 
 // Finished returns the status the saga entered with this event, if it was
-// a start (running) or an end (a terminal status); "" otherwise. Counting it
+// a start (running, from nothing or accepted) or an end (a terminal
+// status); "" otherwise. Counting it
 // once per saga needs no extra Redis call: the Store reports the status
 // before and after.
 func (r *Report) Finished() Status {
@@ -55,7 +56,7 @@ func (r *Report) Finished() Status {
 	if !r.Handled || !res.Applied || res.From == res.Status {
 		return ""
 	}
-	if res.From == "" || res.Status.Terminal() {
+	if res.From == "" || res.From == StatusAccepted || res.Status.Terminal() {
 		return res.Status
 	}
 	return ""

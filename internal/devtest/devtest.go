@@ -110,6 +110,12 @@ func (d *Dev) BrokerURL(ns, name string) string {
 // Do sends a request to a service through the dev ingress (Host routing).
 func (d *Dev) Do(t testing.TB, service, method, path string, body any) (int, []byte) {
 	t.Helper()
+	return d.DoHeader(t, service, method, path, body, nil)
+}
+
+// DoHeader is Do with extra request headers.
+func (d *Dev) DoHeader(t testing.TB, service, method, path string, body any, header http.Header) (int, []byte) {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -123,6 +129,9 @@ func (d *Dev) Do(t testing.TB, service, method, path string, body any) (int, []b
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	resp, err := d.http.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s %s: %v", method, service, path, err)
@@ -135,7 +144,22 @@ func (d *Dev) Do(t testing.TB, service, method, path string, body any) (int, []b
 // Publish POSTs e to the saga/default broker (binary mode, or structured).
 func (d *Dev) Publish(t testing.TB, e event.Event, structured bool) int {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, d.BrokerURL("saga", "default"), nil)
+	return d.post(t, d.BrokerURL("saga", "default"), "", e, structured)
+}
+
+// Send POSTs e straight to a service, bypassing the broker, and returns
+// the status.
+func (d *Dev) Send(t testing.TB, service string, e event.Event, structured bool) int {
+	t.Helper()
+	return d.post(t, d.URL("/"), service+".saga.localhost", e, structured)
+}
+
+func (d *Dev) post(t testing.TB, url, host string, e event.Event, structured bool) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, nil)
+	if host != "" {
+		req.Host = host
+	}
 	ctx := context.Background()
 	if structured {
 		ctx = binding.WithForceStructured(ctx)
