@@ -74,7 +74,10 @@ func TestForgedEventsMoveNothing(t *testing.T) {
 		if code := s.dev.Send(t, service, e, false); code != want {
 			t.Errorf("%s: %s answered %d, want %d", name, service, code, want)
 		}
-		e.SetID(e.ID() + "-via-broker")
+		if e.Type() == ordersaga.RefundPay {
+			return // no choreography Trigger takes an orchestration command
+		}
+		e.SetID(fmt.Sprintf("%s-via-broker-%d", e.ID(), deadLettered)) // a dead letter is kept once per id
 		if code := s.dev.Publish(t, e, true); code != http.StatusAccepted {
 			t.Errorf("%s: the broker answered %d", name, code)
 		}
@@ -185,7 +188,7 @@ func TestForgedEventsMoveNothing(t *testing.T) {
 		}
 		n := 0
 		for _, dl := range p.DeadLetters {
-			if strings.HasSuffix(dl.EventID, "-via-broker") {
+			if strings.Contains(dl.EventID, "-via-broker-") {
 				if !strings.Contains(dl.Reason, "400") || dl.Handling != "kept" {
 					return fmt.Errorf("dead letter %+v", dl)
 				}

@@ -28,16 +28,26 @@ return 0`)
 // ErrInjected is the error of an injected fault.
 var ErrInjected = errors.New("injected fault")
 
-// WithFaults wraps step so that it fails as FaultKey says.
+// WithFaults wraps step so that it fails as FaultKey says. A step built
+// with Env.Participant checks faults itself, once it has admitted an event
+// (so forged events are still refused, not failed).
 func WithFaults(step saga.Step, rdb redis.UniversalClient, service string) saga.Step {
 	return saga.StepFunc(func(ctx context.Context, e event.Event) (*event.Event, error) {
-		hit, err := faultLua.Run(ctx, rdb, []string{FaultKey(service, e.Type())}).Int()
-		if err != nil {
-			return nil, saga.Transient(err, "redis")
-		}
-		if hit == 1 {
-			return nil, saga.Transient(ErrInjected, "%s for %s", service, e.Type())
+		if err := fault(ctx, rdb, service, e.Type()); err != nil {
+			return nil, err
 		}
 		return step.Handle(ctx, e)
 	})
+}
+
+// fault returns the injected fault for an event of type typ, if any.
+func fault(ctx context.Context, rdb redis.UniversalClient, service, typ string) error {
+	hit, err := faultLua.Run(ctx, rdb, []string{FaultKey(service, typ)}).Int()
+	if err != nil {
+		return saga.Transient(err, "redis")
+	}
+	if hit == 1 {
+		return saga.Transient(ErrInjected, "%s for %s", service, typ)
+	}
+	return nil
 }

@@ -55,7 +55,12 @@ func (e *Env) Step(def *saga.Definition, actions saga.Actions) (*Function, error
 // Participant returns the saga.Participant of Step, for a function that
 // serves more than one step.
 func (e *Env) Participant(def *saga.Definition, actions saga.Actions) (*saga.Participant, error) {
-	return saga.NewParticipant(def, actions, saga.ParticipantOptions{Source: e.Source(), Store: e.Store, Logger: e.Logger, Timeout: e.Config.SagaTimeout})
+	o := saga.ParticipantOptions{Source: e.Source(), Store: e.Store, Logger: e.Logger, Timeout: e.Config.SagaTimeout}
+	if e.Config.FaultInjection {
+		// faults fail admitted events only: forged ones are still refused
+		o.Before = func(ctx context.Context, in saga.Input) error { return fault(ctx, e.Redis, e.Config.Service, in.Event.Type()) }
+	}
+	return saga.NewParticipant(def, actions, o)
 }
 
 // Function is what a setup returns: the step and, optionally, more routes.
@@ -139,7 +144,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 		step := fn.Step
 		if cfg.FaultInjection {
 			logger.Warn("fault injection is on (KSAGA_FAULT_INJECTION): events fail when " + FaultKey(cfg.Service, "<type>") + " says so")
-			step = WithFaults(step, rdb, cfg.Service)
+			if _, ok := step.(*saga.Participant); !ok { // a Participant checks once it admitted an event
+				step = WithFaults(step, rdb, cfg.Service)
+			}
 		}
 		obs := &telemetry.StepObserver{Service: cfg.Service, Metrics: env.Metrics, Tracer: tracing.Provider.Tracer("github.com/ksaga/ksaga/knfunc")}
 		// metrics label the event types the step declares, "other" for the rest

@@ -40,6 +40,7 @@ type Participant struct {
 	logger  *slog.Logger
 	now     func() time.Time
 	timeout time.Duration
+	before  func(ctx context.Context, in Input) error
 }
 
 // ParticipantOptions configure NewParticipant.
@@ -52,6 +53,10 @@ type ParticipantOptions struct {
 	// participant starts (0: the Definition's).
 	Timeout time.Duration
 	Now     func() time.Time // nil: time.Now
+	// Before, if set, runs once an event is admitted, before its action:
+	// an error fails the delivery as the action's would (knfunc's fault
+	// injection uses it, so that forged events are still refused).
+	Before func(ctx context.Context, in Input) error
 }
 
 // NewParticipant returns the Participant running actions for def. Every
@@ -78,7 +83,7 @@ func NewParticipant(def *Definition, actions Actions, o ParticipantOptions) (*Pa
 	if o.Source == "" || o.Store == nil {
 		return nil, errors.New("saga: a participant needs a Source and a Store")
 	}
-	p := &Participant{def: def, actions: actions, source: o.Source, store: o.Store, logger: o.Logger, now: o.Now, timeout: o.Timeout}
+	p := &Participant{def: def, actions: actions, source: o.Source, store: o.Store, logger: o.Logger, now: o.Now, timeout: o.Timeout, before: o.Before}
 	if p.logger == nil {
 		p.logger = slog.Default()
 	}
@@ -145,7 +150,7 @@ func (p *Participant) Handle(ctx context.Context, e event.Event) (*event.Event, 
 		if why := p.admit(rec, e, route); why != "" {
 			return nil, p.refuse(ctx, e, rec, why)
 		}
-		t, err := act(ctx, Input{SagaID: sagaID, Saga: rec, Event: e})
+		t, err := p.act(ctx, act, Input{SagaID: sagaID, Saga: rec, Event: e})
 		if err != nil {
 			return nil, err
 		}
@@ -190,7 +195,7 @@ func (p *Participant) start(ctx context.Context, e event.Event, route Route, act
 		}
 		version = rec.Version
 	}
-	t, err := act(ctx, Input{SagaID: sagaID, Saga: rec, Event: e})
+	t, err := p.act(ctx, act, Input{SagaID: sagaID, Saga: rec, Event: e})
 	if err != nil {
 		return nil, err
 	}
@@ -219,6 +224,16 @@ func (p *Participant) start(ctx context.Context, e event.Event, route Route, act
 		return nil, err
 	}
 	return p.answer(ctx, e, sagaID, c.Step, res, version)
+}
+
+// act runs the Before hook, then the action.
+func (p *Participant) act(ctx context.Context, act Action, in Input) (Transition, error) {
+	if p.before != nil {
+		if err := p.before(ctx, in); err != nil {
+			return Transition{}, err
+		}
+	}
+	return act(ctx, in)
 }
 
 // answer turns the Store's result into the step's reply.
