@@ -85,7 +85,10 @@ func TestForgedEventsMoveNothing(t *testing.T) {
 			deadLettered++
 		}
 	}
-	refused := func(name, service string, e event.Event) { t.Helper(); refusedWith(name, service, e, http.StatusBadRequest) }
+	refused := func(name, service string, e event.Event) {
+		t.Helper()
+		refusedWith(name, service, e, http.StatusBadRequest)
+	}
 	unchanged := func(name string, before saga.State) {
 		t.Helper()
 		after := s.record(t, before.ID)

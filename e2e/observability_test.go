@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ksaga/ksaga/sagatest"
 	"github.com/ksaga/ksaga/internal/otlptest"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 // TestOneTracePerSaga: with an OTLP endpoint, one saga yields a single

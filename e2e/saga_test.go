@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-		"github.com/ksaga/ksaga/knfunc"
+	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/saga"
 	"github.com/ksaga/ksaga/sagatest"

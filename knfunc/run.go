@@ -58,7 +58,9 @@ func (e *Env) Participant(def *saga.Definition, actions saga.Actions) (*saga.Par
 	o := saga.ParticipantOptions{Source: e.Source(), Store: e.Store, Logger: e.Logger, Timeout: e.Config.SagaTimeout}
 	if e.Config.FaultInjection {
 		// faults fail admitted events only: forged ones are still refused
-		o.Before = func(ctx context.Context, in saga.Input) error { return fault(ctx, e.Redis, e.Config.Service, in.Event.Type()) }
+		o.Before = func(ctx context.Context, in saga.Input) error {
+			return fault(ctx, e.Redis, e.Config.Service, in.Event.Type())
+		}
 	}
 	return saga.NewParticipant(def, actions, o)
 }
