@@ -115,6 +115,9 @@ type Operator struct {
 	Source string // CloudEvents source of the events operations emit
 	Logger *slog.Logger
 	Now    func() time.Time
+	// Timeout overrides the definitions' saga timeout for the sagas Accept
+	// records (0: the definition's).
+	Timeout time.Duration
 }
 
 // Errors of operator actions, which an API maps to HTTP statuses.
@@ -342,7 +345,11 @@ func (o *Operator) Accept(ctx context.Context, def *saga.Definition, sagaID, key
 		return saga.Result{}, fmt.Errorf("saga %q starts with %s, not %s", def.Name, def.Steps[0].Command, start.Type())
 	}
 	now := o.now()
-	deadline := now.Add(time.Duration(def.Timeout))
+	timeout := time.Duration(def.Timeout)
+	if o.Timeout > 0 {
+		timeout = o.Timeout
+	}
+	deadline := now.Add(timeout)
 	data := start.Data()
 	if data == nil {
 		data = []byte("null")

@@ -33,7 +33,7 @@ func setup(_ context.Context, env *knfunc.Env) (*knfunc.Function, error) {
 	if err != nil {
 		return nil, err
 	}
-	op := &ops.Operator{Sagas: sagas, Store: env.Store, Source: env.Source(), Logger: env.Logger}
+	op := &ops.Operator{Sagas: sagas, Store: env.Store, Source: env.Source(), Logger: env.Logger, Timeout: env.Config.SagaTimeout}
 	if env.Sink != nil {
 		op.Sink = env.Sink
 	}
