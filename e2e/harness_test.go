@@ -11,10 +11,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ksaga/ksaga/internal/devtest"
-	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 var modes = []string{"choreography", "orchestration"}
@@ -100,7 +100,7 @@ func (s system) getOrder(t *testing.T, id string) (orderView, int) {
 func (s system) settled(t *testing.T, id string, timeout time.Duration) orderView {
 	t.Helper()
 	var v orderView
-	fntest.Eventually(t, timeout, func() error {
+	sagatest.Eventually(t, timeout, func() error {
 		var code int
 		v, code = s.getOrder(t, id)
 		switch {

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/internal/otlptest"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 // TestOneTracePerSaga: with an OTLP endpoint, one saga yields a single
@@ -40,7 +40,7 @@ func TestOneTracePerSaga(t *testing.T) {
 			// chain is complete, then assert on it
 			var steps []otlptest.Span
 			var types []string
-			fntest.Eventually(t, 15*time.Second, func() error {
+			sagatest.Eventually(t, 15*time.Second, func() error {
 				all := rcv.Spans()
 				steps, types = steps[:0], types[:0]
 				parents := map[string]string{}

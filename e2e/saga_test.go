@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 // scenarios are the README's walk-through, run in order on one system.
@@ -243,7 +243,7 @@ func TestCompensationFailures(t *testing.T) {
 			if v.Status != "pending" || s.balance(t, 1) != 100000-2*4999 {
 				t.Fatalf("order %s, balance %d: nothing must look compensated", v.Status, s.balance(t, 1))
 			}
-			fntest.Eventually(t, 5*time.Second, func() error { // visible to operators too
+			sagatest.Eventually(t, 5*time.Second, func() error { // visible to operators too
 				if n := s.rdb.XLen(ctx, "ksaga:deadletters").Val(); n == 0 {
 					return errNoDeadLetter
 				}
@@ -331,7 +331,7 @@ func TestCancelRunningOrder(t *testing.T) {
 				t.Fatalf("POST /orders %d", code)
 			}
 			fault := knfunc.FaultKey("payment", payOn[mode])
-			fntest.Eventually(t, 5*time.Second, func() error { // payment failed once: the saga waits on it
+			sagatest.Eventually(t, 5*time.Second, func() error { // payment failed once: the saga waits on it
 				if left, _ := s.rdb.Get(ctx, fault).Int(); left == 3 {
 					return fmt.Errorf("payment not tried yet")
 				}
@@ -345,7 +345,7 @@ func TestCancelRunningOrder(t *testing.T) {
 			if o := v.outcome(); o.Order != "cancelled" || o.Saga != string(saga.StatusCompensated) || o.Steps != want {
 				t.Fatalf("saga %+v, want cancelled/compensated %s", o, want)
 			}
-			fntest.Eventually(t, 10*time.Second, func() error { // payment's retries run out of faults
+			sagatest.Eventually(t, 10*time.Second, func() error { // payment's retries run out of faults
 				if left, _ := s.rdb.Get(ctx, fault).Int(); left != 0 {
 					return fmt.Errorf("%d faults left", left)
 				}
