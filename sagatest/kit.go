@@ -6,9 +6,15 @@
 // must pass (StoreSuite).
 //
 //	k := sagatest.New(t, ordersaga.Saga, sagatest.Redis(t))
-//	e := k.Run("saga-1", order, ordersaga.PayAuthorized)  // the saga waits on payment's result
-//	reply := k.Deliver(step, e)                              // the inventory step acts on it
-//	// assert reply.Type(), the stock in Redis, k.Record("saga-1").Steps
+//	e := k.Run("saga-1", order, ordersaga.PayAuthorized) // the saga waits on payment's result
+//	reply, err := k.Deliver(step, e)                      // the inventory step acts on it
+//	// assert reply.Type(), the stock in Redis, k.Record("saga-1").Steps; then walk
+//	// on from the step's reply to the next event it acts on, its compensation:
+//	e = k.Continue(*reply, ordersaga.ConfirmFailed, sagatest.Fail(ordersaga.Confirm, "refused"))
+//
+// Start runs a function as its main would, on a free port, for the steps
+// whose HTTP behaviour matters (Post, PostSaga); Orchestrated walks a saga
+// in orchestration mode, to a step's command.
 package sagatest
 
 import (
