@@ -15,10 +15,10 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
-	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 func TestDrainFinishesInFlightRequests(t *testing.T) {
@@ -37,8 +37,8 @@ func TestDrainFinishesInFlightRequests(t *testing.T) {
 	f := startFunction(t, map[string]string{"REDIS_URL": srv.URL(), "KSAGA_SHUTDOWN_TIMEOUT": "10s"},
 		func(context.Context, *knfunc.Env) (*knfunc.Function, error) { return &knfunc.Function{Step: slow}, nil })
 
-	got := make(chan fntest.Response, 1)
-	go func() { got <- fntest.Post(t, f.URL, newEvent("1", "io.ksaga.test.slow", "", `{}`), false) }()
+	got := make(chan sagatest.Response, 1)
+	go func() { got <- sagatest.Post(t, f.URL, newEvent("1", "io.ksaga.test.slow", "", `{}`), false) }()
 	<-entered
 	f.Cancel() // SIGTERM
 	// readiness fails while draining; poll until it does

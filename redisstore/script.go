@@ -177,8 +177,7 @@ if fresh then
   end
 else
   ca, n = tonumber(cur[5]), tonumber(cur[4] or '0')
-  if create then -- the start of an accepted saga records the data it runs with
-    if a.trace ~= '' then f[#f + 1] = 'tr' f[#f + 1] = a.trace end
+  if create then -- the start of an accepted saga records the data it runs with, and its trace
     local d = a.data
     local old = tonumber(cur[7] or '0')
     local chunks, size = math.ceil(#d / 60), 60
@@ -189,6 +188,7 @@ else
       f[#f + 1] = string.sub(d, i * size + 1, (i + 1) * size)
     end
     for i = chunks, old - 1 do redis.call('HDEL', h, 'd' .. i) end
+    if a.trace ~= '' then f[#f + 1] = 'tr' f[#f + 1] = a.trace end
   end
 end
 if fresh and a.accept == '1' then

@@ -137,8 +137,7 @@ func (p *Participant) Handle(ctx context.Context, e event.Event) (*event.Event, 
 			return nil, err
 		}
 		if dup != nil {
-			report(ctx, p.def.StepDef(route).Name, Result{Duplicate: true, Version: dup.Version, Status: rec.Status, From: rec.Status, Reply: dup})
-			return p.toEvent(sagaID, e, dup), nil
+			return p.redelivered(ctx, e, sagaID, route, rec, dup)
 		}
 		switch {
 		case version < rec.Version:
@@ -184,8 +183,7 @@ func (p *Participant) start(ctx context.Context, e event.Event, route Route, act
 	case err != nil:
 		return nil, err
 	case dup != nil:
-		report(ctx, p.def.StepDef(route).Name, Result{Duplicate: true, Version: dup.Version, Status: rec.Status, From: rec.Status, Reply: dup})
-		return p.toEvent(sagaID, e, dup), nil
+		return p.redelivered(ctx, e, sagaID, route, rec, dup)
 	case rec.Status != StatusAccepted:
 		p.stale(ctx, e, "exists", 0, rec)
 		return nil, nil
@@ -234,6 +232,23 @@ func (p *Participant) act(ctx context.Context, act Action, in Input) (Transition
 		}
 	}
 	return act(ctx, in)
+}
+
+// redelivered answers an event applied before with the reply stored for
+// it, and has the Store count the redelivery in the saga's history
+// (StepRecord.Redelivered): the Store counts a redelivery it is asked to
+// apply again, which Load, a read, does not.
+func (p *Participant) redelivered(ctx context.Context, e event.Event, sagaID string, route Route, rec State, dup *Emitted) (*event.Event, error) {
+	res, err := p.store.Apply(ctx, Change{SagaID: sagaID, Saga: rec.Saga, Key: rec.Key,
+		Event: EventRef{Source: e.Source(), ID: e.ID(), Type: e.Type()}})
+	if err != nil {
+		return nil, err
+	}
+	if res.Duplicate && res.Reply != nil {
+		dup = res.Reply
+	}
+	report(ctx, p.def.StepDef(route).Name, Result{Duplicate: true, Version: dup.Version, Status: rec.Status, From: rec.Status, Reply: dup})
+	return p.toEvent(sagaID, e, dup), nil
 }
 
 // answer turns the Store's result into the step's reply.

@@ -183,11 +183,12 @@ func TestStale(t *testing.T) {
 func TestCompensationUndoesTheRecord(t *testing.T) {
 	k, p, rdb := setup(t)
 	e := k.Run("s1", booking{"ann", 3}, "t.flight.booked")
-	if _, err := k.Deliver(p, e); err != nil {
+	booked, err := k.Deliver(p, e)
+	if err != nil {
 		t.Fatal(err)
 	}
 	// the car fails: the saga waits on the hotel's cancellation
-	carFailed := k.Run("s1", nil, "t.car.failed", sagatest.Continue(), sagatest.Fail("car", "no cars in Oslo"))
+	carFailed := k.Continue(*booked, "t.car.failed", sagatest.Fail("car", "no cars in Oslo"))
 	reply, err := k.Deliver(p, carFailed)
 	if err != nil || reply == nil || reply.Type() != "t.hotel.cancelled" {
 		t.Fatalf("cancel: %v %v", reply, err)

@@ -104,12 +104,13 @@ func Start(t testing.TB, setup knfunc.Setup, env map[string]string) *Func {
 	return nil
 }
 
-// Event builds a CloudEvent; data is JSON-encoded unless it is []byte or
-// json.RawMessage. Extensions are given as key, value pairs.
+// Event builds a CloudEvent from source "/sagatest"; data is JSON-encoded
+// unless it is []byte or json.RawMessage. Extensions are given as key,
+// value pairs.
 func Event(id, typ string, data any, ext ...string) event.Event {
 	e := event.New()
 	e.SetID(id)
-	e.SetSource("/fntest")
+	e.SetSource("/sagatest")
 	e.SetType(typ)
 	for i := 0; i+1 < len(ext); i += 2 {
 		e.SetExtension(ext[i], ext[i+1])

@@ -6,9 +6,15 @@
 // must pass (StoreSuite).
 //
 //	k := sagatest.New(t, ordersaga.Saga, sagatest.Redis(t))
-//	e := k.Run("saga-1", order, ordersaga.PayAuthorized)  // the saga waits on payment's result
-//	reply := k.Deliver(step, e)                              // the inventory step acts on it
-//	// assert reply.Type(), the stock in Redis, k.Record("saga-1").Steps
+//	e := k.Run("saga-1", order, ordersaga.PayAuthorized) // the saga waits on payment's result
+//	reply, err := k.Deliver(step, e)                      // the inventory step acts on it
+//	// assert reply.Type(), the stock in Redis, k.Record("saga-1").Steps; then walk
+//	// on from the step's reply to the next event it acts on, its compensation:
+//	e = k.Continue(*reply, ordersaga.ConfirmFailed, sagatest.Fail(ordersaga.Confirm, "refused"))
+//
+// Start runs a function as its main would, on a free port, for the steps
+// whose HTTP behaviour matters (Post, PostSaga); Orchestrated walks a saga
+// in orchestration mode, to a step's command.
 package sagatest
 
 import (
@@ -56,7 +62,7 @@ type walk struct {
 	fail    map[string]string
 	start   event.Event
 	hasE    bool
-	resume  bool
+	orch    saga.Step
 }
 
 // Output has the step record v as its output when it succeeds (what its
@@ -65,15 +71,20 @@ func Output(step string, v any) Option {
 	return func(w *walk) { w.outputs[step] = v }
 }
 
-// Fail has the step fail with reason (its first forward run).
+// Fail has the step fail with reason (its first forward run). A step is
+// named as in the Definition, or by its command where a name repeats (the
+// order saga's order step creates and confirms: Fail(ordersaga.Confirm, r)
+// fails the confirm).
 func Fail(step, reason string) Option {
 	return func(w *walk) { w.fail[step] = reason }
 }
 
-// Continue walks on from the event an existing saga waits on (after a
-// step under test moved it), instead of starting the saga.
-func Continue() Option {
-	return func(w *walk) { w.resume = true }
+// Orchestrated walks the saga in orchestration mode: every step's result
+// goes to o (an ops.Orchestrator on the kit's Store) and the command it
+// replies with to the steps, so Run can stop at a command (e.g. the
+// orchestrator's io.ksaga.payment.authorize) for the step under test.
+func Orchestrated(o saga.Step) Option {
+	return func(w *walk) { w.orch = o }
 }
 
 // StartEvent sets the command that starts the saga (default: the start
@@ -83,41 +94,63 @@ func StartEvent(e event.Event) Option {
 }
 
 // Run starts saga id with data and walks its Definition in choreography
-// mode — every step succeeds unless Fail says otherwise, and a failure
-// compensates the completed steps newest first — until the saga emits an
-// event of type until, which it returns: the event the saga then waits on,
-// to deliver to the step under test. The record is written by a real
-// saga.Participant on the kit's Store, exactly as at run time; the kit's
-// own steps run no effects. Run fails the test if the walk ends (the saga
-// waits on nothing) before until.
+// mode (see Orchestrated) — every step succeeds unless Fail says
+// otherwise, and a failure compensates the completed steps newest first —
+// until the saga emits an event of type until, which it returns: the event
+// the saga then waits on, to deliver to the step under test. The record is
+// written by a real saga.Participant on the kit's Store, exactly as at run
+// time; the kit's own steps run no effects. Run fails the test if the walk
+// ends (the saga waits on nothing) before until.
 func (k *Kit) Run(id string, data any, until string, opts ...Option) event.Event {
 	k.T.Helper()
+	w := k.walk(opts)
+	e := w.start
+	if !w.hasE {
+		e = Event(id+"-start", k.Def.Steps[0].Command, data, saga.ExtCorrelationID, id)
+		e.SetSource(k.Source)
+	}
+	return k.walkFrom(w, data, e, until)
+}
+
+// Continue walks a saga on from e, as Run does, until it emits an event of
+// type until, which it returns. e is an event the saga waits on, typically
+// the reply of the step under test: a test can drive a saga through the
+// real step and on to the next event that step acts on (a charge, then its
+// refund).
+func (k *Kit) Continue(e event.Event, until string, opts ...Option) event.Event {
+	k.T.Helper()
+	return k.walkFrom(k.walk(opts), nil, e, until)
+}
+
+func (k *Kit) walk(opts []Option) *walk {
 	w := &walk{outputs: map[string]any{}, fail: map[string]string{}}
 	for _, o := range opts {
 		o(w)
 	}
+	return w
+}
+
+func (k *Kit) walkFrom(w *walk, data any, e event.Event, until string) event.Event {
+	k.T.Helper()
 	p := k.participant(data, w)
-	e := w.start
-	switch {
-	case w.resume:
-		st := k.Record(id)
-		if st.Next == nil {
-			k.T.Fatalf("sagatest: saga %s waits on no event", id)
-		}
-		e = *saga.ToEvent(id, "", st.Next)
-	case !w.hasE:
-		e = Event(id+"-start", k.Def.Steps[0].Command, data, saga.ExtCorrelationID, id)
-		e.SetSource(k.Source)
+	results := map[string]bool{}
+	for _, t := range k.Def.Results() {
+		results[t] = true
 	}
+	id := saga.SagaIDOf(e)
 	ctx := context.Background()
 	for range 4 * (len(k.Def.Steps) + 2) {
 		if e.Type() == until {
 			return e
 		}
-		if _, ok := k.Def.Route(e.Type()); !ok {
+		var step saga.Step = p
+		if _, ok := k.Def.Route(e.Type()); !ok && (w.orch == nil || !results[e.Type()]) {
 			k.T.Fatalf("sagatest: saga %s ended with %s without emitting %s", id, e.Type(), until)
 		}
-		reply, err := p.Handle(ctx, e)
+		if w.orch != nil && results[e.Type()] {
+			step = w.orch
+		}
+		reply, err := step.Handle(ctx, e)
 		if err != nil {
 			k.T.Fatalf("sagatest: walking saga %s to %s: %s: %v", id, until, e.Type(), err)
 		}
@@ -135,12 +168,15 @@ func (k *Kit) participant(data any, w *walk) *saga.Participant {
 	failed := map[string]bool{}
 	actions := saga.Actions{}
 	for i, s := range k.Def.Steps {
-		name, start := s.Name, i == 0
+		name, command, start := s.Name, s.Command, i == 0
 		actions[s.Command] = func(_ context.Context, in saga.Input) (saga.Transition, error) {
 			t := saga.Transition{Outcome: "succeeded", Output: w.outputs[name]}
-			if reason, ok := w.fail[name]; ok && !failed[name] {
-				failed[name] = true
-				t.Fail = reason
+			for _, key := range []string{command, name} {
+				if reason, ok := w.fail[key]; ok && !failed[key] {
+					failed[key] = true
+					t.Fail = reason
+					break
+				}
 			}
 			if start {
 				t.Data = data

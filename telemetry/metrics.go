@@ -36,7 +36,7 @@ func NewMetrics() *Metrics {
 		Registry: prometheus.NewRegistry(),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ksaga_step_events_total",
-			Help: "CloudEvents a step received, by type and outcome (applied, business_failure, duplicate, stale, replied, acked, invalid, transient, internal).",
+			Help: "CloudEvents a step received, by type and outcome (applied, business_failure, duplicate, stale, refused, replied, acked, invalid, transient, internal).",
 		}, []string{"service", "type", "outcome"}),
 		replies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ksaga_step_replies_total",

@@ -53,6 +53,7 @@ func (o *StepObserver) Start(ctx context.Context, w http.ResponseWriter, r *http
 	return ctx, func(reply *event.Event, status int, err error) {
 		outcome := rep.Outcome()
 		switch {
+		case outcome == "refused": // a 400 too, but a security event: counted apart
 		case err != nil && status < 500:
 			outcome = "invalid"
 		case err != nil && status == http.StatusServiceUnavailable:
@@ -68,7 +69,7 @@ func (o *StepObserver) Start(ctx context.Context, w http.ResponseWriter, r *http
 		m.stepEvents.Get([3]string{o.Service, typ, outcome}).Inc()
 		m.stepDuration.Get([2]string{o.Service, typ}).Observe(time.Since(begin).Seconds())
 		switch outcome {
-		case "invalid":
+		case "invalid", "refused":
 			m.errors.WithLabelValues(o.Service, "bad_input").Inc()
 		case "transient", "internal":
 			m.errors.WithLabelValues(o.Service, outcome).Inc()

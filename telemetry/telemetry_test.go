@@ -11,12 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ksaga/ksaga/internal/fntest"
+	"github.com/cloudevents/sdk-go/v2/event"
+
 	"github.com/ksaga/ksaga/internal/otlptest"
-	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/knfunc"
-	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/sagatest"
 	"github.com/ksaga/ksaga/telemetry"
 )
 
@@ -43,78 +43,77 @@ func TestNewTracingFromEnv(t *testing.T) {
 	}
 }
 
-var echo = saga.EffectScript{Name: "test.noop", Lua: `return`}
+// testSaga is a two-step saga: start (undone by undo), then finish.
+var testSaga = &saga.Definition{Name: "test", Timeout: saga.Duration(time.Minute), Steps: []saga.StepDef{
+	{Name: "start", Command: "io.ksaga.test.start", Succeeded: "io.ksaga.test.started", Compensation: "io.ksaga.test.undo", Compensated: "io.ksaga.test.undone"},
+	{Name: "finish", Command: "io.ksaga.test.finish", Succeeded: "io.ksaga.test.finished", Failed: "io.ksaga.test.failed"},
+}}
 
-func participantSetup(ctx context.Context, env *knfunc.Env) (*knfunc.Function, error) {
-	store, err := env.NewStore(ctx, echo)
-	if err != nil {
-		return nil, err
-	}
-	return &knfunc.Function{Step: &saga.Participant{Source: "/ksaga/test", Store: store, Logger: env.Logger, Actions: map[string]saga.Action{
-		"io.ksaga.test.start": func(_ context.Context, in saga.Input) (saga.Transition, error) {
-			return saga.Transition{SagaID: in.Event.ID(), Create: true, Data: []byte(`{}`), Deadline: time.Now().Add(time.Minute), Step: "start",
-				OnSuccess: saga.Outcome{Outcome: "started", Reply: &saga.Reply{Type: "io.ksaga.test.started"}}}, nil
+// participantSetup serves both steps of testSaga.
+func participantSetup(_ context.Context, env *knfunc.Env) (*knfunc.Function, error) {
+	return env.Step(testSaga, saga.Actions{
+		"io.ksaga.test.start": func(context.Context, saga.Input) (saga.Transition, error) {
+			return saga.Transition{Outcome: "started", Data: map[string]int{"n": 1}}, nil
 		},
-		"io.ksaga.test.finish": func(_ context.Context, in saga.Input) (saga.Transition, error) {
-			return saga.Transition{Step: "finish", Effect: echo.Call(nil),
-				OnSuccess: saga.Outcome{Outcome: "done", Status: saga.StatusCompleted, Reply: &saga.Reply{Type: "io.ksaga.test.finished"}}}, nil
+		"io.ksaga.test.finish": func(context.Context, saga.Input) (saga.Transition, error) {
+			return saga.Transition{Outcome: "done"}, nil
 		},
-	}}}, nil
+	})
 }
 
 const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
-func post(t *testing.T, url string, id, typ, sagaID string, header http.Header) (fntest.Response, http.Header) {
+// post sends e with header and returns the answer and its headers.
+func post(t *testing.T, url string, e event.Event, header http.Header) (sagatest.Response, http.Header) {
 	t.Helper()
-	e := fntest.Event(id, typ, map[string]int{"n": 1}, saga.ExtCorrelationID, sagaID)
 	req, _ := http.NewRequest(http.MethodPost, url, nil)
-	r := fntest.PostRequest(t, req, e, header)
+	r := sagatest.PostRequest(t, req, e, header)
 	return r, r.Header
 }
 
 func TestStepTracesAndMetrics(t *testing.T) {
-	srv := testredis.Start(t)
+	url, _ := sagatest.RedisURL(t)
 	rcv := otlptest.Start(t)
-	f := fntest.Start(t, func(ctx context.Context, getenv func(string) string, out io.Writer) error {
-		return knfunc.Run(ctx, getenv, out, participantSetup)
-	}, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "tracer", "OTEL_EXPORTER_OTLP_ENDPOINT": rcv.URL})
+	f := sagatest.Start(t, participantSetup, map[string]string{"REDIS_URL": url, "K_SERVICE": "tracer", "OTEL_EXPORTER_OTLP_ENDPOINT": rcv.URL})
 
-	h := http.Header{"Traceparent": {parent}}
-	r1, hdr := post(t, f.URL, "s1", "io.ksaga.test.start", "", h)
+	start := sagatest.Event("e1", "io.ksaga.test.start", map[string]int{"n": 1}, saga.ExtCorrelationID, "s1")
+	r1, hdr := post(t, f.URL, start, http.Header{"Traceparent": {parent}})
 	if r1.Reply == nil {
 		t.Fatalf("%d %s", r1.Status, r1.Body)
 	}
 	if !strings.HasPrefix(hdr.Get("Traceparent"), "00-4bf92f3577b34da6a3ce929d0e0e4736-") || hdr.Get("Traceparent") == parent {
 		t.Fatalf("response traceparent %q: want the same trace, the step's own span", hdr.Get("Traceparent"))
 	}
-	post(t, f.URL, "f1", "io.ksaga.test.finish", "s1", http.Header{"Traceparent": {hdr.Get("Traceparent")}})
-	post(t, f.URL, "f1", "io.ksaga.test.finish", "s1", nil) // duplicate
-	post(t, f.URL, "x", "io.ksaga.test.nope", "s1", nil)    // 400, type "other"
+	started := *r1.Reply
+	forged := started.Clone()
+	forged.SetID("forged")
+	post(t, f.URL, forged, nil)                                                                      // 400: refused, a security event
+	post(t, f.URL, started, http.Header{"Traceparent": {hdr.Get("Traceparent")}})                    // runs finish
+	post(t, f.URL, started, nil)                                                                     // duplicate
+	post(t, f.URL, sagatest.Event("x", "io.ksaga.test.nope", nil, saga.ExtCorrelationID, "s1"), nil) // 400, type "other"
 
-	fntest.Eventually(t, 10*time.Second, func() error {
+	sagatest.Eventually(t, 10*time.Second, func() error {
 		spans := rcv.Spans()
-		if len(spans) < 2 {
-			return fmt.Errorf("%d spans", len(spans))
-		}
-		var start, finish *otlptest.Span
+		var first, finish *otlptest.Span
 		for i, s := range spans {
 			switch s.Name {
 			case "ksaga.step io.ksaga.test.start":
-				start = &spans[i]
-			case "ksaga.step io.ksaga.test.finish":
-				if finish == nil {
+				first = &spans[i]
+			case "ksaga.step io.ksaga.test.started":
+				if s.Attributes["ksaga.outcome"] == "applied" {
 					finish = &spans[i]
 				}
 			}
 		}
-		if start == nil || finish == nil {
+		if first == nil || finish == nil {
 			return fmt.Errorf("spans %v", spans)
 		}
-		if start.TraceID != "4bf92f3577b34da6a3ce929d0e0e4736" || start.Parent != "00f067aa0ba902b7" || start.Service != "tracer" {
-			return fmt.Errorf("start span %+v", start)
+		if first.TraceID != "4bf92f3577b34da6a3ce929d0e0e4736" || first.Parent != "00f067aa0ba902b7" || first.Service != "tracer" {
+			return fmt.Errorf("start span %+v", first)
 		}
-		if finish.TraceID != start.TraceID || finish.Parent != start.SpanID || finish.Attributes["ksaga.saga_id"] != "s1" {
-			return fmt.Errorf("finish span %+v must be a child of %s", finish, start.SpanID)
+		if finish.TraceID != first.TraceID || finish.Parent != first.SpanID || finish.Attributes["ksaga.saga_id"] != "s1" ||
+			finish.Attributes["ksaga.step"] != "finish" {
+			return fmt.Errorf("finish span %+v must be a child of %s", finish, first.SpanID)
 		}
 		return nil
 	})
@@ -124,16 +123,17 @@ func TestStepTracesAndMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	for _, want := range []string{
 		`ksaga_step_events_total{outcome="applied",service="tracer",type="io.ksaga.test.start"} 1`,
-		`ksaga_step_events_total{outcome="applied",service="tracer",type="io.ksaga.test.finish"} 1`,
-		`ksaga_step_events_total{outcome="duplicate",service="tracer",type="io.ksaga.test.finish"} 1`,
+		`ksaga_step_events_total{outcome="applied",service="tracer",type="io.ksaga.test.started"} 1`,
+		`ksaga_step_events_total{outcome="duplicate",service="tracer",type="io.ksaga.test.started"} 1`,
+		`ksaga_step_events_total{outcome="refused",service="tracer",type="io.ksaga.test.started"} 1`,
 		`ksaga_step_events_total{outcome="invalid",service="tracer",type="other"} 1`,
 		`ksaga_step_replies_total{service="tracer",type="io.ksaga.test.finished"} 2`,
 		`ksaga_sagas_total{service="tracer",status="running"} 1`,
 		`ksaga_sagas_total{service="tracer",status="completed"} 1`,
-		`ksaga_step_errors_total{class="bad_input",service="tracer"} 1`,
+		`ksaga_step_errors_total{class="bad_input",service="tracer"} 2`,
 		`ksaga_step_duration_seconds_count{service="tracer",type="io.ksaga.test.start"} 1`,
 	} {
 		if !bytes.Contains(body, []byte(want)) {
@@ -146,23 +146,19 @@ func TestStepTracesAndMetrics(t *testing.T) {
 }
 
 func TestTraceContextFlowsWithoutAnExporter(t *testing.T) {
-	srv := testredis.Start(t)
-	f := fntest.Start(t, func(ctx context.Context, getenv func(string) string, out io.Writer) error {
-		return knfunc.Run(ctx, getenv, out, participantSetup)
-	}, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "quiet", "LOG_LEVEL": "debug"})
-	_, hdr := post(t, f.URL, "s2", "io.ksaga.test.start", "", http.Header{"Traceparent": {parent}})
+	url, _ := sagatest.RedisURL(t)
+	f := sagatest.Start(t, participantSetup, map[string]string{"REDIS_URL": url, "K_SERVICE": "quiet", "LOG_LEVEL": "debug"})
+	_, hdr := post(t, f.URL, sagatest.Event("s2", "io.ksaga.test.start", map[string]int{}, saga.ExtCorrelationID, "s2"), http.Header{"Traceparent": {parent}})
 	if !strings.HasPrefix(hdr.Get("Traceparent"), "00-4bf92f3577b34da6a3ce929d0e0e4736-") {
 		t.Fatalf("traceparent %q: the trace must flow on with tracing off", hdr.Get("Traceparent"))
 	}
 	// the CloudEvents distributed-tracing extension is read when headers have none
-	e := fntest.Event("s3", "io.ksaga.test.start", map[string]int{}, "traceparent", parent)
-	req, _ := http.NewRequest(http.MethodPost, f.URL, nil)
-	r := fntest.PostRequest(t, req, e, nil)
+	r, _ := post(t, f.URL, sagatest.Event("s3", "io.ksaga.test.start", map[string]int{}, "traceparent", parent), nil)
 	if !strings.HasPrefix(r.Header.Get("Traceparent"), "00-4bf92f3577b34da6a3ce929d0e0e4736-") {
 		t.Fatalf("traceparent from the extension: %q", r.Header.Get("Traceparent"))
 	}
 	// log lines of the step carry the trace id
-	fntest.Eventually(t, 5*time.Second, func() error {
+	sagatest.Eventually(t, 5*time.Second, func() error {
 		for _, l := range f.Out.Lines(t) {
 			if l["ce_id"] == "s2" && l["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" {
 				return nil
@@ -172,20 +168,33 @@ func TestTraceContextFlowsWithoutAnExporter(t *testing.T) {
 	})
 }
 
+// TestSagaCollector: the fleet-wide gauges, per definition, from the
+// store: sagas in flight, overdue ones, and sagas by status.
 func TestSagaCollector(t *testing.T) {
-	rdb := testredis.Start(t).Client(t)
-	ctx := context.Background()
-	now := time.Now()
-	rdb.ZAdd(ctx, redisstore.ActiveKey,
-		redisZ(now.Add(time.Minute), "fresh"), redisZ(now.Add(-time.Minute), "late"), redisZ(now.Add(-48*time.Hour), "expired"))
-	c := telemetry.NewSagaCollector(rdb, redisstore.ActiveKey, 24*time.Hour, quiet)
+	rdb := sagatest.Redis(t)
+	slow := sagatest.New(t, testSaga, rdb)
+	quickDef := *testSaga
+	quickDef.Name, quickDef.Timeout = "quick", saga.Duration(time.Millisecond) // overdue at once
+	quick := sagatest.New(t, &quickDef, rdb)
+	slow.Run("running", map[string]int{}, "io.ksaga.test.started")
+	slow.Run("done", map[string]int{}, "io.ksaga.test.finished")
+	quick.Run("late", map[string]int{}, "io.ksaga.test.started")
+
+	c := telemetry.NewSagaCollector(slow.Store, slow.Store.Definitions, quiet)
 	m := telemetry.NewMetrics()
 	m.Registry.MustRegister(c)
-	body := scrape(t, m)
-	if !strings.Contains(body, "ksaga_sagas_in_flight 2") || !strings.Contains(body, "ksaga_sagas_overdue 1") {
-		t.Fatalf("gauges:\n%s", grep(body, "ksaga_sagas_"))
-	}
-	if rdb.ZScore(ctx, redisstore.ActiveKey, "expired").Err() == nil {
-		t.Fatal("an expired saga was not pruned from the index")
-	}
+	sagatest.Eventually(t, 5*time.Second, func() error {
+		body := scrape(t, m)
+		for _, want := range []string{
+			`ksaga_sagas_in_flight{saga="test"} 1`, `ksaga_sagas_in_flight{saga="quick"} 1`,
+			`ksaga_sagas_overdue{saga="test"} 0`, `ksaga_sagas_overdue{saga="quick"} 1`,
+			`ksaga_sagas{saga="test",status="running"} 1`, `ksaga_sagas{saga="test",status="completed"} 1`,
+			`ksaga_sagas{saga="quick",status="running"} 1`, `ksaga_sagas{saga="quick",status="completed"} 0`,
+		} {
+			if !strings.Contains(body, want) {
+				return fmt.Errorf("no %s in\n%s", want, grep(body, "ksaga_sagas"))
+			}
+		}
+		return nil
+	})
 }

@@ -15,19 +15,19 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 type env struct {
 	rdb    *redis.Client
 	store  *redisstore.Store
-	fn     *fntest.Func
-	broker *fntest.Broker
+	fn     *sagatest.Func
+	broker *sagatest.Broker
 }
 
 func setup(t *testing.T) env {
@@ -35,8 +35,8 @@ func setup(t *testing.T) env {
 	srv := testredis.Start(t)
 	rdb := srv.Client(t)
 	store, _ := redisstore.New(rdb, redisstore.Options{})
-	b := fntest.NewBroker(t)
-	fn := fntest.Start(t, run, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "deadletter", "K_SINK": b.URL})
+	b := sagatest.NewBroker(t)
+	fn := sagatest.Start(t, run, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "deadletter", "K_SINK": b.URL})
 	return env{rdb, store, fn, b}
 }
 
@@ -66,7 +66,7 @@ func deadLetter(id, typ, sagaID string, version int, dest string, code string, b
 	if version > 0 {
 		attrs = append(attrs, saga.ExtSagaVersion, strconv.Itoa(version))
 	}
-	return fntest.Event(id, typ, order, attrs...)
+	return sagatest.Event(id, typ, order, attrs...)
 }
 
 func (e env) deadletters(t *testing.T) []redis.XMessage {
@@ -84,7 +84,7 @@ func TestCompensationDeadLetteredMarksCompensationFailed(t *testing.T) {
 		step{ordersaga.StepOrder, saga.Outcome{Outcome: "created", Compensable: true}},
 		step{ordersaga.StepPayment, saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating}})
 	dl := deadLetter("cancel-1", ordersaga.Cancel, "s1", 2, "http://order.saga.svc.cluster.local", "503", "injected fault")
-	r := fntest.Post(t, e.fn.URL, dl, false)
+	r := sagatest.Post(t, e.fn.URL, dl, false)
 	if r.Status != 200 || r.Reply != nil {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
@@ -93,7 +93,7 @@ func TestCompensationDeadLetteredMarksCompensationFailed(t *testing.T) {
 		!strings.Contains(st.Reason, "HTTP 503") || !strings.Contains(st.Reason, "injected fault") || !strings.Contains(st.Reason, "order.saga") {
 		t.Fatalf("saga %+v", st)
 	}
-	fntest.Post(t, e.fn.URL, dl, false) // redelivered dead letter
+	sagatest.Post(t, e.fn.URL, dl, false) // redelivered dead letter
 	if n := len(e.deadletters(t)); n != 1 {
 		t.Fatalf("%d dead-letter records, want 1", n)
 	}
@@ -114,7 +114,7 @@ func TestDeadLetterOfCompensationAlreadyDoneIsKept(t *testing.T) {
 		step{ordersaga.StepPayment, saga.Outcome{Outcome: "refunded", Compensates: ordersaga.StepPayment}})
 	// The first inventory.failed (version 3) never reached payment.
 	dl := deadLetter("stockfailed-1", ordersaga.StockFailed, "s9", 3, "http://payment.saga.svc.cluster.local", "503", "down")
-	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 || r.Reply != nil {
+	if r := sagatest.Post(t, e.fn.URL, dl, false); r.Status != 200 || r.Reply != nil {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
 	st, _ := e.store.Get(context.Background(), "s9")
@@ -134,11 +134,11 @@ func TestForwardStepDeadLetteredFailsTheSagaIntoCompensation(t *testing.T) {
 	// payment.authorized could not reach inventory: inventory's step failed
 	dl := deadLetter("auth-1", ordersaga.PayAuthorized, "s2", 2, "http://inventory.saga.svc.cluster.local", "500", "boom")
 	e.broker.Down.Store(true)
-	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != http.StatusServiceUnavailable {
+	if r := sagatest.Post(t, e.fn.URL, dl, false); r.Status != http.StatusServiceUnavailable {
 		t.Fatalf("broker down: %d %s, want 503 so the dead letter is retried", r.Status, r.Body)
 	}
 	e.broker.Down.Store(false)
-	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+	if r := sagatest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
 	if m := e.deadletters(t); len(m) != 1 { // the redelivery is not kept again
@@ -159,9 +159,9 @@ func TestForwardStepDeadLetteredFailsTheSagaIntoCompensation(t *testing.T) {
 
 func TestDeadLetterWithoutSagaIsKept(t *testing.T) {
 	e := setup(t)
-	ev := fntest.Event("x", "com.example.other", map[string]int{"a": 1}, extCode, "400")
+	ev := sagatest.Event("x", "com.example.other", map[string]int{"a": 1}, extCode, "400")
 	for range 2 { // redelivered (the sink's answer lost): kept once
-		if r := fntest.Post(t, e.fn.URL, ev, false); r.Status != 200 {
+		if r := sagatest.Post(t, e.fn.URL, ev, false); r.Status != 200 {
 			t.Fatalf("%d %s", r.Status, r.Body)
 		}
 	}
@@ -186,7 +186,7 @@ func TestDeadLetterWithoutSagaIsKept(t *testing.T) {
 func TestDeadLetterOfUnknownSagaIsKept(t *testing.T) {
 	e := setup(t)
 	dl := deadLetter("create-1", ordersaga.Create, "never-started", 0, "http://order.saga.svc.cluster.local", "503", "")
-	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+	if r := sagatest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
 	m := e.deadletters(t)
@@ -205,7 +205,7 @@ func TestStepThatAlreadySucceededIsOnlyNoted(t *testing.T) {
 		step{ordersaga.StepPayment, saga.Outcome{Outcome: "authorized", Compensable: true}})
 	before, _ := e.store.Get(context.Background(), "s3")
 	dl := deadLetter("created-1", ordersaga.Created, "s3", 1, "http://payment.saga.svc.cluster.local", "502", "")
-	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+	if r := sagatest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
 	e.onlyKept(t, "s3", before, 1)
@@ -237,7 +237,7 @@ func TestConfirmDeadLetteredCompensatesTheWholeSaga(t *testing.T) {
 			e := setup(t)
 			e.saga(t, "s4", tc.steps...)
 			dl := deadLetter("confirm-1", tc.typ, "s4", tc.version, "http://order.saga.svc.cluster.local", "503", "")
-			if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+			if r := sagatest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
 				t.Fatalf("%d %s", r.Status, r.Body)
 			}
 			got := e.broker.Events()
@@ -255,7 +255,7 @@ func TestConfirmDeadLetteredCompensatesTheWholeSaga(t *testing.T) {
 			if m := e.deadletters(t); len(m) != 1 || !strings.Contains(fmt.Sprint(m[0].Values), tc.typ+" could not be delivered to http://order.saga") {
 				t.Fatalf("kept records %v", m)
 			}
-			fntest.Post(t, e.fn.URL, dl, false) // redelivered: the same failure event again
+			sagatest.Post(t, e.fn.URL, dl, false) // redelivered: the same failure event again
 			if got := e.broker.Events(); len(got) != 2 || got[1].ID() != got[0].ID() {
 				t.Fatalf("published %v", got)
 			}
@@ -277,7 +277,7 @@ func TestConfirmThatRanIsOnlyNoted(t *testing.T) {
 		step{ordersaga.StepOrder, saga.Outcome{Outcome: "confirmed", Status: saga.StatusCompleted}})
 	before, _ := e.store.Get(context.Background(), "s5")
 	dl := deadLetter("reserved-1", ordersaga.StockReserved, "s5", 3, "http://order.saga.svc.cluster.local", "504", "")
-	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+	if r := sagatest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
 	e.onlyKept(t, "s5", before, 1)
@@ -314,7 +314,7 @@ func TestLateDeadLetterKeepsAbortedSagaMoving(t *testing.T) {
 		step{ordersaga.StepInventory, saga.Outcome{Outcome: "timed_out", Status: saga.StatusCompensating}}) // v3: inventory.failed@3 out
 	before, _ := e.store.Get(context.Background(), "s6")
 	dl := deadLetter("auth-1", ordersaga.PayAuthorized, "s6", 2, "http://inventory.saga.svc.cluster.local", "503", "")
-	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+	if r := sagatest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
 	e.onlyKept(t, "s6", before, 1)
@@ -339,7 +339,7 @@ func TestDeadLetterOfAppliedEventRepublishesItsReply(t *testing.T) {
 	if err != nil || !applied.Applied {
 		t.Fatalf("payment: %+v %v", applied, err)
 	}
-	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+	if r := sagatest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
 	got := e.broker.Events()
@@ -389,7 +389,7 @@ func TestDeadLetterDecidedAgainWhenSagaMoves(t *testing.T) {
 			t.Error(err)
 		}
 	}}
-	sink := fntest.NewBroker(t)
+	sink := sagatest.NewBroker(t)
 	step := newStep(store, e.rdb, knfunc.NewSink(sink.URL, nil), ordersaga.OrderSaga, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	dl := deadLetter("auth-1", ordersaga.PayAuthorized, "s8", 2, "http://inventory.saga.svc.cluster.local", "503", "")
 	if _, err := step.Handle(context.Background(), dl); err != nil {
@@ -410,7 +410,7 @@ func TestDeadLetterWithMalformedVersionIsKept(t *testing.T) {
 	before, _ := e.store.Get(context.Background(), "s9")
 	dl := deadLetter("created-1", ordersaga.Created, "s9", 0, "http://payment.saga.svc.cluster.local", "400", "")
 	dl.SetExtension(saga.ExtSagaVersion, "v2")
-	if r := fntest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
+	if r := sagatest.Post(t, e.fn.URL, dl, false); r.Status != 200 {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
 	e.onlyKept(t, "s9", before, 1)

@@ -3,152 +3,249 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
 	"strconv"
 	"testing"
-	"time"
 
-	"github.com/ksaga/ksaga/internal/fntest"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ksaga/ksaga/ops"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
-type env struct{ fntest.Step }
-
-func setup(t *testing.T) env {
-	t.Helper()
-	return env{fntest.StartStep(t, run, true, map[string]string{"K_SERVICE": "inventory"})}
+// world is one test's world: a real redis-server with the demo fixture
+// (book 1000, lamp 1), the inventory function under test (real HTTP), and
+// the saga kit and an orchestrator on the same Redis.
+type world struct {
+	kit  *sagatest.Kit
+	rdb  *redis.Client
+	fn   *sagatest.Func
+	orch saga.Step
 }
 
-// startSaga creates a saga whose payment is authorised, at version 2.
-func (e env) startSaga(t *testing.T, sagaID string, items ...ordersaga.Item) ordersaga.Order {
+func newWorld(t *testing.T) *world {
 	t.Helper()
-	o := ordersaga.Order{OrderID: "o-" + sagaID, UserID: 1, TotalCents: 1, Items: items}
-	ctx := context.Background()
-	for i, step := range []string{ordersaga.StepOrder, ordersaga.StepPayment} {
-		_, err := e.Store.Apply(ctx, saga.Transition{SagaID: sagaID, EventSource: "/test", EventID: sagaID + step,
-			Create: i == 0, Data: o.Marshal(), Deadline: time.Now().Add(time.Minute), Step: step,
-			OnSuccess: saga.Outcome{Outcome: "done", Compensable: true}})
-		if err != nil {
-			t.Fatal(err)
-		}
+	url, rdb := sagatest.RedisURL(t)
+	if err := ordersaga.LoadFixture(context.Background(), rdb, true); err != nil {
+		t.Fatal(err)
 	}
-	return o
-}
-
-func (e env) stock(t *testing.T, sku string) int {
-	t.Helper()
-	n, err := e.RDB.Get(context.Background(), ordersaga.StockKey(sku)).Int()
+	w := &world{kit: sagatest.New(t, ordersaga.Saga, rdb), rdb: rdb,
+		fn: sagatest.Start(t, setup, map[string]string{"REDIS_URL": url, "K_SERVICE": "inventory"})}
+	reg, err := ops.NewRegistry(ordersaga.Saga)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	w.orch = ops.NewOrchestrator(reg, w.kit.Store, "/ksaga/orchestrator", slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { w.fn.Out.Lines(t) }) // every log line is JSON
+	return w
 }
 
-func (e env) post(t *testing.T, id, typ, sagaID string, version int64, o ordersaga.Order) fntest.Response {
+// order is the saga's data with items.
+func order(id string, items ...ordersaga.Item) ordersaga.Order {
+	return ordersaga.Order{OrderID: "o-" + id, UserID: 1, TotalCents: 1, Items: items}
+}
+
+func item(sku string, qty int) ordersaga.Item {
+	return ordersaga.Item{SKU: sku, Qty: qty, PriceCents: 1}
+}
+
+func (w *world) post(t *testing.T, e event.Event, structured bool) sagatest.Response {
 	t.Helper()
-	return e.PostSaga(t, id, typ, sagaID, version, o, true)
+	return sagatest.Post(t, w.fn.URL, e, structured)
 }
 
+// wantStock fails the test unless the stock is the fixture's with the
+// given changes.
+func (w *world) wantStock(t *testing.T, changes map[string]int64) {
+	t.Helper()
+	want, got := map[string]int64{}, map[string]int64{}
+	for _, p := range ordersaga.Fixture.Products {
+		want[p.SKU] = p.Stock + changes[p.SKU]
+		n, err := w.rdb.Get(context.Background(), ordersaga.StockKey(p.SKU)).Int64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[p.SKU] = n
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("stock %v, want %v", got, want)
+	}
+}
+
+// sameRecord fails the test unless the saga's record is still before.
+func sameRecord(t *testing.T, k *sagatest.Kit, before saga.State) {
+	t.Helper()
+	after := k.Record(before.ID)
+	if after.Version != before.Version || after.Status != before.Status || !slices.Equal(sagatest.Outcomes(after), sagatest.Outcomes(before)) ||
+		!slices.Equal(after.Compensate, before.Compensate) {
+		t.Fatalf("the saga moved: %s v%d %v → %s v%d %v", before.Status, before.Version, sagatest.Outcomes(before),
+			after.Status, after.Version, sagatest.Outcomes(after))
+	}
+}
+
+// TestReserve: the order's items are taken from stock, lines of one SKU
+// merged, once whatever the redeliveries; on the choreography event and
+// on the orchestrator's command, in both HTTP modes.
 func TestReserve(t *testing.T) {
-	e := setup(t)
-	o := e.startSaga(t, "s1", ordersaga.Item{SKU: "book", Qty: 2}, ordersaga.Item{SKU: "book", Qty: 1}, ordersaga.Item{SKU: "lamp", Qty: 1})
-	r := e.post(t, "ev1", ordersaga.PayAuthorized, "s1", 2, o)
-	again := e.post(t, "ev1", ordersaga.PayAuthorized, "s1", 2, o)
-	if r.Reply == nil || r.Reply.Type() != ordersaga.StockReserved || again.Reply == nil || again.Reply.ID() != r.Reply.ID() {
-		t.Fatalf("%d %s / %d %s", r.Status, r.Body, again.Status, again.Body)
+	w := newWorld(t)
+	tests := map[string]struct {
+		until      string
+		orch       bool
+		structured bool
+	}{
+		"authorized, structured": {ordersaga.PayAuthorized, false, true},
+		"command, binary":        {ordersaga.ReserveStock, true, false},
 	}
-	if e.stock(t, "book") != 997 || e.stock(t, "lamp") != 0 {
-		t.Fatalf("stock book %d lamp %d", e.stock(t, "book"), e.stock(t, "lamp"))
-	}
-	if ttl := e.RDB.TTL(context.Background(), ordersaga.ReservationKey("s1")).Val(); ttl < 24*time.Hour || ttl > 24*time.Hour+5*time.Minute {
-		t.Fatalf("reservation ttl %v, want the saga timeout plus retention", ttl)
+	taken := int64(0)
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			id := "s-" + tt.until
+			var opts []sagatest.Option
+			if tt.orch {
+				opts = append(opts, sagatest.Orchestrated(w.orch))
+			}
+			e := w.kit.Run(id, order(id, item("book", 2), item("book", 1), item("lamp", 1)), tt.until, opts...)
+			r := w.post(t, e, tt.structured)
+			if r.Status != 200 || r.Reply == nil || r.Reply.Type() != ordersaga.StockReserved || r.Reply.Source() != "/ksaga/inventory" {
+				t.Fatalf("%d %s", r.Status, r.Body)
+			}
+			if again := w.post(t, e, !tt.structured); again.Reply == nil || again.Reply.ID() != r.Reply.ID() {
+				t.Fatalf("redelivery %d %s", again.Status, again.Body)
+			}
+			taken += 3
+			w.wantStock(t, map[string]int64{"book": -taken, "lamp": -1})
+			st := w.kit.Record(id)
+			if st.Status != saga.StatusRunning || !slices.Equal(st.Compensate, []string{"inventory", "payment", "order"}) {
+				t.Fatalf("saga %s %v, left to undo %v", st.Status, sagatest.Outcomes(st), st.Compensate)
+			}
+			// the one lamp is gone: the next order with a lamp fails
+			if err := w.rdb.Set(t.Context(), ordersaga.StockKey("lamp"), 1, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
+// TestReserveIsAllOrNothing: an order that cannot be served whole takes
+// nothing and fails the saga with the reason.
 func TestReserveIsAllOrNothing(t *testing.T) {
-	tests := []struct {
-		name   string
+	w := newWorld(t)
+	for name, tt := range map[string]struct {
 		items  []ordersaga.Item
 		reason string
 	}{
-		{"two lamps, one in stock", []ordersaga.Item{{SKU: "book", Qty: 1}, {SKU: "lamp", Qty: 2}}, "insufficient stock for lamp"},
-		{"unknown sku", []ordersaga.Item{{SKU: "book", Qty: 1}, {SKU: "nope", Qty: 1}}, "unknown sku nope"},
-	}
-	for i, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			e := setup(t)
-			sagaID := "f" + strconv.Itoa(i)
-			o := e.startSaga(t, sagaID, tt.items...)
-			r := e.post(t, "ev", ordersaga.ReserveStock, sagaID, 2, o)
-			if r.Reply == nil || r.Reply.Type() != ordersaga.StockFailed {
+		"two lamps, one in stock": {[]ordersaga.Item{item("book", 1), item("lamp", 1), item("lamp", 1)}, "insufficient stock for lamp"},
+		"an unknown SKU":          {[]ordersaga.Item{item("book", 1), item("nope", 1)}, "unknown sku nope"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			id := "s-" + name
+			r := w.post(t, w.kit.Run(id, order(id, tt.items...), ordersaga.PayAuthorized), false)
+			if r.Status != 200 || r.Reply == nil || r.Reply.Type() != ordersaga.StockFailed {
 				t.Fatalf("%d %s", r.Status, r.Body)
 			}
 			var data ordersaga.Order
-			_ = json.Unmarshal(r.Reply.Data(), &data)
-			if data.Reason != tt.reason {
-				t.Fatalf("reason %q, want %q", data.Reason, tt.reason)
+			if err := json.Unmarshal(r.Reply.Data(), &data); err != nil || data.Reason != tt.reason {
+				t.Fatalf("reply data %s, want reason %q", r.Reply.Data(), tt.reason)
 			}
-			if e.stock(t, "book") != 1000 || e.stock(t, "lamp") != 1 {
-				t.Fatal("a failed reservation moved stock")
-			}
-			st, _ := e.Store.Get(context.Background(), sagaID)
-			if st.Status != saga.StatusCompensating || st.FailedStep != ordersaga.StepInventory {
+			w.wantStock(t, nil)
+			st := w.kit.Record(id)
+			if st.Status != saga.StatusCompensating || st.FailedStep != "inventory" || st.Reason != tt.reason ||
+				!slices.Equal(st.Compensate, []string{"payment", "order"}) {
 				t.Fatalf("saga %+v", st)
 			}
 		})
 	}
 }
 
-func TestReleaseOnce(t *testing.T) {
-	e := setup(t)
-	o := e.startSaga(t, "s2", ordersaga.Item{SKU: "book", Qty: 5})
-	e.post(t, "ev1", ordersaga.ReserveStock, "s2", 2, o)
-	if _, err := e.Store.Apply(context.Background(), saga.Transition{SagaID: "s2", EventSource: "/t", EventID: "fail", Step: "later",
-		OnSuccess: saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating}}); err != nil {
-		t.Fatal(err)
-	}
-	r := e.post(t, "ev2", ordersaga.ReleaseStock, "s2", 4, o)
-	e.post(t, "ev2", ordersaga.ReleaseStock, "s2", 4, o)
-	e.post(t, "ev3", ordersaga.ReleaseStock, "s2", 0, o)
-	if r.Reply == nil || r.Reply.Type() != ordersaga.StockReleased || e.stock(t, "book") != 1000 {
-		t.Fatalf("%d %s, stock %d", r.Status, r.Body, e.stock(t, "book"))
+// TestRelease: when the confirm fails, inventory puts back exactly what it
+// took — even when other orders took stock meanwhile — once; on the
+// choreography event and on the orchestrator's command.
+func TestRelease(t *testing.T) {
+	w := newWorld(t)
+	for name, opts := range map[string][]sagatest.Option{
+		ordersaga.ConfirmFailed: nil,
+		ordersaga.ReleaseStock:  {sagatest.Orchestrated(w.orch)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := ordersaga.LoadFixture(t.Context(), w.rdb, true); err != nil {
+				t.Fatal(err)
+			}
+			id := "s-" + name
+			reserve := ordersaga.PayAuthorized
+			if opts != nil {
+				reserve = ordersaga.ReserveStock
+			}
+			r := w.post(t, w.kit.Run(id, order(id, item("book", 4), item("lamp", 1), item("book", 1)), reserve, opts...), false)
+			if r.Reply == nil || r.Reply.Type() != ordersaga.StockReserved {
+				t.Fatalf("reserve: %d %s", r.Status, r.Body)
+			}
+			// another order takes books meanwhile
+			if err := w.rdb.DecrBy(t.Context(), ordersaga.StockKey("book"), 10).Err(); err != nil {
+				t.Fatal(err)
+			}
+			e := w.kit.Continue(*r.Reply, name, append(opts, sagatest.Fail(ordersaga.Confirm, "confirm failed"))...)
+			rel := w.post(t, e, true)
+			if rel.Status != 200 || rel.Reply == nil || rel.Reply.Type() != ordersaga.StockReleased {
+				t.Fatalf("release: %d %s", rel.Status, rel.Body)
+			}
+			if again := w.post(t, e, false); again.Reply == nil || again.Reply.ID() != rel.Reply.ID() {
+				t.Fatalf("redelivery %d %s", again.Status, again.Body)
+			}
+			w.wantStock(t, map[string]int64{"book": -10})
+			st := w.kit.Record(id)
+			if st.Status != saga.StatusCompensating || !slices.Equal(st.Compensate, []string{"payment", "order"}) ||
+				st.Steps[len(st.Steps)-1].Outcome != "released" {
+				t.Fatalf("saga %s %v, left to undo %v", st.Status, sagatest.Outcomes(st), st.Compensate)
+			}
+		})
 	}
 }
 
-func TestReserveRefusedWhileCompensating(t *testing.T) {
-	e := setup(t)
-	o := e.startSaga(t, "s3", ordersaga.Item{SKU: "book", Qty: 1})
-	if _, err := e.Store.Apply(context.Background(), saga.Transition{SagaID: "s3", EventSource: "/t", EventID: "timeout", Step: "deadline",
-		OnSuccess: saga.Outcome{Outcome: "expired", Status: saga.StatusCompensating}}); err != nil {
+// TestIntegrity: inventory takes or puts back stock only on the event its
+// saga waits on, as the saga's record says: forged items, a release the
+// saga did not emit (while running, or while payment is next to undo), a
+// replay into another saga and an event without sagaversion move no
+// stock and leave the saga as it was.
+func TestIntegrity(t *testing.T) {
+	w := newWorld(t)
+	e := w.kit.Run("s1", order("s1", item("book", 2)), ordersaga.PayAuthorized)
+	w.kit.Run("s2", order("s2", item("book", 5)), ordersaga.PayAuthorized)
+	s1, s2 := w.kit.Record("s1"), w.kit.Record("s2")
+	forged := e.Clone()
+	if err := forged.SetData(event.ApplicationJSON, order("s1", item("book", 900))); err != nil {
 		t.Fatal(err)
 	}
-	r := e.post(t, "late", ordersaga.ReserveStock, "s3", 0, o)
-	if r.Status != 200 || r.Reply != nil || e.stock(t, "book") != 1000 {
-		t.Fatalf("late reserve: %d %q, stock %d", r.Status, r.Body, e.stock(t, "book"))
+	replayed := e.Clone()
+	replayed.SetExtension(saga.ExtCorrelationID, "s2")
+	noVersion := e.Clone()
+	noVersion.SetExtension(saga.ExtSagaVersion, nil)
+	release := sagatest.Event("forged-release", ordersaga.ReleaseStock, order("s1", item("book", 2)),
+		saga.ExtCorrelationID, "s1", saga.ExtSagaVersion, strconv.FormatInt(s1.Version, 10))
+	for name, ev := range map[string]event.Event{
+		"forged items": forged, "a replay into another saga": replayed, "no sagaversion": noVersion, "a release while running": release,
+	} {
+		if r := w.post(t, ev, false); r.Status != http.StatusBadRequest {
+			t.Fatalf("%s: %d %s", name, r.Status, r.Body)
+		}
 	}
-}
+	w.wantStock(t, nil)
+	sameRecord(t, w.kit, s1)
+	sameRecord(t, w.kit, s2)
 
-// A release whose reservation record is gone (it expired before a late
-// redrive) still puts the stock back: inventory is on the compensation
-// stack, so the order's quantities were taken and not released. Once.
-func TestReleaseWithoutItsRecordUsesTheOrder(t *testing.T) {
-	e := setup(t)
-	o := e.startSaga(t, "s9", ordersaga.Item{SKU: "book", Qty: 2}, ordersaga.Item{SKU: "book", Qty: 3})
-	e.post(t, "ev1", ordersaga.ReserveStock, "s9", 2, o)
-	if _, err := e.Store.Apply(context.Background(), saga.Transition{SagaID: "s9", EventSource: "/t", EventID: "fail", Step: "later",
-		OnSuccess: saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating}}); err != nil {
-		t.Fatal(err)
+	// s3 failed at inventory: payment, not inventory, is next to undo
+	w.kit.Run("s3", order("s3", item("book", 1)), ordersaga.StockFailed, sagatest.Fail(ordersaga.StepInventory, "out of stock"))
+	s3 := w.kit.Record("s3")
+	release = sagatest.Event("forged-release-s3", ordersaga.ReleaseStock, order("s3", item("book", 1)),
+		saga.ExtCorrelationID, "s3", saga.ExtSagaVersion, strconv.FormatInt(s3.Version, 10))
+	if r := w.post(t, release, false); r.Status != http.StatusBadRequest {
+		t.Fatalf("a release of a saga that reserved nothing: %d %s", r.Status, r.Body)
 	}
-	if got := e.stock(t, "book"); got != 995 {
-		t.Fatalf("stock %d after the reservation", got)
-	}
-	if err := e.RDB.Del(context.Background(), ordersaga.ReservationKey("s9")).Err(); err != nil { // expired
-		t.Fatal(err)
-	}
-	r := e.post(t, "ev2", ordersaga.ReleaseStock, "s9", 4, o)
-	e.post(t, "ev2", ordersaga.ReleaseStock, "s9", 4, o) // redelivery
-	e.post(t, "ev3", ordersaga.ReleaseStock, "s9", 0, o) // another release request
-	if r.Reply == nil || r.Reply.Type() != ordersaga.StockReleased || e.stock(t, "book") != 1000 {
-		t.Fatalf("%d %s, stock %d: want released once, from the order's quantities", r.Status, r.Body, e.stock(t, "book"))
-	}
+	w.wantStock(t, nil)
+	sameRecord(t, w.kit, s3)
 }

@@ -12,9 +12,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 type recordingSender struct {
@@ -57,7 +57,7 @@ func TestRelayTakesOverACrashedConsumer(t *testing.T) {
 	go func() { defer close(done); r.run(rctx) }()
 	defer func() { cancel(); <-done }()
 
-	fntest.Eventually(t, 5*time.Second, func() error {
+	sagatest.Eventually(t, 5*time.Second, func() error {
 		for _, id := range []string{"o1", "o2", "o3"} {
 			if s.count(id) == 0 {
 				return errString("not all sent yet")
@@ -105,7 +105,7 @@ func TestRelayDrainsABacklogInBatches(t *testing.T) {
 	go func() { defer close(done); r.run(rctx) }()
 	defer func() { cancel(); <-done }()
 
-	fntest.Eventually(t, 5*time.Second, func() error {
+	sagatest.Eventually(t, 5*time.Second, func() error {
 		pending, err := rdb.XPending(ctx, ordersaga.OutboxKey, relayGroup).Result()
 		if err != nil || pending.Count != 0 || s.count(ids[n-1]) == 0 {
 			return errString("backlog not drained yet")
@@ -176,7 +176,7 @@ func xaddOutbox(rdb *redis.Client, id string) error {
 // claim with that minimum idle time takes them.
 func waitIdle(t *testing.T, rdb *redis.Client, n int64, idle time.Duration) {
 	t.Helper()
-	fntest.Eventually(t, 5*time.Second, func() error {
+	sagatest.Eventually(t, 5*time.Second, func() error {
 		p, err := rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{Stream: ordersaga.OutboxKey, Group: relayGroup,
 			Idle: idle, Start: "-", End: "+", Count: n}).Result()
 		if err != nil || int64(len(p)) < n {
@@ -216,7 +216,7 @@ func TestRelayClaimsEveryAbandonedEntry(t *testing.T) {
 	// One claim, at start: the next is an hour away.
 	startRelay(t, ctx, &relay{rdb: rdb, sender: s, logger: slog.New(slog.DiscardHandler), consumer: "me",
 		claimEvery: time.Hour, claimAfter: time.Millisecond})
-	fntest.Eventually(t, 5*time.Second, func() error {
+	sagatest.Eventually(t, 5*time.Second, func() error {
 		pending, err := rdb.XPending(ctx, ordersaga.OutboxKey, relayGroup).Result()
 		if err != nil || pending.Count != 0 {
 			return errString("entries still pending")
@@ -274,7 +274,7 @@ func TestRelayClaimsUnderSteadyLoad(t *testing.T) {
 	s := &feedingSender{recordingSender: recordingSender{sent: map[string]int{}}, t: t, rdb: rdb, lost: "lost"}
 	startRelay(t, ctx, &relay{rdb: rdb, sender: s, logger: slog.New(slog.DiscardHandler), consumer: "me",
 		claimEvery: 20 * time.Millisecond, claimAfter: time.Millisecond})
-	fntest.Eventually(t, 5*time.Second, func() error {
+	sagatest.Eventually(t, 5*time.Second, func() error {
 		if s.count("lost") != 1 {
 			return errString("the abandoned entry is not sent yet")
 		}
@@ -342,7 +342,7 @@ func TestRelayTrimsOnlySentEntries(t *testing.T) {
 	s := &recordingSender{sent: map[string]int{}}
 	stop := startRelay(t, ctx, &relay{rdb: rdb, sender: s, logger: slog.New(slog.DiscardHandler), consumer: "me",
 		claimEvery: 10 * time.Millisecond, claimAfter: time.Hour, keep: 50})
-	fntest.Eventually(t, 5*time.Second, func() error {
+	sagatest.Eventually(t, 5*time.Second, func() error {
 		if s.count("o"+strconv.Itoa(n-1)) == 0 {
 			return errString("not all sent yet")
 		}
@@ -361,7 +361,7 @@ func TestRelayTrimsOnlySentEntries(t *testing.T) {
 	waitIdle(t, rdb, 10, time.Millisecond)
 	startRelay(t, ctx, &relay{rdb: rdb, sender: s, logger: slog.New(slog.DiscardHandler), consumer: "me",
 		claimEvery: 10 * time.Millisecond, claimAfter: time.Millisecond, keep: 50})
-	fntest.Eventually(t, 5*time.Second, func() error {
+	sagatest.Eventually(t, 5*time.Second, func() error {
 		if s.count("stuck0") == 0 || s.count("last") == 0 || rdb.XLen(ctx, ordersaga.OutboxKey).Val() > 100 {
 			return errString("sent entries not trimmed yet")
 		}

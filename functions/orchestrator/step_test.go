@@ -5,11 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 func TestDecide(t *testing.T) {
@@ -54,16 +54,16 @@ func TestCommandsOverHTTP(t *testing.T) {
 	srv := testredis.Start(t)
 	rdb := srv.Client(t)
 	store, _ := redisstore.New(rdb, redisstore.Options{})
-	fn := fntest.Start(t, run, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "orchestrator"})
+	fn := sagatest.Start(t, run, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "orchestrator"})
 	o := ordersaga.Order{OrderID: "o1", UserID: 1, TotalCents: 1250, Items: []ordersaga.Item{{SKU: "book", Qty: 1}}}
 	if _, err := store.Apply(context.Background(), saga.Transition{SagaID: "s1", EventSource: ordersaga.SourceOrder, EventID: "c",
 		Create: true, Data: o.Marshal(), Deadline: time.Now().Add(time.Minute), Step: ordersaga.StepOrder,
 		OnSuccess: saga.Outcome{Outcome: "created", Compensable: true}}); err != nil {
 		t.Fatal(err)
 	}
-	created := fntest.Event("created-1", ordersaga.Created, o, saga.ExtCorrelationID, "s1", saga.ExtSagaVersion, "1")
-	r1 := fntest.Post(t, fn.URL, created, false)
-	r2 := fntest.Post(t, fn.URL, created, true) // redelivered, in structured mode
+	created := sagatest.Event("created-1", ordersaga.Created, o, saga.ExtCorrelationID, "s1", saga.ExtSagaVersion, "1")
+	r1 := sagatest.Post(t, fn.URL, created, false)
+	r2 := sagatest.Post(t, fn.URL, created, true) // redelivered, in structured mode
 	if r1.Reply == nil || r1.Reply.Type() != ordersaga.AuthorizePay || r2.Reply == nil || r2.Reply.ID() != r1.Reply.ID() {
 		t.Fatalf("%d %s / %d %s", r1.Status, r1.Body, r2.Status, r2.Body)
 	}
@@ -71,13 +71,13 @@ func TestCommandsOverHTTP(t *testing.T) {
 		t.Fatalf("command %v %s", r1.Reply.Extensions(), r1.Reply.Data())
 	}
 	// a stale result (the saga's version moved on) is acknowledged, no command
-	stale := fntest.Event("created-2", ordersaga.Created, o, saga.ExtCorrelationID, "s1", saga.ExtSagaVersion, "1")
-	if r := fntest.Post(t, fn.URL, stale, false); r.Status != 200 || r.Reply != nil {
+	stale := sagatest.Event("created-2", ordersaga.Created, o, saga.ExtCorrelationID, "s1", saga.ExtSagaVersion, "1")
+	if r := sagatest.Post(t, fn.URL, stale, false); r.Status != 200 || r.Reply != nil {
 		t.Fatalf("stale: %d %s", r.Status, r.Body)
 	}
 	// unknown saga: acknowledged, nothing sent
-	ghost := fntest.Event("g", ordersaga.Created, o, saga.ExtCorrelationID, "ghost", saga.ExtSagaVersion, "1")
-	if r := fntest.Post(t, fn.URL, ghost, false); r.Status != 200 || r.Reply != nil {
+	ghost := sagatest.Event("g", ordersaga.Created, o, saga.ExtCorrelationID, "ghost", saga.ExtSagaVersion, "1")
+	if r := sagatest.Post(t, fn.URL, ghost, false); r.Status != 200 || r.Reply != nil {
 		t.Fatalf("ghost: %d %s", r.Status, r.Body)
 	}
 	if st, _ := store.Get(context.Background(), "s1"); st.Version != 2 || len(st.Steps) != 1 {

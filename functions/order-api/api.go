@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -28,6 +29,10 @@ const maxIdempotencyKey = 255
 
 // maxOrderReads bounds getOrder's reads of an order that keeps changing.
 const maxOrderReads = 4
+
+// withdrawnReason is the reason of an order withdrawn because the broker
+// did not take its Create command.
+const withdrawnReason = "the broker did not accept the order"
 
 // Order statuses answered by GET /orders/{id}: as the order step writes
 // them, and "accepted" before its saga's start has run.
@@ -113,7 +118,10 @@ func (a *api) routes() map[string]http.Handler {
 // With an Idempotency-Key header the saga id, and so the order id and the
 // Create event's id, derive from the user and the key: a retried POST
 // answers the same ids and starts no second saga (the first request's items
-// win). Without the header every POST starts a new saga.
+// win: a retry while the saga is accepted sends the command it was accepted
+// with again). An order withdrawn when the broker did not take it cannot be
+// placed again with its key: 409, place it with a new key. Without the
+// header every POST starts a new saga.
 func (a *api) postOrder(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
 	if err != nil {
@@ -163,6 +171,10 @@ func (a *api) postOrder(w http.ResponseWriter, r *http.Request) {
 		// refused anyway.
 		st, err := a.op.Store.Get(ctx, sagaID)
 		switch {
+		case err == nil && st.Status == saga.StatusCompensated && st.Reason == withdrawnReason:
+			writeJSON(w, http.StatusConflict, apiError{Error: "order " + strconv.Quote(orderID) + " was withdrawn (" + withdrawnReason +
+				"): place it again with a new Idempotency-Key"})
+			return
 		case err == nil && st.Status != saga.StatusAccepted:
 			a.acceptedAnswer(w, orderID, sagaID)
 			return
@@ -191,14 +203,20 @@ func (a *api) postOrder(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if _, err := a.op.Accept(ctx, ordersaga.Saga, sagaID, orderID, &e); err != nil {
+	res, err := a.op.Accept(ctx, ordersaga.Saga, sagaID, orderID, &e)
+	if err != nil {
 		a.fail(w, r, err)
 		return
+	}
+	if res.Duplicate && res.Reply != nil {
+		// a retry of an accepted order: send the command it was accepted
+		// with, the only one its start runs
+		e.DataEncoded = res.Reply.Data
 	}
 	if err := a.sink.Send(ctx, e); err != nil {
 		// Not accepted after all, unless the broker had stored it and the
 		// saga started meanwhile.
-		withdrawn, werr := a.op.Withdraw(ctx, sagaID, "the broker did not accept the order")
+		withdrawn, werr := a.op.Withdraw(ctx, sagaID, withdrawnReason)
 		switch {
 		case werr != nil:
 			a.logger.ErrorContext(ctx, "could not withdraw an order the broker did not accept: the deadline sweeper will send it again", "error", werr.Error())
@@ -376,7 +394,8 @@ func (a *api) cancelOrder(w http.ResponseWriter, r *http.Request) {
 	})
 	switch {
 	case errors.Is(err, ops.ErrConflict):
-		writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf("order %q cannot be cancelled: %s", id, errors.Unwrap(err))})
+		writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf("order %q cannot be cancelled: %s", id,
+			strings.TrimPrefix(err.Error(), ops.ErrConflict.Error()+": "))})
 		return
 	case err != nil:
 		a.failSend(w, r, nil, err)

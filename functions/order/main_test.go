@@ -1,179 +1,171 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
+	"log/slog"
+	"net"
 	"strconv"
+	"strings"
 	"testing"
-	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ksaga/ksaga/functions/users/userserver"
-	"github.com/ksaga/ksaga/internal/fntest"
-	"github.com/ksaga/ksaga/internal/testredis"
+	"github.com/ksaga/ksaga/ops"
 	"github.com/ksaga/ksaga/ordersaga"
-	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
-// env is one test's world: a real redis-server with the fixture, the real
-// users function, a broker stand-in as K_SINK, and the order function.
-type env struct {
-	rdb   *redis.Client
-	store *redisstore.Store
-	users *fntest.Func
-	sink  *fntest.Broker
-	fn    *fntest.Func
+// world is one test's world: a real redis-server with the demo fixture,
+// the real users function, the order function under test (real HTTP), and
+// the saga kit and an orchestrator on the same Redis to walk sagas to the
+// event the order step acts on.
+type world struct {
+	kit  *sagatest.Kit
+	rdb  *redis.Client
+	fn   *sagatest.Func
+	orch saga.Step
 }
 
-// setup starts the world. extra overrides the order function's env (an
-// empty K_SINK unsets it).
-func setup(t *testing.T, extra map[string]string) env {
+// newWorld starts the world; env overrides the order function's
+// environment (a USERS_URL of its own: no users function is started).
+func newWorld(t *testing.T, env map[string]string) *world {
 	t.Helper()
-	srv := testredis.Start(t)
-	rdb := srv.Client(t)
+	url, rdb := sagatest.RedisURL(t)
 	if err := ordersaga.LoadFixture(context.Background(), rdb, true); err != nil {
 		t.Fatal(err)
 	}
-	store, err := redisstore.New(rdb, redisstore.Options{})
-	if err != nil {
-		t.Fatal(err)
+	cfg := map[string]string{"REDIS_URL": url, "K_SERVICE": "order", "LOG_LEVEL": "debug"}
+	if _, ok := env["USERS_URL"]; !ok {
+		users := sagatest.Start(t, userserver.Setup, map[string]string{"REDIS_URL": url, "K_SERVICE": "users"})
+		cfg["USERS_URL"] = users.URL
+		t.Cleanup(func() { users.Out.Lines(t) }) // every log line is JSON
 	}
-	users := fntest.Start(t, userserver.Run, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "users"})
-	sink := fntest.NewBroker(t)
-	cfg := map[string]string{
-		"REDIS_URL": srv.URL(), "K_SERVICE": "order", "K_SINK": sink.URL,
-		"USERS_URL": users.URL, "LOG_LEVEL": "debug",
-	}
-	for k, v := range extra {
+	for k, v := range env {
 		cfg[k] = v
 	}
-	fn := fntest.Start(t, run, cfg)
-	t.Cleanup(func() { // every log line of both functions is JSON
-		fn.Out.Lines(t)
-		users.Out.Lines(t)
-	})
-	return env{rdb, store, users, sink, fn}
-}
-
-// apiResponse is an answer of the REST API.
-type apiResponse struct {
-	Status int
-	Header http.Header
-	Body   []byte
-}
-
-// decode unmarshals the body into v.
-func (r apiResponse) decode(t *testing.T, v any) {
-	t.Helper()
-	if err := json.Unmarshal(r.Body, v); err != nil {
-		t.Fatalf("body %q: %v", r.Body, err)
-	}
-}
-
-// request calls the order function's REST API.
-func (e env) request(t *testing.T, method, path, body string, header map[string]string) apiResponse {
-	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = bytes.NewBufferString(body)
-	}
-	req, err := http.NewRequest(method, e.fn.URL+path, rd)
+	w := &world{kit: sagatest.New(t, ordersaga.Saga, rdb), rdb: rdb, fn: sagatest.Start(t, setup, cfg)}
+	reg, err := ops.NewRegistry(ordersaga.Saga)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Fatalf("%s %s: Content-Type %q, want application/json (body %q)", method, path, ct, b)
-	}
-	return apiResponse{resp.StatusCode, resp.Header, b}
+	w.orch = ops.NewOrchestrator(reg, w.kit.Store, "/ksaga/orchestrator", slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { w.fn.Out.Lines(t) })
+	return w
 }
 
-// post sends a CloudEvent to the order function's CloudEvents endpoint.
-func (e env) post(t *testing.T, ev event.Event) fntest.Response {
+// post delivers e to the order function, in binary mode unless structured.
+func (w *world) post(t *testing.T, e event.Event, structured bool) sagatest.Response {
 	t.Helper()
-	return fntest.Post(t, e.fn.URL, ev, false)
+	return sagatest.Post(t, w.fn.URL, e, structured)
 }
 
-// sagaEvent builds an event of the saga sagaID at version.
-func sagaEvent(id, typ, sagaID string, version int64, data any) event.Event {
-	return fntest.Event(id, typ, data, saga.ExtCorrelationID, sagaID, saga.ExtSagaVersion, strconv.FormatInt(version, 10))
+// createCommand is a client's Create command for saga sagaID.
+func createCommand(sagaID string, req ordersaga.OrderRequest) event.Event {
+	return sagatest.Event("create-"+sagaID, ordersaga.Create, req, saga.ExtCorrelationID, sagaID)
 }
 
-// order returns the order hash.
-func (e env) order(t *testing.T, orderID string) map[string]string {
+// create starts saga sagaID through the order step and returns its
+// io.ksaga.order.created event.
+func (w *world) create(t *testing.T, sagaID string, req ordersaga.OrderRequest) event.Event {
 	t.Helper()
-	m, err := e.rdb.HGetAll(context.Background(), ordersaga.OrderKey(orderID)).Result()
+	r := w.post(t, createCommand(sagaID, req), false)
+	if r.Status != 200 || r.Reply == nil || r.Reply.Type() != ordersaga.Created {
+		t.Fatalf("create %s: %d %s", sagaID, r.Status, r.Body)
+	}
+	return *r.Reply
+}
+
+// order returns the order hash (empty if there is none).
+func (w *world) order(t *testing.T, orderID string) map[string]string {
+	t.Helper()
+	m, err := w.rdb.HGetAll(context.Background(), ordersaga.OrderKey(orderID)).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return m
 }
 
-// saga returns the saga's state.
-func (e env) saga(t *testing.T, sagaID string) saga.State {
+// orderCount counts the order hashes.
+func (w *world) orderCount(t *testing.T) int {
 	t.Helper()
-	st, err := e.store.Get(context.Background(), sagaID)
-	if err != nil {
-		t.Fatalf("saga %s: %v", sagaID, err)
-	}
-	return st
-}
-
-// orderKeys counts the order hashes in Redis.
-func (e env) orderKeys(t *testing.T) int {
-	t.Helper()
-	keys, err := e.rdb.Keys(context.Background(), ordersaga.OrderKey("*")).Result()
+	keys, err := w.rdb.Keys(context.Background(), ordersaga.OrderKey("*")).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return len(keys)
 }
 
-// create starts a saga through the order function, as the broker would
-// deliver POST /orders' command, and returns the saga id and order id.
-func (e env) create(t *testing.T, sagaID string, req ordersaga.OrderRequest) (string, ordersaga.Order) {
+// refusedLogged reports whether the function logged a security event
+// whose reason contains why.
+func (w *world) refusedLogged(t *testing.T, why string) bool {
 	t.Helper()
-	r := e.post(t, fntest.Event("create-"+sagaID, ordersaga.Create, req, saga.ExtCorrelationID, sagaID))
-	if r.Status != http.StatusOK || r.Reply == nil || r.Reply.Type() != ordersaga.Created {
-		t.Fatalf("create %s: %d %s", sagaID, r.Status, r.Body)
+	for _, l := range w.fn.Out.Lines(t) {
+		if l["security_event"] == "refused" && strings.Contains(l["why"].(string), why) {
+			return true
+		}
 	}
-	var o ordersaga.Order
-	if err := json.Unmarshal(r.Reply.Data(), &o); err != nil {
-		t.Fatal(err)
-	}
-	return sagaID, o
+	return false
 }
 
-// apply drives a saga as another step would.
-func (e env) apply(t *testing.T, tr saga.Transition) saga.Result {
+// sameRecord fails the test unless the saga's record is still before: an
+// event that changes nothing.
+func sameRecord(t *testing.T, k *sagatest.Kit, before saga.State) {
 	t.Helper()
-	tr.EventSource = "/test"
-	if tr.EventID == "" {
-		tr.EventID = "apply-" + strconv.FormatInt(time.Now().UnixNano(), 10)
+	after := k.Record(before.ID)
+	if after.Version != before.Version || after.Status != before.Status || len(after.Steps) != len(before.Steps) ||
+		strings.Join(after.Compensate, ",") != strings.Join(before.Compensate, ",") {
+		t.Fatalf("the saga moved: %s v%d %v → %s v%d %v", before.Status, before.Version, sagatest.Outcomes(before),
+			after.Status, after.Version, sagatest.Outcomes(after))
 	}
-	res, err := e.store.Apply(context.Background(), tr)
-	if err != nil || !res.Applied {
-		t.Fatalf("apply %+v: %+v %v", tr, res, err)
+}
+
+// withData returns e with its data replaced by v (a forged notification).
+func withData(t *testing.T, e event.Event, v any) event.Event {
+	t.Helper()
+	e = e.Clone()
+	if err := e.SetData(event.ApplicationJSON, v); err != nil {
+		t.Fatal(err)
 	}
-	return res
+	return e
+}
+
+// decodeOrder decodes an event's data as the saga's order.
+func decodeOrder(t *testing.T, e *event.Event) ordersaga.Order {
+	t.Helper()
+	var o ordersaga.Order
+	if err := json.Unmarshal(e.Data(), &o); err != nil {
+		t.Fatalf("event data %s: %v", e.Data(), err)
+	}
+	return o
+}
+
+// versionOf is an event's sagaversion.
+func versionOf(t *testing.T, e event.Event) int64 {
+	t.Helper()
+	v, err := saga.RequireVersion(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// sagaEvent is an event of saga sagaID at version, from the kit's source.
+func sagaEvent(id, typ, sagaID string, version int64, data any) event.Event {
+	return sagatest.Event(id, typ, data, saga.ExtCorrelationID, sagaID, saga.ExtSagaVersion, strconv.FormatInt(version, 10))
+}
+
+// downURL is the URL of a port nothing listens on.
+func downURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return "http://" + addr
 }

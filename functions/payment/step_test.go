@@ -1,172 +1,165 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
+	"net/http"
+	"slices"
 	"testing"
-	"time"
 
-	"github.com/ksaga/ksaga/internal/fntest"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
-type env struct{ fntest.Step }
-
-func setup(t *testing.T) env {
-	t.Helper()
-	return env{fntest.StartStep(t, run, true, map[string]string{"K_SERVICE": "payment"})}
-}
-
-// startSaga creates a saga as the order step would, and returns its order.
-func (e env) startSaga(t *testing.T, sagaID string, user int32, total int64) ordersaga.Order {
-	t.Helper()
-	o := ordersaga.Order{OrderID: "o-" + sagaID, UserID: user, TotalCents: total, Items: []ordersaga.Item{{SKU: "book", Qty: 1}}}
-	_, err := e.Store.Apply(context.Background(), saga.Transition{SagaID: sagaID, EventSource: "/test", EventID: "create-" + sagaID,
-		Create: true, Data: o.Marshal(), Deadline: time.Now().Add(time.Minute), Step: ordersaga.StepOrder,
-		OnSuccess: saga.Outcome{Outcome: "created", Compensable: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return o
-}
-
-func (e env) balance(t *testing.T, user int32) int64 {
-	t.Helper()
-	n, err := e.RDB.Get(context.Background(), ordersaga.BalanceKey(user)).Int64()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func (e env) post(t *testing.T, id, typ, sagaID string, version int64, o ordersaga.Order) fntest.Response {
-	t.Helper()
-	return e.PostSaga(t, id, typ, sagaID, version, o, false)
-}
-
+// TestAuthorize: payment charges the order's total, as the saga recorded
+// it, to the order's user, records the charge as its output, and answers
+// io.ksaga.payment.authorized; a redelivery charges nothing more. On the
+// choreography event and on the orchestrator's command, in both HTTP modes.
 func TestAuthorize(t *testing.T) {
-	e := setup(t)
-	for _, typ := range []string{ordersaga.Created, ordersaga.AuthorizePay} { // choreography event, orchestration command
-		t.Run(typ, func(t *testing.T) {
-			sagaID := "s-" + typ
-			before := e.balance(t, 1)
-			o := e.startSaga(t, sagaID, 1, 1250)
-			r1 := e.post(t, "ev-"+typ, typ, sagaID, 1, o)
-			r2 := e.post(t, "ev-"+typ, typ, sagaID, 1, o) // redelivery
-			if r1.Reply == nil || r1.Reply.Type() != ordersaga.PayAuthorized || r2.Reply == nil || r2.Reply.ID() != r1.Reply.ID() {
-				t.Fatalf("replies: %+v / %+v", r1, r2)
+	w := newWorld(t)
+	tests := map[string]struct {
+		until      string
+		orch       bool
+		structured bool
+	}{
+		"created, binary":     {ordersaga.Created, false, false},
+		"command, structured": {ordersaga.AuthorizePay, true, true},
+	}
+	var charged int64
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			id := "s-" + tt.until
+			var opts []sagatest.Option
+			if tt.orch {
+				opts = append(opts, sagatest.Orchestrated(w.orch))
 			}
-			if got := e.balance(t, 1); got != before-1250 {
-				t.Fatalf("balance %d, want %d (charged once)", got, before-1250)
+			e := w.kit.Run(id, order(id, 1, 2500), tt.until, opts...)
+			r := w.post(t, e, tt.structured)
+			if r.Status != 200 || r.Reply == nil || r.Reply.Type() != ordersaga.PayAuthorized || r.Reply.Source() != "/ksaga/payment" {
+				t.Fatalf("%d %s", r.Status, r.Body)
 			}
-			if ttl := e.RDB.TTL(context.Background(), ordersaga.ChargeKey(sagaID)).Val(); ttl < 24*time.Hour || ttl > 24*time.Hour+5*time.Minute {
-				t.Fatalf("charge record ttl %v, want the saga timeout plus retention", ttl)
+			charged += 2500
+			again := w.post(t, e, !tt.structured) // a redelivery
+			if again.Reply == nil || again.Reply.ID() != r.Reply.ID() || string(again.Reply.Data()) != string(r.Reply.Data()) {
+				t.Fatalf("redelivery %d %s", again.Status, again.Body)
+			}
+			w.wantBalances(t, map[int32]int64{1: -charged})
+			if c, ok := w.charge(t, id); !ok || c != (ordersaga.Charge{UserID: 1, AmountCents: 2500}) {
+				t.Fatalf("charge recorded %+v (%v)", c, ok)
 			}
 			var data ordersaga.Order
-			_ = json.Unmarshal(r1.Reply.Data(), &data)
-			if data.OrderID != o.OrderID || data.TotalCents != 1250 {
-				t.Fatalf("reply data %s", r1.Reply.Data())
+			if err := json.Unmarshal(r.Reply.Data(), &data); err != nil || data.OrderID != "o-"+id || data.TotalCents != 2500 {
+				t.Fatalf("reply data %s: %v", r.Reply.Data(), err)
+			}
+			st := w.kit.Record(id)
+			if st.Status != saga.StatusRunning || !slices.Equal(st.Compensate, []string{"payment", "order"}) ||
+				st.Steps[len(st.Steps)-1].Step != "payment" || st.Steps[len(st.Steps)-1].Outcome != "authorized" {
+				t.Fatalf("saga %s %v, left to undo %v", st.Status, sagatest.Outcomes(st), st.Compensate)
 			}
 		})
 	}
 }
 
-func TestInsufficientFundsFailsTheSaga(t *testing.T) {
-	e := setup(t)
-	o := e.startSaga(t, "bob", 2, 4999)
-	r := e.post(t, "ev1", ordersaga.Created, "bob", 1, o)
-	if r.Status != 200 || r.Reply == nil || r.Reply.Type() != ordersaga.PayFailed {
-		t.Fatalf("%d %s", r.Status, r.Body)
-	}
-	var data ordersaga.Order
-	_ = json.Unmarshal(r.Reply.Data(), &data)
-	if data.Reason != "insufficient funds" {
-		t.Fatalf("reason %q", data.Reason)
-	}
-	if e.balance(t, 2) != 500 {
-		t.Fatal("bob's balance moved")
-	}
-	st, _ := e.Store.Get(context.Background(), "bob")
-	if st.Status != saga.StatusCompensating || st.FailedStep != ordersaga.StepPayment {
-		t.Fatalf("saga %+v", st)
+// TestAuthorizeFails: a balance too small, or no account, fails the saga
+// with the reason; nothing is charged or recorded, and the order is left
+// to undo.
+func TestAuthorizeFails(t *testing.T) {
+	w := newWorld(t)
+	for name, tt := range map[string]struct {
+		user   int32
+		reason string
+	}{
+		"insufficient funds": {2, "insufficient funds"}, // bob has 500
+		"unknown account":    {99, "unknown account"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			id := "s-" + name
+			r := w.post(t, w.kit.Run(id, order(id, tt.user, 4999), ordersaga.Created), false)
+			if r.Status != 200 || r.Reply == nil || r.Reply.Type() != ordersaga.PayFailed {
+				t.Fatalf("%d %s", r.Status, r.Body)
+			}
+			var data ordersaga.Order
+			if err := json.Unmarshal(r.Reply.Data(), &data); err != nil || data.Reason != tt.reason {
+				t.Fatalf("reply data %s", r.Reply.Data())
+			}
+			w.wantBalances(t, nil)
+			if c, ok := w.charge(t, id); ok {
+				t.Fatalf("a failed charge was recorded: %+v", c)
+			}
+			st := w.kit.Record(id)
+			if st.Status != saga.StatusCompensating || st.Reason != tt.reason || st.FailedStep != "payment" || !slices.Equal(st.Compensate, []string{"order"}) {
+				t.Fatalf("saga %+v", st)
+			}
+		})
 	}
 }
 
-func TestRefundExactlyOnce(t *testing.T) {
-	e := setup(t)
-	o := e.startSaga(t, "s1", 1, 9998)
-	e.post(t, "ev1", ordersaga.Created, "s1", 1, o)
-	// inventory fails: the saga compensates
-	if _, err := e.Store.Apply(context.Background(), saga.Transition{SagaID: "s1", EventSource: "/test", EventID: "inv", Step: ordersaga.StepInventory,
-		OnSuccess: saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating, Reason: "out of stock"}}); err != nil {
-		t.Fatal(err)
+// TestRefund: when a later step fails, payment gives back exactly the
+// charge it made, once, whatever the redeliveries; on the choreography
+// event and on the orchestrator's command.
+func TestRefund(t *testing.T) {
+	w := newWorld(t)
+	for name, opts := range map[string][]sagatest.Option{
+		ordersaga.StockFailed: nil,
+		ordersaga.RefundPay:   {sagatest.Orchestrated(w.orch)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			id := "s-" + name
+			authorize := ordersaga.Created
+			if opts != nil {
+				authorize = ordersaga.AuthorizePay
+			}
+			r := w.post(t, w.kit.Run(id, order(id, 1, 3750), authorize, opts...), false)
+			if r.Reply == nil || r.Reply.Type() != ordersaga.PayAuthorized {
+				t.Fatalf("authorize: %d %s", r.Status, r.Body)
+			}
+			w.wantBalances(t, map[int32]int64{1: -3750})
+			e := w.kit.Continue(*r.Reply, name, append(opts, sagatest.Fail(ordersaga.StepInventory, "insufficient stock for book"))...)
+			refund := w.post(t, e, true)
+			if refund.Status != 200 || refund.Reply == nil || refund.Reply.Type() != ordersaga.PayRefunded {
+				t.Fatalf("refund: %d %s", refund.Status, refund.Body)
+			}
+			for range 2 { // redeliveries
+				if again := w.post(t, e, false); again.Reply == nil || again.Reply.ID() != refund.Reply.ID() {
+					t.Fatalf("redelivery %d %s", again.Status, again.Body)
+				}
+			}
+			w.wantBalances(t, nil)
+			st := w.kit.Record(id)
+			if st.Status != saga.StatusCompensating || !slices.Equal(st.Compensate, []string{"order"}) ||
+				st.Steps[len(st.Steps)-1].Outcome != "refunded" || st.Steps[len(st.Steps)-1].Redelivered != 2 {
+				t.Fatalf("saga %s %v, left to undo %v", st.Status, sagatest.Outcomes(st), st.Compensate)
+			}
+		})
 	}
-	r := e.post(t, "ev2", ordersaga.StockFailed, "s1", 3, o)
+}
+
+// TestRefundIsTheRecordedCharge: the refund gives back the charge payment
+// recorded, to whom it was charged — not what the order would come to now,
+// nor to the order's user.
+func TestRefundIsTheRecordedCharge(t *testing.T) {
+	w := newWorld(t)
+	// alice's order of 2500, but the charge recorded is 700 to carol
+	e := w.kit.Run("s1", order("s1", 1, 2500), ordersaga.StockFailed,
+		sagatest.Output(ordersaga.StepPayment, ordersaga.Charge{UserID: 3, AmountCents: 700}),
+		sagatest.Fail(ordersaga.StepInventory, "insufficient stock for book"))
+	r := w.post(t, e, false)
 	if r.Reply == nil || r.Reply.Type() != ordersaga.PayRefunded {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
-	e.post(t, "ev2", ordersaga.StockFailed, "s1", 3, o) // redelivery
-	e.post(t, "other", ordersaga.RefundPay, "s1", 0, o) // a second, different refund request
-	if got := e.balance(t, 1); got != 100000 {
-		t.Fatalf("balance %d, want 100000: refunded exactly once", got)
-	}
-	st, _ := e.Store.Get(context.Background(), "s1")
-	if len(st.Compensate) != 1 || st.Compensate[0] != ordersaga.StepOrder {
-		t.Fatalf("compensation stack %v, want [order]", st.Compensate)
-	}
+	w.wantBalances(t, map[int32]int64{3: 700})
 }
 
-func TestRefundWithoutChargeIsANoop(t *testing.T) {
-	e := setup(t)
-	o := e.startSaga(t, "s2", 3, 100)
-	e.post(t, "ev1", ordersaga.Created, "s2", 1, o) // carol has 0: fails, compensating
-	r := e.post(t, "ev2", ordersaga.RefundPay, "s2", 2, o)
-	if r.Reply == nil || r.Reply.Type() != ordersaga.PayRefunded || e.balance(t, 3) != 0 {
-		t.Fatalf("%d %s balance %d", r.Status, r.Body, e.balance(t, 3))
+// TestRefundWithoutACharge: a saga that has payment to undo but no charge
+// recorded contradicts itself: the refund is refused (400, dead-lettered
+// for an operator) and gives nothing.
+func TestRefundWithoutACharge(t *testing.T) {
+	w := newWorld(t)
+	e := w.kit.Run("s1", order("s1", 1, 2500), ordersaga.StockFailed, sagatest.Fail(ordersaga.StepInventory, "insufficient stock for book"))
+	before := w.kit.Record("s1")
+	if r := w.post(t, e, false); r.Status != http.StatusBadRequest {
+		t.Fatalf("%d %s", r.Status, r.Body)
 	}
-}
-
-func TestBadDataIs400(t *testing.T) {
-	e := setup(t)
-	r := fntest.Post(t, e.URL, fntest.Event("x", ordersaga.Created, []byte(`{"order_id":1`), saga.ExtCorrelationID, "s"), false)
-	if r.Status != 400 {
-		t.Fatalf("status %d", r.Status)
-	}
-	r = fntest.Post(t, e.URL, fntest.Event("y", ordersaga.Created, ordersaga.Order{OrderID: "o"}, saga.ExtCorrelationID, "s"), false)
-	if r.Status != 400 {
-		t.Fatalf("zero total: status %d", r.Status)
-	}
-}
-
-// A refund whose charge record is gone (it expired before a late redrive)
-// still gives the money back: payment is on the compensation stack, so the
-// order's total was charged and not refunded. Once, whatever the deliveries.
-func TestRefundWithoutItsChargeRecordUsesTheOrder(t *testing.T) {
-	e := setup(t)
-	o := e.startSaga(t, "s3", 1, 9998)
-	e.post(t, "ev1", ordersaga.Created, "s3", 1, o)       // alice is charged
-	e.post(t, "cmd1", ordersaga.AuthorizePay, "s3", 0, o) // another event for the step, without a version: no second charge
-	if _, err := e.Store.Apply(context.Background(), saga.Transition{SagaID: "s3", EventSource: "/test", EventID: "inv", Step: ordersaga.StepInventory,
-		OnSuccess: saga.Outcome{Outcome: "failed", Status: saga.StatusCompensating, Reason: "out of stock"}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.RDB.Del(context.Background(), ordersaga.ChargeKey("s3")).Err(); err != nil { // expired
-		t.Fatal(err)
-	}
-	r := e.post(t, "ev2", ordersaga.StockFailed, "s3", 4, o)
-	if r.Reply == nil || r.Reply.Type() != ordersaga.PayRefunded {
-		t.Fatalf("%d %s: want the refund reply", r.Status, r.Body)
-	}
-	e.post(t, "ev2", ordersaga.StockFailed, "s3", 4, o) // redelivery
-	e.post(t, "other", ordersaga.RefundPay, "s3", 0, o) // another refund request
-	if got := e.balance(t, 1); got != 100000 {
-		t.Fatalf("balance %d, want 100000: refunded once, from the order's total", got)
-	}
-	if st, _ := e.Store.Get(context.Background(), "s3"); len(st.Compensate) != 1 || st.Compensate[0] != ordersaga.StepOrder {
-		t.Fatalf("compensation stack %v, want [order]", st.Compensate)
-	}
-	if n := e.RDB.Exists(context.Background(), ordersaga.ChargeKey("s3")).Val(); n != 0 {
-		t.Fatalf("a charge record without expiry was written back")
-	}
+	w.wantBalances(t, nil)
+	sameRecord(t, w.kit, before)
 }

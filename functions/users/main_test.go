@@ -13,16 +13,17 @@ import (
 	"connectrpc.com/grpchealth"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ksaga/ksaga/internal/fntest"
+	"github.com/ksaga/ksaga/functions/users/userserver"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/proto/user"
 	"github.com/ksaga/ksaga/proto/user/userconnect"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 type env struct {
 	redis  *testredis.Server
-	fn     *fntest.Func
+	fn     *sagatest.Func
 	users  userconnect.UserServiceClient
 	health *grpchealth.Client
 }
@@ -46,7 +47,7 @@ func setup(t *testing.T) env {
 	if err := ordersaga.LoadFixture(context.Background(), srv.Client(t), true); err != nil {
 		t.Fatal(err)
 	}
-	fn := fntest.Start(t, run, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "users", "LOG_LEVEL": "debug"})
+	fn := sagatest.Start(t, userserver.Setup, map[string]string{"REDIS_URL": srv.URL(), "K_SERVICE": "users", "LOG_LEVEL": "debug"})
 	hc := h2cClient(t)
 	return env{
 		redis:  srv,
@@ -179,7 +180,7 @@ func TestRedisDownIsUnavailable(t *testing.T) {
 	if err := ordersaga.LoadFixture(context.Background(), e.redis.Client(t), true); err != nil {
 		t.Fatal(err)
 	}
-	fntest.Eventually(t, 5*time.Second, func() error {
+	sagatest.Eventually(t, 5*time.Second, func() error {
 		_, err := getUser(t, e.users, 1)
 		return err
 	})

@@ -19,7 +19,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/ksaga/ksaga/internal/fntest"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 func TestBackoff(t *testing.T) {
@@ -87,7 +87,7 @@ func script(t *testing.T, body string) string {
 }
 
 func TestSupervisorRestartsACrashedFunction(t *testing.T) {
-	var logs, stdout, stderr fntest.Buffer
+	var logs, stdout, stderr sagatest.Buffer
 	sup := &supervisor{
 		log: slog.New(slog.NewTextHandler(&logs, nil)), dir: t.TempDir(), stdout: &stdout, stderr: &stderr, width: 6,
 		backoff:         Backoff{Initial: 10 * time.Millisecond, Max: 40 * time.Millisecond, ResetAfter: time.Minute},
@@ -100,7 +100,7 @@ func TestSupervisorRestartsACrashedFunction(t *testing.T) {
 	done := make(chan struct{})
 	go func() { sup.run(ctx, f); close(done) }()
 
-	fntest.Eventually(t, 10*time.Second, func() error {
+	sagatest.Eventually(t, 10*time.Second, func() error {
 		if n := f.status().Restarts; n < 3 {
 			return fmt.Errorf("%d restarts so far", n)
 		}
@@ -133,7 +133,7 @@ func TestSupervisorStopsWithSIGTERMThenSIGKILL(t *testing.T) {
 		{"ignores SIGTERM", `trap '' TERM; echo up; while :; do sleep 0.05; done`, "signal: killed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs, stdout fntest.Buffer
+			var logs, stdout sagatest.Buffer
 			sup := &supervisor{
 				log: slog.New(slog.NewTextHandler(&logs, nil)), dir: t.TempDir(), stdout: &stdout, stderr: &stdout,
 				backoff: DefaultBackoff(), shutdownTimeout: 300 * time.Millisecond, spawn: newSpawner(),
@@ -143,7 +143,7 @@ func TestSupervisorStopsWithSIGTERMThenSIGKILL(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() { sup.run(ctx, f); close(done) }()
-			fntest.Eventually(t, 10*time.Second, func() error {
+			sagatest.Eventually(t, 10*time.Second, func() error {
 				if !strings.Contains(stdout.String(), "up") {
 					return fmt.Errorf("not up yet")
 				}

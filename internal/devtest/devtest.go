@@ -23,7 +23,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/ksaga/ksaga/internal/devproc"
-	"github.com/ksaga/ksaga/internal/fntest"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 var build struct {
@@ -71,7 +71,7 @@ func Binary(t testing.TB) string {
 // Dev is a running `ksaga dev`.
 type Dev struct {
 	*devproc.Process
-	Out  *fntest.Buffer // the functions' output ("<service> | <JSON line>")
+	Out  *sagatest.Buffer // the functions' output ("<service> | <JSON line>")
 	http *http.Client
 }
 
@@ -81,7 +81,7 @@ type Dev struct {
 // if the test failed.
 func Start(t testing.TB, env []string, args ...string) *Dev {
 	t.Helper()
-	d := &Dev{Out: &fntest.Buffer{}, http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	d := &Dev{Out: &sagatest.Buffer{}, http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	p, err := devproc.Start(context.Background(), devproc.Options{Binary: Binary(t), Dir: RepoRoot(), Args: args, Env: env, Stdout: d.Out,
 		ReadyTimeout: 4 * time.Minute}) // covers a cold build of every function
 	if err != nil {

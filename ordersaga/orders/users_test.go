@@ -16,7 +16,6 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/proto/user"
 	"github.com/ksaga/ksaga/proto/user/userconnect"
 	"github.com/ksaga/ksaga/saga"
@@ -220,40 +219,6 @@ func TestRetryBackoff(t *testing.T) {
 	}
 }
 
-func TestPostOrderRetriesUsers(t *testing.T) {
-	f := &flakyUsers{failures: 2}
-	e := setup(t, map[string]string{"USERS_URL": startUsers(t, f)})
-	r := e.request(t, http.MethodPost, "/orders", `{"user_id": 1, "items": [{"sku": "book", "qty": 1}]}`, nil)
-	if r.Status != http.StatusAccepted {
-		t.Fatalf("%d %s", r.Status, r.Body)
-	}
-	if n := f.calls.Load(); n != 3 {
-		t.Fatalf("users saw %d calls, want 3", n)
-	}
-}
-
-func TestUsersDown(t *testing.T) {
-	e := setup(t, map[string]string{"USERS_URL": downURL(t), "USERS_TIMEOUT": "1s"})
-	start := time.Now()
-	r := e.request(t, http.MethodPost, "/orders", `{"user_id": 1, "items": [{"sku": "book", "qty": 1}]}`, nil)
-	var body apiError
-	r.decode(t, &body)
-	if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" || body.Error == "" {
-		t.Fatalf("POST with users down: %d %s", r.Status, r.Body)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("took %v: the deadline is USERS_TIMEOUT", d)
-	}
-	// The Create step answers 503 too: the broker retries it later.
-	c := e.post(t, sagaEvent("c1", ordersaga.Create, "s1", 0, bookOrder()))
-	if c.Status != http.StatusServiceUnavailable {
-		t.Fatalf("Create with users down: %d %s", c.Status, c.Body)
-	}
-	if len(e.sink.Received()) != 0 || e.orderKeys(t) != 0 {
-		t.Fatal("an order was started with users down")
-	}
-}
-
 func TestParseUsersURL(t *testing.T) {
 	tests := map[string]struct {
 		want usersTarget
@@ -279,18 +244,19 @@ func TestParseUsersURL(t *testing.T) {
 }
 
 func TestConfigFromEnv(t *testing.T) {
-	c, err := configFromEnv(func(string) string { return "" })
-	if err != nil || c.Users.Addr != "users:80" || c.UsersTimeout != 2*time.Second || c.CatalogueCacheTTL != 5*time.Second || c.SweepInterval != 15*time.Second {
+	c, err := ConfigFromEnv(func(string) string { return "" })
+	if err != nil || c.Users.Addr != "users:80" || c.Users.Authority != "users" || c.UsersTimeout != 2*time.Second ||
+		c.UsersCacheTTL != 30*time.Second || c.CatalogueCacheTTL != 5*time.Second {
 		t.Fatalf("defaults: %+v %v", c, err)
 	}
 	for _, env := range []map[string]string{
-		{"USERS_URL": "ftp://x"}, {"USERS_TIMEOUT": "soon"}, {"USERS_CACHE_TTL": "-1s"}, {"CATALOGUE_CACHE_TTL": "often"}, {"KSAGA_SWEEP_INTERVAL": "-1s"},
+		{"USERS_URL": "ftp://x"}, {"USERS_TIMEOUT": "soon"}, {"USERS_TIMEOUT": "0s"}, {"USERS_CACHE_TTL": "-1s"}, {"CATALOGUE_CACHE_TTL": "often"},
 	} {
-		if _, err := configFromEnv(func(k string) string { return env[k] }); err == nil {
+		if _, err := ConfigFromEnv(func(k string) string { return env[k] }); err == nil {
 			t.Errorf("bad config %v accepted", env)
 		}
 	}
-	c, err = configFromEnv(func(k string) string { return map[string]string{"CATALOGUE_CACHE_TTL": "0"}[k] })
+	c, err = ConfigFromEnv(func(k string) string { return map[string]string{"CATALOGUE_CACHE_TTL": "0"}[k] })
 	if err != nil || c.CatalogueCacheTTL != 0 {
 		t.Errorf("CATALOGUE_CACHE_TTL=0: %+v %v", c, err)
 	}

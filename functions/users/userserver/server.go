@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -26,14 +25,9 @@ import (
 	"github.com/ksaga/ksaga/proto/user/userconnect"
 )
 
-// Run is the users function's whole life (see knfunc.Run): it serves
-// UserService and grpc.health.v1.Health over h2c, next to knfunc's HTTP/1.1
-// health routes, until ctx is done.
-func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	return knfunc.Run(ctx, getenv, stdout, Setup)
-}
-
-// Setup builds the users function from its environment.
+// Setup builds the users function from its environment (see knfunc.Run):
+// it serves UserService and grpc.health.v1.Health over h2c, next to
+// knfunc's HTTP/1.1 health routes.
 func Setup(ctx context.Context, env *knfunc.Env) (*knfunc.Function, error) {
 	return &knfunc.Function{Handler: NewHandler(ctx, env.Redis, env.Logger), HTTP2: true}, nil
 }

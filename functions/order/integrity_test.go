@@ -1,0 +1,131 @@
+package main
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/ordersaga/orders"
+	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/sagatest"
+)
+
+// The order step acts only on the event its saga's record says the saga
+// waits on; everything else is refused (400) or, when the saga has moved
+// past it, ignored (200, no reply), and changes neither the saga nor the
+// order.
+
+// TestConfirmRefusesATamperedEvent: the awaited io.ksaga.inventory.reserved
+// with data that is not what the saga emitted (another order, another
+// total) is refused; the genuine one still confirms.
+func TestConfirmRefusesATamperedEvent(t *testing.T) {
+	w := newWorld(t, nil)
+	e := w.kit.Continue(w.create(t, "s1", books(1)), ordersaga.StockReserved)
+	before := w.kit.Record("s1")
+	o := decodeOrder(t, &e)
+	for name, forged := range map[string]ordersaga.Order{
+		"another order": {OrderID: orders.OrderIDFor("other"), UserID: o.UserID, Items: o.Items, TotalCents: o.TotalCents},
+		"another total": {OrderID: o.OrderID, UserID: o.UserID, Items: o.Items, TotalCents: 1},
+	} {
+		if r := w.post(t, withData(t, e, forged), false); r.Status != http.StatusBadRequest {
+			t.Fatalf("%s: %d %s", name, r.Status, r.Body)
+		}
+	}
+	sameRecord(t, w.kit, before)
+	if s := w.order(t, o.OrderID)["status"]; s != "pending" || !w.refusedLogged(t, "data differs") {
+		t.Fatalf("order %s after the forged events, or no security log line", s)
+	}
+	if r := w.post(t, e, false); r.Reply == nil || r.Reply.Type() != ordersaga.Confirmed {
+		t.Fatalf("the genuine event after the forged ones: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestCancelRefusedWhileRunning: a cancel (the orchestrator's command or
+// a payment failure) that the running saga did not emit cancels nothing,
+// even at the saga's version.
+func TestCancelRefusedWhileRunning(t *testing.T) {
+	w := newWorld(t, nil)
+	created := w.create(t, "s1", books(1))
+	before := w.kit.Record("s1")
+	o := decodeOrder(t, &created)
+	for _, typ := range []string{ordersaga.Cancel, ordersaga.PayFailed, ordersaga.PayRefunded} {
+		r := w.post(t, sagaEvent("forged-"+typ, typ, "s1", before.Version, o), false)
+		if r.Status != http.StatusBadRequest {
+			t.Fatalf("%s: %d %s", typ, r.Status, r.Body)
+		}
+	}
+	sameRecord(t, w.kit, before)
+	if s := w.order(t, o.OrderID)["status"]; s != "pending" {
+		t.Fatalf("order %s", s)
+	}
+}
+
+// TestReplayIntoAnotherSaga: a genuine event of one saga, replayed with
+// another saga's id, is refused; neither order moves.
+func TestReplayIntoAnotherSaga(t *testing.T) {
+	w := newWorld(t, nil)
+	a := w.kit.Continue(w.create(t, "a", books(1)), ordersaga.StockReserved)
+	w.kit.Continue(w.create(t, "b", books(1)), ordersaga.StockReserved)
+	before := w.kit.Record("b")
+	replayed := a.Clone()
+	replayed.SetExtension(saga.ExtCorrelationID, "b")
+	if r := w.post(t, replayed, true); r.Status != http.StatusBadRequest {
+		t.Fatalf("replay into b: %d %s", r.Status, r.Body)
+	}
+	sameRecord(t, w.kit, before)
+	for _, id := range []string{"a", "b"} {
+		if s := w.order(t, orders.OrderIDFor(id))["status"]; s != "pending" {
+			t.Fatalf("order of %s is %s", id, s)
+		}
+	}
+}
+
+// TestEventsThatNameNoVersionOrSaga: every event after the start carries
+// the saga's id and the version it was emitted at; without them it is 400.
+func TestEventsThatNameNoVersionOrSaga(t *testing.T) {
+	w := newWorld(t, nil)
+	e := w.kit.Continue(w.create(t, "s1", books(1)), ordersaga.StockReserved)
+	before := w.kit.Record("s1")
+	for _, ext := range []string{saga.ExtSagaVersion, saga.ExtCorrelationID} {
+		bare := e.Clone()
+		bare.SetExtension(ext, nil) // removes it
+		if _, ok := bare.Extensions()[ext]; ok {
+			t.Fatal("extension not removed")
+		}
+		if r := w.post(t, bare, false); r.Status != http.StatusBadRequest {
+			t.Fatalf("without %s: %d %s", ext, r.Status, r.Body)
+		}
+	}
+	sameRecord(t, w.kit, before)
+}
+
+// TestVersions: an event of a version the saga has moved past, or of an
+// unknown saga, changes nothing and is acknowledged (200, no reply: the
+// broker must not retry it); one ahead of the saga is refused.
+func TestVersions(t *testing.T) {
+	w := newWorld(t, nil)
+	created := w.create(t, "s1", books(1))
+	e := w.kit.Continue(created, ordersaga.StockReserved)
+	o := decodeOrder(t, &e)
+	v := versionOf(t, e)
+	if r := w.post(t, sagaEvent("ahead", ordersaga.StockReserved, "s1", v+1, o), false); r.Status != http.StatusBadRequest {
+		t.Fatalf("version ahead: %d %s", r.Status, r.Body)
+	}
+	if r := w.post(t, e, false); r.Reply == nil || r.Reply.Type() != ordersaga.Confirmed {
+		t.Fatalf("confirm: %d %s", r.Status, r.Body)
+	}
+	done := w.kit.Record("s1")
+	for name, stale := range map[string]sagatest.Response{
+		"a reserved of version 1": w.post(t, sagaEvent("late-1", ordersaga.StockReserved, "s1", versionOf(t, created), o), false),
+		"a Confirm of version 3":  w.post(t, sagaEvent("late-3", ordersaga.Confirm, "s1", v, o), false),
+		"an unknown saga":         w.post(t, sagaEvent("ghost", ordersaga.Confirm, "ghost", 1, o), false),
+	} {
+		if stale.Status != 200 || stale.Reply != nil {
+			t.Fatalf("%s: %d %s", name, stale.Status, stale.Body)
+		}
+	}
+	sameRecord(t, w.kit, done)
+	if w.orderCount(t) != 1 {
+		t.Fatalf("%d orders", w.orderCount(t))
+	}
+}
