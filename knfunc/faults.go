@@ -10,9 +10,12 @@ import (
 	"github.com/ksaga/ksaga/saga"
 )
 
-// FaultKey is the Redis key that makes a function fail events of a type when
-// fault injection is on (KSAGA_FAULT_INJECTION=true): an integer N fails the
-// next N deliveries with 503, "-1" fails every one. Tests use it to drive
+// FaultKey is the Redis key that makes a function fail events when fault
+// injection is on (KSAGA_FAULT_INJECTION=true): eventType is an event type,
+// or the command a saga step runs (its key matches that step's action in
+// both modes, whichever event carries the command). An integer N fails the
+// next N deliveries with 503, "-1" fails every one. A step fails only
+// events it admitted: forged ones are still refused. Tests use it to drive
 // compensations through retries and dead letters.
 func FaultKey(service, eventType string) string {
 	return "ksaga:fault:" + service + ":" + eventType

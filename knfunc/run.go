@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
@@ -30,6 +31,29 @@ type Env struct {
 	Sink    *Sink              // nil without K_SINK
 	Metrics *telemetry.Metrics // served at GET /metrics; register the function's own collectors here
 	Tracing telemetry.Tracing  // from OTEL_*; a no-op provider without an endpoint
+}
+
+// NewEnv returns the Env a setup gets, from getenv, on rdb, logging to
+// logger, as Run builds it (with no tracing): for tests that build a
+// function in process (sagatest.Kit.Step). Run builds its own.
+func NewEnv(getenv func(string) string, rdb redis.UniversalClient, logger *slog.Logger) (*Env, error) {
+	cfg, err := ConfigFromEnv(getenv)
+	if err != nil {
+		return nil, err
+	}
+	return newEnv(cfg, getenv, rdb, logger, telemetry.Tracing{Provider: tracenoop.NewTracerProvider(), Shutdown: func(context.Context) error { return nil }})
+}
+
+func newEnv(cfg Config, getenv func(string) string, rdb redis.UniversalClient, logger *slog.Logger, tracing telemetry.Tracing) (*Env, error) {
+	store, err := redisstore.New(rdb, redisstore.Options{Retention: cfg.Retention})
+	if err != nil {
+		return nil, err
+	}
+	env := &Env{Config: cfg, Getenv: getenv, Redis: rdb, Store: store, Logger: logger, Metrics: telemetry.NewMetrics(), Tracing: tracing}
+	if cfg.Sink != "" {
+		env.Sink = NewSink(cfg.Sink, cfg.CEOverrides)
+	}
+	return env, nil
 }
 
 // Source is the CloudEvents source of the events the function emits:
@@ -111,16 +135,12 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 			logger.Warn("flush traces", "error", err.Error())
 		}
 	}()
-	store, err := redisstore.New(rdb, redisstore.Options{Retention: cfg.Retention})
+	env, err := newEnv(cfg, getenv, rdb, logger, tracing)
 	if err != nil {
 		return err
 	}
-	if err := store.Preload(ctx); err != nil {
+	if err := env.Store.Preload(ctx); err != nil {
 		logger.Warn("could not load scripts at start; they will load on first use", "error", err.Error())
-	}
-	env := &Env{Config: cfg, Getenv: getenv, Redis: rdb, Store: store, Logger: logger, Metrics: telemetry.NewMetrics(), Tracing: tracing}
-	if cfg.Sink != "" {
-		env.Sink = NewSink(cfg.Sink, cfg.CEOverrides)
 	}
 	fn, err := setup(ctx, env)
 	if err != nil {

@@ -149,7 +149,7 @@ func (p *Participant) Handle(ctx context.Context, e event.Event) (*event.Event, 
 		if why := p.admit(rec, e, route); why != "" {
 			return nil, p.refuse(ctx, e, rec, why)
 		}
-		t, err := p.act(ctx, act, Input{SagaID: sagaID, Saga: rec, Event: e})
+		t, err := p.act(ctx, act, Input{SagaID: sagaID, Command: route.Command, Saga: rec, Event: e})
 		if err != nil {
 			return nil, err
 		}
@@ -193,7 +193,7 @@ func (p *Participant) start(ctx context.Context, e event.Event, route Route, act
 		}
 		version = rec.Version
 	}
-	t, err := p.act(ctx, act, Input{SagaID: sagaID, Saga: rec, Event: e})
+	t, err := p.act(ctx, act, Input{SagaID: sagaID, Command: route.Command, Saga: rec, Event: e})
 	if err != nil {
 		return nil, err
 	}

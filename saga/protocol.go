@@ -88,12 +88,21 @@ func IDFromEvent(source, id string) string {
 	return uuid.NewSHA1(idNamespace, []byte(source+"\n"+id)).String()
 }
 
-// decodeJSON unmarshals JSON data into v.
-func decodeJSON(data []byte, v any) error {
+// decodeStrict unmarshals JSON data into v: unknown fields and trailing
+// data are errors.
+func decodeStrict(data []byte, v any) error {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return errors.New("no data")
 	}
-	return json.Unmarshal(data, v)
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if d.More() {
+		return errors.New("trailing data after the JSON value")
+	}
+	return nil
 }
 
 // SameJSON reports whether a and b are the same JSON value (whitespace,

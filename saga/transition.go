@@ -20,6 +20,10 @@ type Actions map[string]Action
 // Input is what an Action acts on.
 type Input struct {
 	SagaID string
+	// Command is the command the event runs (a step's Command or
+	// Compensation, or the final step's Command), whichever event of
+	// either mode carried it.
+	Command string
 	// Saga is the saga's record at the event's version: the truth. For the
 	// start of a saga it holds only the id (or, for a saga recorded
 	// Accepted, that record).
@@ -30,10 +34,10 @@ type Input struct {
 	Event event.Event
 }
 
-// Decode unmarshals the event's JSON data into v (for a start command);
-// failure is Invalid.
+// Decode unmarshals the event's JSON data into v (for a start command),
+// strictly: unknown fields and trailing data are Invalid too.
 func (in Input) Decode(v any) error {
-	if err := decodeJSON(in.Event.Data(), v); err != nil {
+	if err := decodeStrict(in.Event.Data(), v); err != nil {
 		return Invalid("event %s data: %v", in.Event.Type(), err)
 	}
 	return nil
