@@ -147,8 +147,11 @@ func (o *Operator) def(rec saga.State) (*saga.Definition, error) {
 	return d, nil
 }
 
-// send publishes a saga's emitted event.
+// send publishes a saga's emitted event (nothing if it emitted none).
 func (o *Operator) send(ctx context.Context, sagaID, causation string, r *saga.Emitted) error {
+	if r == nil || r.Type == "" {
+		return nil
+	}
 	if o.Sink == nil {
 		return saga.Transient(ErrNoSink, "the broker")
 	}
