@@ -156,6 +156,13 @@ func (e *env) deadLetters() []saga.DeadLetter {
 // reason), on the env's store: the steps of a saga run in orchestration.
 func (e *env) steps(def *saga.Definition, fail map[string]string) *saga.Participant {
 	e.t.Helper()
+	return steps(e.t, def, e.store, fail, 0)
+}
+
+// steps returns a Participant running every command of def on store (see
+// env.steps); timeout, if set, overrides the saga's.
+func steps(t *testing.T, def *saga.Definition, store saga.Store, fail map[string]string, timeout time.Duration) *saga.Participant {
+	t.Helper()
 	var mu sync.Mutex
 	failed := map[string]bool{}
 	actions := saga.Actions{}
@@ -188,10 +195,10 @@ func (e *env) steps(def *saga.Definition, fail map[string]string) *saga.Particip
 			return saga.Transition{Outcome: "sent"}, nil
 		}
 	}
-	p, err := saga.NewParticipant(def, actions, saga.ParticipantOptions{Source: "/ksaga/steps-" + def.Name, Store: e.store,
+	p, err := saga.NewParticipant(def, actions, saga.ParticipantOptions{Source: "/ksaga/steps-" + def.Name, Store: store, Timeout: timeout,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return p
 }
