@@ -125,6 +125,23 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// useStore has everything in the env use store.
+func (e *env) useStore(store *redisstore.Store) {
+	e.store, e.op.Store, e.abc.Store, e.order.Store = store, store, store, store
+}
+
+// clockStore returns a store on the env's Redis whose clock is at, and
+// the function that moves it.
+func (e *env) clockStore(at time.Time) (*redisstore.Store, func(time.Time)) {
+	e.t.Helper()
+	var mu sync.Mutex
+	store, err := redisstore.New(e.rdb, redisstore.Options{Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return at }})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return store, func(t time.Time) { mu.Lock(); at = t; mu.Unlock() }
+}
+
 // now is the operations' clock: the wall clock plus offset.
 func (e *env) now() time.Time { return time.Now().Add(time.Duration(e.offset.Load())) }
 
@@ -154,6 +171,7 @@ func (e *env) deadLetters() []saga.DeadLetter {
 // steps returns a Participant running every command of def, succeeding
 // unless fail names the step (the first forward run fails with that
 // reason), on the env's store: the steps of a saga run in orchestration.
+// A saga it starts has the business key "key-<saga id>".
 func (e *env) steps(def *saga.Definition, fail map[string]string) *saga.Participant {
 	e.t.Helper()
 	return steps(e.t, def, e.store, fail, 0)
@@ -180,7 +198,7 @@ func steps(t *testing.T, def *saga.Definition, store saga.Store, fail map[string
 				if err := in.Decode(&data); err != nil {
 					return saga.Transition{}, err
 				}
-				t.Data = data
+				t.Data, t.Key = data, "key-"+in.SagaID
 			}
 			return t, nil
 		}
