@@ -368,6 +368,16 @@ func TestAPISaga(t *testing.T) {
 	if len(v.DeadLetters) != 1 || v.DeadLetters[0].EventID != done.ID() || v.DeadLetters[0].Body != "b is down" || v.DeadLetters[0].Handling != ops.HandlingFailed {
 		t.Fatalf("dead letters %+v", v.DeadLetters)
 	}
+	// accepted first, its start then run in the trace
+	cmd := e.accept(abc, "s3")
+	if _, err := e.steps(abc, nil).Handle(traced, cmd); err != nil {
+		t.Fatal(err)
+	}
+	v = ops.SagaView{}
+	a.get("/api/v1/sagas/s3", http.StatusOK, &v)
+	if v.Status != saga.StatusRunning || v.TraceID != tid.String() || v.TraceURL == "" || v.Key != "key-s3" {
+		t.Fatalf("an accepted saga started in a trace: %+v", v)
+	}
 	// untraced: no URL
 	e.abc.Run("s2", order, "t.a.done")
 	v = ops.SagaView{}

@@ -177,13 +177,13 @@ if fresh then
   end
 else
   ca, n = tonumber(cur[5]), tonumber(cur[4] or '0')
-  if create then -- the start of an accepted saga records the data it runs with
-    if a.trace ~= '' then f[#f + 1] = 'tr' f[#f + 1] = a.trace end
+  if create then -- the start of an accepted saga records the data it runs with, and its trace
     local d = a.data
     local old = tonumber(cur[7] or '0')
     local chunks, size = math.ceil(#d / 60), 60
     if chunks > 64 then chunks, size = 1, #d end
     f = {'dc', chunks}
+    if a.trace ~= '' then f[#f + 1] = 'tr' f[#f + 1] = a.trace end
     for i = 0, chunks - 1 do
       f[#f + 1] = 'd' .. i
       f[#f + 1] = string.sub(d, i * size + 1, (i + 1) * size)
