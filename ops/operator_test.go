@@ -336,9 +336,16 @@ func TestAcceptAndWithdraw(t *testing.T) {
 	if ok, err := e.op.Withdraw(ctx, "s1", "the broker did not take it"); !ok || err != nil {
 		t.Fatalf("withdraw: %v %v", ok, err)
 	}
-	if st := e.get("s1"); st.Status != saga.StatusCompensated || st.Reason != "the broker did not take it" {
-		t.Fatalf("withdrawn: %+v", st)
+	withdrawn := e.get("s1")
+	if withdrawn.Status != saga.StatusCompensated || withdrawn.Reason != "the broker did not take it" {
+		t.Fatalf("withdrawn: %+v", withdrawn)
 	}
+	// a repeated withdrawal (a retried request) reports it withdrawn: it
+	// does not go on
+	if ok, err := e.op.Withdraw(ctx, "s1", "again"); !ok || err != nil {
+		t.Fatalf("withdraw again: %v %v", ok, err)
+	}
+	e.unchanged("s1", withdrawn)
 	if len(e.sink.Events()) != 0 {
 		t.Fatalf("withdraw published %v", e.sink.Types())
 	}
