@@ -450,7 +450,7 @@ func TestSweeperServes(t *testing.T) {
 	if _, err := ops.NewSweeper(&op); !errors.Is(err, ops.ErrNoSink) {
 		t.Fatalf("%v, want ErrNoSink", err)
 	}
-	cmd := e.accept(abc, "s1")
+	e.accept(abc, "s1")
 	e.accept(o.Saga, "o1")
 	onlyOrders, err := ops.NewRegistry(o.Saga)
 	if err != nil {
@@ -474,5 +474,4 @@ func TestSweeperServes(t *testing.T) {
 	if st := e.get("s1"); !st.Overdue(e.now()) || len(e.sink.Events()) != 1 {
 		t.Fatalf("the abc saga was acted on by a sweeper that does not serve it: %+v", st)
 	}
-	_ = cmd
 }
