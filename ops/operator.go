@@ -150,8 +150,11 @@ func (o *Operator) def(rec saga.State) (*saga.Definition, error) {
 	return d, nil
 }
 
-// send publishes a saga's emitted event.
+// send publishes a saga's emitted event (nothing if it emitted none).
 func (o *Operator) send(ctx context.Context, sagaID, causation string, r *saga.Emitted) error {
+	if r == nil || r.Type == "" {
+		return nil
+	}
 	if o.Sink == nil {
 		return saga.Transient(ErrNoSink, "the broker")
 	}
@@ -370,20 +373,21 @@ func (o *Operator) Accept(ctx context.Context, def *saga.Definition, sagaID, key
 // published: it is recorded rejected (compensated, nothing to undo) with
 // reason. If the command was published after all (an ambiguous failure)
 // and its start has run, the saga is no longer accepted and Withdraw
-// reports false: the saga goes on.
+// reports false: the saga goes on. Withdrawing a withdrawn saga again
+// reports true.
 func (o *Operator) Withdraw(ctx context.Context, sagaID, reason string) (bool, error) {
-	rec, err := o.Store.Get(ctx, sagaID)
+	in := saga.EventRef{Source: o.Source, ID: "withdraw-" + sagaID, Type: "io.ksaga.saga.withdrawn"}
+	rec, dup, err := o.Store.Load(ctx, sagaID, in.Source, in.ID)
 	if err != nil {
 		return false, err
 	}
 	if rec.Status != saga.StatusAccepted {
-		return false, nil
+		return dup != nil, nil
 	}
 	d, err := o.def(rec)
 	if err != nil {
 		return false, err
 	}
-	in := saga.EventRef{Source: o.Source, ID: "withdraw-" + sagaID, Type: "io.ksaga.saga.withdrawn"}
 	res, err := o.Store.Apply(ctx, saga.Change{SagaID: sagaID, Saga: rec.Saga, Key: rec.Key, Event: in, Version: rec.Version,
 		Allow: []saga.Status{saga.StatusAccepted}, Step: d.Steps[0].Name,
 		Success: saga.Move{Outcome: "rejected", Status: saga.StatusCompensated, Reason: reason}})

@@ -138,16 +138,19 @@ func (s *Sweeper) sweepOne(ctx context.Context, id string, now time.Time) (bool,
 	}
 	switch {
 	case late && (rec.Status == saga.StatusRunning || rec.Status == saga.StatusAccepted):
-		_, err := s.op.Abort(ctx, id, CauseDeadline, "", func(step string) string {
+		ab, err := s.op.Abort(ctx, id, CauseDeadline, "", func(step string) string {
 			return why + " waiting on the " + step + " step"
 		})
 		if errors.Is(err, ErrConflict) {
 			return false, nil
 		}
-		if err == nil {
+		// Counted when this pass aborted it, even if its failure event
+		// could not be published (a later pass sends it again); not when
+		// another sweeper had (this one only sent its event again).
+		if ab.Applied {
 			s.aborted.WithLabelValues(rec.Saga, CauseDeadline.Name).Inc()
 		}
-		return err == nil, err
+		return ab.Applied, err
 	default:
 		// nothing moved since the saga's last event: send it again, and
 		// look again later

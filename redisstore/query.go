@@ -128,6 +128,10 @@ func (s *Store) List(ctx context.Context, q saga.Query) (saga.Page, error) {
 		score float64
 	}
 	var items []item
+	// The cursor's skip counts the items with its score already read, in
+	// the merged order: the definitions' in turn (sorted), so it is spent
+	// across them in that order, not on each.
+	skip := cur.skip
 	for _, def := range defs {
 		key := indexKey(def, "created")
 		switch {
@@ -158,10 +162,9 @@ func (s *Store) List(ctx context.Context, q saga.Query) (saga.Page, error) {
 		if err != nil {
 			return saga.Page{}, saga.Transient(err, "redis")
 		}
-		skipped := int64(0)
 		for _, z := range zs {
-			if has && z.Score == cur.score && skipped < cur.skip {
-				skipped++
+			if has && z.Score == cur.score && skip > 0 {
+				skip--
 				continue
 			}
 			items = append(items, item{z.Member.(string), z.Score})

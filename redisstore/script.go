@@ -183,6 +183,7 @@ else
     local chunks, size = math.ceil(#d / 60), 60
     if chunks > 64 then chunks, size = 1, #d end
     f = {'dc', chunks}
+    if a.trace ~= '' then f[#f + 1] = 'tr' f[#f + 1] = a.trace end
     for i = 0, chunks - 1 do
       f[#f + 1] = 'd' .. i
       f[#f + 1] = string.sub(d, i * size + 1, (i + 1) * size)

@@ -19,7 +19,8 @@ import (
 //
 // Rules (Validate): every forward step but the last is compensable (it has
 // a Compensation and a Compensated event), so a saga that fails at any step
-// can be undone; the last step is the pivot and is not. Every event type is
+// can be undone; the last step is the pivot and is not. Every step after
+// the first has a Failed event, which starts that undoing. Every event type is
 // used once. A step name may repeat (one function serving two steps, as the
 // order step creates and confirms the order), but the names of compensable
 // steps are unique: the compensation stack holds names.
@@ -282,8 +283,11 @@ func (d *Definition) Validate() error {
 		if last && s.Compensable() && len(d.Steps) > 1 {
 			bad("%s is the last step (the pivot): nothing can fail after it, so it has no compensation", where)
 		}
-		if !last && s.Failed == "" && i > 0 {
-			bad("%s needs a failure event", where)
+		if s.Failed == "" && i > 0 {
+			// it starts the compensation of the steps before it, whether
+			// the step failed, its command was dead-lettered or the saga
+			// was aborted there
+			bad("%s needs a failure event: it starts the compensation of the steps before it", where)
 		}
 		if s.Compensable() {
 			if compensable[s.Name] {

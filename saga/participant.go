@@ -459,8 +459,12 @@ func (p *Participant) toEvent(sagaID string, in event.Event, r *Emitted) *event.
 }
 
 // ToEvent builds the CloudEvent of an emitted event of saga sagaID, caused
-// by the event causation.
+// by the event causation; nil if r is nil or has no type (a change that
+// emitted nothing: its redelivery replies nothing either).
 func ToEvent(sagaID, causation string, r *Emitted) *event.Event {
+	if r == nil || r.Type == "" {
+		return nil
+	}
 	out := event.New()
 	out.SetID(r.ID)
 	out.SetSource(r.Source)

@@ -15,7 +15,8 @@ type Store interface {
 	// set.
 	Apply(ctx context.Context, c Change) (Result, error)
 	// Load returns the saga's record and, if the event (source, id) was
-	// applied to it, the reply stored for it (a redelivery): one read.
+	// applied to it, the reply stored for it (a redelivery; its Type is
+	// empty if the change emitted nothing): one read.
 	// ErrNotFound if the saga does not exist (or has expired).
 	Load(ctx context.Context, sagaID, source, id string) (State, *Emitted, error)
 	// Get returns the saga's record, or ErrNotFound.

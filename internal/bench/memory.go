@@ -34,7 +34,7 @@ type Memory struct {
 	// by the sagas started (includes the keys' dictionary and expiry
 	// overhead; the broker's stream entries are deleted once delivered).
 	UsedMemoryPerSaga float64 `json:"used_memory_per_saga"`
-	ActiveIndexLen    int64   `json:"active_index_len"` // ksaga:active after the run (unfinished sagas)
+	ActiveIndexLen    int64   `json:"active_index_len"` // sagas unfinished after the run (accepted, running, compensating)
 	Error             string  `json:"error,omitempty"`
 }
 

@@ -57,7 +57,7 @@ func parseMonitorLine(s string) (monitorLine, bool) {
 // the handling of a step: notification's outbox relay (XGROUP CREATE,
 // XAUTOCLAIM, XREADGROUP, XACK on notification:outbox), order's saga
 // gauges computed when /metrics is scraped (ZCARD, ZCOUNT,
-// ZREMRANGEBYSCORE on ksaga:active), readiness PINGs, connection set-up.
+// ZREMRANGEBYSCORE on the store's indexes), readiness PINGs, connection set-up.
 var backgroundCommands = map[string]bool{
 	"xgroup": true, "xautoclaim": true, "xreadgroup": true, "xack": true,
 	"zcard": true, "zcount": true, "zremrangebyscore": true,

@@ -181,13 +181,13 @@ func Markdown(res *Result) string {
 	if mem := res.Memory; mem != nil && mem.Sampled > 0 {
 		p("\n## Redis memory per finished saga (MEMORY USAGE … SAMPLES 0, %d sagas)\n\n", mem.Sampled)
 		p("| key | present | mean bytes | TTL |\n|---|---|---|---|\n")
-		p("| ksaga:{<saga>} (state, history, stored replies) | %d | %.0f (p95 %.0f) | %s |\n", mem.Sampled, mem.SagaHash.Mean, mem.SagaHash.P95, ttlText(mem.HashTTL))
+		p("| the saga's record (one hash: state, history, stored replies) | %d | %.0f (p95 %.0f) | %s |\n", mem.Sampled, mem.SagaHash.Mean, mem.SagaHash.P95, ttlText(mem.HashTTL))
 		for _, k := range mem.Related {
 			p("| %s | %d | %.0f | %s |\n", k.Pattern, k.Present, k.Mean, ttlText(k.TTL))
 		}
 		p("| notification:outbox entry (stream, sent entries trimmed past 100,000) | %d entries | %.0f | none (capped) |\n", mem.OutboxLen, mem.OutboxEntryBytes)
 		p("| **total per saga** | | **%.0f** (p95 %.0f) | |\n", mem.Total.Mean, mem.Total.P95)
-		p("\nSaga hash encoding: %s. INFO used_memory grew %.0f B per saga started. ksaga:active holds %d sagas after the run.\n",
+		p("\nSaga hash encoding: %s. INFO used_memory grew %.0f B per saga started. %d sagas were unfinished after the run.\n",
 			encodings(mem.Encoding), mem.UsedMemoryPerSaga, mem.ActiveIndexLen)
 	}
 

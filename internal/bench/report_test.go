@@ -62,7 +62,7 @@ func TestEvaluate(t *testing.T) {
 		"function idle RSS (largest)":                                                   false,
 		"function binary, stripped (largest)":                                           true,
 		"Redis memory per finished saga, all the keys it leaves, with retention expiry": false,
-		"… of which the saga's own hash (ksaga:{id})":                                   true,
+		"… of which the saga's own record (one hash)":                                   true,
 	}
 	for name, w := range want {
 		if p, ok := got[name]; !ok || p == nil || *p != w {
