@@ -413,7 +413,10 @@ const OutcomeReplayed = "dead_letter_replayed"
 // Replay publishes a dead letter's event again, as it was first sent (the
 // knativeerror* extensions removed), records who did it on the dead letter
 // and, as a note, in its saga's history. A step that has handled the event
-// answers with its stored reply; a saga that has moved on ignores it.
+// answers with its stored reply; a saga that has moved on ignores it. A
+// replayed start command's saga may not exist yet when the note is
+// written: the note is then left out, and the dead letter keeps who
+// replayed it.
 func (o *Operator) Replay(ctx context.Context, id, actor string) (saga.DeadLetter, error) {
 	dl, err := o.Store.DeadLetter(ctx, id)
 	if err != nil {

@@ -6,8 +6,9 @@
 // must pass (StoreSuite).
 //
 //	k := sagatest.New(t, ordersaga.Saga, sagatest.Redis(t))
-//	e := k.Run("saga-1", order, ordersaga.PayAuthorized) // the saga waits on payment's result
-//	reply, err := k.Deliver(step, e)                      // the inventory step acts on it
+//	step := k.Step(setup, map[string]string{"K_SERVICE": "inventory"}) // as its main builds it
+//	e := k.Run("saga-1", order, ordersaga.PayAuthorized)               // the saga waits on payment's result
+//	reply, err := k.Deliver(step, e)                                   // the inventory step acts on it
 //	// assert reply.Type(), the stock in Redis, k.Record("saga-1").Steps; then walk
 //	// on from the step's reply to the next event it acts on, its compensation:
 //	e = k.Continue(*reply, ordersaga.ConfirmFailed, sagatest.Fail(ordersaga.Confirm, "refused"))
@@ -27,6 +28,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
 )
@@ -58,17 +60,25 @@ func New(t testing.TB, def *saga.Definition, rdb redis.UniversalClient) *Kit {
 type Option func(*walk)
 
 type walk struct {
-	outputs map[string]any
-	fail    map[string]string
-	start   event.Event
-	hasE    bool
-	orch    saga.Step
+	outputs  map[string]any
+	outcomes map[string]string
+	fail     map[string]string
+	start    event.Event
+	hasE     bool
+	orch     saga.Step
 }
 
 // Output has the step record v as its output when it succeeds (what its
 // compensation reads), as the real step would.
 func Output(step string, v any) Option {
 	return func(w *walk) { w.outputs[step] = v }
+}
+
+// Outcome has the step record outcome when it succeeds (default
+// "succeeded", "compensated" for a compensation), so that a history reads
+// as the real step's would.
+func Outcome(step, outcome string) Option {
+	return func(w *walk) { w.outcomes[step] = outcome }
 }
 
 // Fail has the step fail with reason (its first forward run). A step is
@@ -122,8 +132,51 @@ func (k *Kit) Continue(e event.Event, until string, opts ...Option) event.Event 
 	return k.walkFrom(k.walk(opts), nil, e, until)
 }
 
+// Resume walks saga id on from the event its record waits on, as Run
+// does, until it emits an event of type until: for a test that moved the
+// saga with the step under test and wants the next event it acts on.
+func (k *Kit) Resume(id, until string, opts ...Option) event.Event {
+	k.T.Helper()
+	st := k.Record(id)
+	if st.Next == nil {
+		k.T.Fatalf("sagatest: saga %s waits on no event", id)
+	}
+	return k.Continue(*saga.ToEvent(id, "", st.Next), until, opts...)
+}
+
+// Step builds the step a function's setup serves, on the kit's Redis and
+// store, with env as its environment (K_SERVICE names it; the rest as
+// knfunc reads it), to deliver events to in process (Deliver). For the
+// function's HTTP behaviour, run it with Start.
+func (k *Kit) Step(setup knfunc.Setup, env map[string]string) saga.Step {
+	k.T.Helper()
+	e, err := knfunc.NewEnv(func(key string) string { return env[key] }, k.Redis, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		k.T.Fatal(err)
+	}
+	e.Store = k.Store
+	fn, err := setup(context.Background(), e)
+	if err != nil {
+		k.T.Fatalf("sagatest: setup: %v", err)
+	}
+	if fn.Close != nil {
+		k.T.Cleanup(func() { _ = fn.Close() })
+	}
+	if fn.Step == nil {
+		k.T.Fatal("sagatest: the function serves no step")
+	}
+	return fn.Step
+}
+
+func (w *walk) outcome(step, def string) string {
+	if o, ok := w.outcomes[step]; ok {
+		return o
+	}
+	return def
+}
+
 func (k *Kit) walk(opts []Option) *walk {
-	w := &walk{outputs: map[string]any{}, fail: map[string]string{}}
+	w := &walk{outputs: map[string]any{}, outcomes: map[string]string{}, fail: map[string]string{}}
 	for _, o := range opts {
 		o(w)
 	}
@@ -170,7 +223,7 @@ func (k *Kit) participant(data any, w *walk) *saga.Participant {
 	for i, s := range k.Def.Steps {
 		name, command, start := s.Name, s.Command, i == 0
 		actions[s.Command] = func(_ context.Context, in saga.Input) (saga.Transition, error) {
-			t := saga.Transition{Outcome: "succeeded", Output: w.outputs[name]}
+			t := saga.Transition{Outcome: w.outcome(name, "succeeded"), Output: w.outputs[name]}
 			for _, key := range []string{command, name} {
 				if reason, ok := w.fail[key]; ok && !failed[key] {
 					failed[key] = true
@@ -185,13 +238,13 @@ func (k *Kit) participant(data any, w *walk) *saga.Participant {
 		}
 		if s.Compensable() {
 			actions[s.Compensation] = func(context.Context, saga.Input) (saga.Transition, error) {
-				return saga.Transition{Outcome: "compensated"}, nil
+				return saga.Transition{Outcome: w.outcome(s.Compensation, "compensated")}, nil
 			}
 		}
 	}
 	if f := k.Def.Finally; f != nil {
 		actions[f.Command] = func(context.Context, saga.Input) (saga.Transition, error) {
-			return saga.Transition{Outcome: "succeeded"}, nil
+			return saga.Transition{Outcome: w.outcome(f.Name, "succeeded")}, nil
 		}
 	}
 	p, err := saga.NewParticipant(k.Def, actions, saga.ParticipantOptions{Source: k.Source, Store: k.Store,

@@ -70,6 +70,9 @@ func Binary(t testing.TB) string {
 
 // Dev is a running `ksaga dev`.
 type Dev struct {
+	// Namespace is where Do, Send and Publish find services and the
+	// default Broker ("saga" unless set).
+	Namespace string
 	*devproc.Process
 	Out  *sagatest.Buffer // the functions' output ("<service> | <JSON line>")
 	http *http.Client
@@ -102,6 +105,13 @@ func Start(t testing.TB, env []string, args ...string) *Dev {
 	return d
 }
 
+func (d *Dev) ns() string {
+	if d.Namespace == "" {
+		return "saga"
+	}
+	return d.Namespace
+}
+
 // BrokerURL is the ingress of broker ns/name.
 func (d *Dev) BrokerURL(ns, name string) string {
 	return d.URL("/" + ns + "/" + name)
@@ -125,7 +135,7 @@ func (d *Dev) DoHeader(t testing.TB, service, method, path string, body any, hea
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Host = service + ".saga.localhost"
+	req.Host = service + "." + d.ns() + ".localhost"
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -141,17 +151,17 @@ func (d *Dev) DoHeader(t testing.TB, service, method, path string, body any, hea
 	return resp.StatusCode, b
 }
 
-// Publish POSTs e to the saga/default broker (binary mode, or structured).
+// Publish POSTs e to the default broker of the namespace (binary mode, or structured).
 func (d *Dev) Publish(t testing.TB, e event.Event, structured bool) int {
 	t.Helper()
-	return d.post(t, d.BrokerURL("saga", "default"), "", e, structured)
+	return d.post(t, d.BrokerURL(d.ns(), "default"), "", e, structured)
 }
 
 // Send POSTs e straight to a service, bypassing the broker, and returns
 // the status.
 func (d *Dev) Send(t testing.TB, service string, e event.Event, structured bool) int {
 	t.Helper()
-	return d.post(t, d.URL("/"), service+".saga.localhost", e, structured)
+	return d.post(t, d.URL("/"), service+"."+d.ns()+".localhost", e, structured)
 }
 
 func (d *Dev) post(t testing.TB, url, host string, e event.Event, structured bool) int {

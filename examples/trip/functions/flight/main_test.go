@@ -139,7 +139,7 @@ func TestCancelGivesBackTheRecordedSeats(t *testing.T) {
 	if n := seats(t, k.Redis, "Paris"); n != 6 {
 		t.Fatalf("seats to Paris: %d, want 6", n)
 	}
-	failed := k.Run("t1", nil, trip.HotelFailed, sagatest.Continue(), sagatest.Fail(trip.StepHotel, "no rooms in Paris"))
+	failed := k.Resume("t1", trip.HotelFailed, sagatest.Fail(trip.StepHotel, "no rooms in Paris"))
 	deliver(t, k, step, failed, trip.FlightCancelled)
 	deliver(t, k, step, failed, trip.FlightCancelled) // redelivered: given back once
 	if n := seats(t, k.Redis, "Paris"); n != 10 {

@@ -92,7 +92,7 @@ func TestNoRoomsFailsTheTrip(t *testing.T) {
 func TestCancelGivesBackTheRecordedRooms(t *testing.T) {
 	k, step := kit(t)
 	deliver(t, k, step, k.Run("t1", ann, trip.FlightReserved), trip.HotelReserved)
-	failed := k.Run("t1", nil, trip.CarFailed, sagatest.Continue(), sagatest.Fail(trip.StepCar, "no cars in Oslo"))
+	failed := k.Resume("t1", trip.CarFailed, sagatest.Fail(trip.StepCar, "no cars in Oslo"))
 
 	forged := failed.Clone()
 	if err := forged.SetData(event.ApplicationJSON, trip.Trip{Traveller: "ann", City: "Oslo", Travellers: 9}); err != nil {
