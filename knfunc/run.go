@@ -94,6 +94,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 	env := &Env{Config: cfg, Getenv: getenv, Redis: rdb, Logger: logger, Metrics: telemetry.NewMetrics(), Tracing: tracing}
 	if cfg.Sink != "" {
 		env.Sink = NewSink(cfg.Sink, cfg.CEOverrides)
+		env.Sink.Token = cfg.SinkToken // the SinkBinding's OIDC token, if any
 	}
 	fn, err := setup(ctx, env)
 	if err != nil {
@@ -126,7 +127,11 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 		if h, ok := fn.Step.(interface{ Handles(string) bool }); ok {
 			obs.Known = h.Handles
 		}
-		mux.Handle("/{$}", NewHandler(step, HandlerOptions{Logger: logger, Overrides: cfg.CEOverrides, MaxBodyBytes: cfg.MaxBodyBytes, Observer: obs}))
+		ce, err := RequireToken(NewHandler(step, HandlerOptions{Logger: logger, Overrides: cfg.CEOverrides, MaxBodyBytes: cfg.MaxBodyBytes, Observer: obs}), cfg.OIDC, logger)
+		if err != nil {
+			return err
+		}
+		mux.Handle("/{$}", ce)
 	}
 	if fn.Handler != nil {
 		mux.Handle("/", fn.Handler)
