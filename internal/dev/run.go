@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/ksaga/ksaga/internal/devbroker"
+	"github.com/ksaga/ksaga/internal/devoidc"
 	"github.com/ksaga/ksaga/internal/manifest"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/redisstore"
@@ -47,6 +50,7 @@ type devRuntime struct {
 	log *slog.Logger
 
 	closeRedis func()
+	oidc       *senderIdentity // nil without Config.OIDC
 
 	ln           net.Listener // the ingress's, closed by srv once it serves
 	spawn        *spawner
@@ -92,9 +96,12 @@ func (rt *devRuntime) run(ctx context.Context) error {
 		if paths, err = DefaultPaths(cfg.Dir, cfg.BrokerClass, cfg.Mode); err != nil {
 			return err
 		}
+		if p := filepath.Join(cfg.Dir, PoliciesDir); cfg.OIDC && isDir(p) {
+			paths = append(paths, p)
+		}
 		source = strings.Join(paths, ", ")
 	}
-	ld, err := load(paths, false) // unemitted types are `ksaga validate`'s concern
+	ld, err := load(paths, false, cfg.OIDC) // unemitted types are `ksaga validate`'s concern
 	if err != nil {
 		return err
 	}
@@ -133,6 +140,19 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	rt.ln = ln
 	port := ln.Addr().(*net.TCPAddr).Port
 	addrs := addressesOf(set, port)
+	if cfg.OIDC {
+		if rt.oidc, err = newSenderIdentity(set, port, log); err != nil {
+			return err
+		}
+		for _, p := range senderIdentityProblems(set) {
+			log.Warn("sender identity", "problem", p.String())
+		}
+		log.Info("sender identity on (--oidc): functions verify tokens, the broker ingress enforces the EventPolicies",
+			"issuer", rt.oidc.issuer.URL(), "event_policies", len(set.EventPolicies()),
+			"outside_producer", devoidc.ProducerServiceAccount+" (a request without a token)")
+	} else {
+		log.Info("sender identity off (--oidc=false): no tokens, no EventPolicies, as a cluster without authentication-oidc")
+	}
 
 	// 3. Redis.
 	redisURL, rdb, redisDesc, err := rt.openRedis(ctx)
@@ -206,6 +226,9 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	if tracing.Enabled {
 		bcfg.TracerProvider = tracing.Provider
 	}
+	if rt.oidc != nil {
+		bcfg.Auth = devoidc.NewBrokerAuth(rt.oidc.issuer, rt.oidc.policies, set.Brokers())
+	}
 	br, err := devbroker.New(bcfg)
 	if cfg.DuplicateDeliveries {
 		log.Warn("duplicate deliveries: the broker delivers every event twice (--duplicate-deliveries)")
@@ -229,6 +252,9 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	// 7. The ingress.
 	in := newIngress(log, fs, br, func(w io.Writer) { writeIndex(w, info) })
 	in.metrics = metrics.Handler()
+	if rt.oidc != nil {
+		in.oidc = rt.oidc.issuer.Handler()
+	}
 	rt.in = in
 	rt.srv = &http.Server{Handler: in, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	rt.srv.Protocols = new(http.Protocols)
@@ -248,6 +274,9 @@ func (rt *devRuntime) run(ctx context.Context) error {
 		backoff: cfg.Backoff, shutdownTimeout: cfg.ShutdownTimeout, spawn: rt.spawn}
 	fctx, stopFuncs := context.WithCancel(context.WithoutCancel(ctx))
 	rt.stopFuncs = stopFuncs
+	if rt.oidc != nil {
+		rt.funcsDone.Go(func() { rt.oidc.run(fctx) })
+	}
 	for _, f := range fs {
 		log.Info("service", "service", f.nn.String(), "url", f.url.String(), "h2c", f.h2c, "import", f.importPath)
 		rt.funcsDone.Go(func() { sup.run(fctx, f) })
@@ -329,6 +358,9 @@ func (rt *devRuntime) shutdown() {
 		if rt.closeRedis != nil {
 			rt.closeRedis()
 		}
+		if rt.oidc != nil {
+			rt.oidc.close()
+		}
 		if rt.srv != nil {
 			rt.log.Info("stopped")
 		}
@@ -405,9 +437,15 @@ func (rt *devRuntime) functions(set *manifest.Set, addrs *Addresses, imports map
 	for i, svc := range svcs {
 		nn := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
 		_, h2c := manifest.ContainerPort(svc)
+		var oidcEnv []string
+		if rt.oidc != nil {
+			if oidcEnv, err = rt.oidc.env(set, svc); err != nil {
+				return nil, fmt.Errorf("service %s: %w", nn, err)
+			}
+		}
 		env, err := buildEnv(envInput{
 			Set: set, Service: svc, Port: ports[i], Addrs: addrs, RedisURL: redisURL,
-			FaultInjection: rt.cfg.FaultInjection, PassEnv: rt.cfg.PassEnv, Extra: rt.cfg.Env,
+			FaultInjection: rt.cfg.FaultInjection, OIDC: oidcEnv, PassEnv: rt.cfg.PassEnv, Extra: rt.cfg.Env,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("service %s: %w", nn, err)
@@ -496,4 +534,10 @@ func (rt *devRuntime) banner(set *manifest.Set, addrs *Addresses, info *runtimeI
 	}
 	b.WriteString("\nCtrl-C stops everything.\n\n")
 	_, _ = io.WriteString(w, b.String())
+}
+
+// isDir reports whether p is a folder.
+func isDir(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
 }

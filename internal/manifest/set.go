@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
+	eventingv1alpha1 "knative.dev/eventing/pkg/apis/eventing/v1alpha1"
 	sourcesv1 "knative.dev/eventing/pkg/apis/sources/v1"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 )
@@ -75,6 +76,7 @@ func (id ID) key() string {
 //	eventing.knative.dev/v1 Trigger          *eventingv1.Trigger
 //	serving.knative.dev/v1 Service           *servingv1.Service
 //	sources.knative.dev/v1 SinkBinding       *sourcesv1.SinkBinding
+//	eventing.knative.dev/v1alpha1 EventPolicy *eventingv1alpha1.EventPolicy
 //	v1 ConfigMap, Secret, Namespace, Service *corev1.ConfigMap, ...
 //	apps/v1 Deployment, StatefulSet          *appsv1.Deployment, ...
 //	monitoring.coreos.com/v1 PrometheusRule  *unstructured.Unstructured
@@ -135,6 +137,11 @@ func (s *Set) Services() []*servingv1.Service { return valuesOf[*servingv1.Servi
 
 // SinkBindings returns the SinkBindings in apply order.
 func (s *Set) SinkBindings() []*sourcesv1.SinkBinding { return valuesOf[*sourcesv1.SinkBinding](s) }
+
+// EventPolicies returns the EventPolicies in apply order.
+func (s *Set) EventPolicies() []*eventingv1alpha1.EventPolicy {
+	return valuesOf[*eventingv1alpha1.EventPolicy](s)
+}
 
 // ConfigMap returns the named ConfigMap, or nil.
 func (s *Set) ConfigMap(namespace, name string) *corev1.ConfigMap {
