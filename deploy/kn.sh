@@ -223,6 +223,9 @@ if [[ $BROKER == mt-channel ]]; then
   # (brokers/mt-channel/broker.yaml says why)
   run "$KUBECTL" patch broker default -n "$NS" --type merge -p '{"metadata":{"annotations":{"messaging.knative.dev/async-handler":"true"}}}'
 fi
+# kn cannot set it either: the dead letter sink's OIDC audience, so that
+# with sender identity on the broker sends deadletter a token it accepts.
+run "$KUBECTL" patch broker default -n "$NS" --type merge -p '{"spec":{"delivery":{"deadLetterSink":{"audience":"serving.knative.dev/service/'"$NS"'/deadletter"}}}}'
 
 # ---------------------------------------------------------------------------
 # The Triggers: triggers/$MODE/*.yaml (name, event type, subscriber).
@@ -264,7 +267,8 @@ orchestration=(
 
 # What kn cannot set on a Trigger, as a JSON merge patch: the label, the
 # broker-specific annotations (deploy/components/kafka-keda,
-# deploy/components/rabbitmq-parallelism) and the delivery of triggers/*.
+# deploy/components/rabbitmq-parallelism), the subscriber's audience and the
+# delivery of triggers/*.
 case $BROKER in
 kafka)
   annotations='{"autoscaling.eventing.knative.dev/class":"keda.autoscaling.knative.dev","autoscaling.eventing.knative.dev/min-scale":"1","autoscaling.eventing.knative.dev/max-scale":"10","autoscaling.eventing.knative.dev/lag-threshold":"20","autoscaling.eventing.knative.dev/polling-interval":"10","autoscaling.eventing.knative.dev/cooldown-period":"60"}'
@@ -272,8 +276,7 @@ kafka)
 rabbitmq) annotations='{"rabbitmq.eventing.knative.dev/parallelism":"10"}' ;;
 *) annotations='{}' ;;
 esac
-trigger_delivery='{"retry":5,"backoffPolicy":"exponential","backoffDelay":"PT0.2S","timeout":"PT10S","deadLetterSink":{"ref":{"apiVersion":"serving.knative.dev/v1","kind":"Service","name":"deadletter"}}}'
-patch='{"metadata":{"labels":{"app.kubernetes.io/part-of":"ksaga"},"annotations":'$annotations'},"spec":{"delivery":'$trigger_delivery'}}'
+trigger_delivery='{"retry":5,"backoffPolicy":"exponential","backoffDelay":"PT0.2S","timeout":"PT10S","deadLetterSink":{"ref":{"apiVersion":"serving.knative.dev/v1","kind":"Service","name":"deadletter"},"audience":"serving.knative.dev/service/'$NS'/deadletter"}}'
 
 say "Triggers ($MODE)"
 if [[ $MODE == choreography ]]; then triggers=("${choreography[@]}"); else triggers=("${orchestration[@]}"); fi
@@ -284,6 +287,8 @@ for t in "${triggers[@]}"; do
   else
     run "$KN" trigger create "$name" -n "$NS" --broker default --filter "type=$type" --sink "ksvc:$sink"
   fi
+  # the subscriber's OIDC audience (Serving publishes none; docs/security.md)
+  patch='{"metadata":{"labels":{"app.kubernetes.io/part-of":"ksaga"},"annotations":'$annotations'},"spec":{"subscriber":{"audience":"serving.knative.dev/service/'$NS/$sink'"},"delivery":'$trigger_delivery'}}'
   run "$KUBECTL" patch trigger "$name" -n "$NS" --type merge -p "$patch"
 done
 
