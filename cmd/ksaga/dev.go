@@ -66,6 +66,7 @@ func parseDevFlags(args []string, stderr io.Writer) (devFlags, error) {
 	fs.BoolVar(&d.cfg.Seed, "seed", true, "load the demo users and products (existing keys are kept)")
 	fs.BoolVar(&d.cfg.FaultInjection, "fault-injection", false, "set KSAGA_FAULT_INJECTION=true for every function (tests; see knfunc.FaultKey)")
 	fs.BoolVar(&d.cfg.DuplicateDeliveries, "duplicate-deliveries", false, "deliver every event twice, concurrently, to show the steps are idempotent (tests)")
+	fs.BoolVar(&d.cfg.RedisACL, "redis-acl", true, "with --redis-url: every function connects as its own Redis ACL user, allowed only the saga store's keys and its own (ksaga.io/redis-keys); needs Redis 7 and ACL rights for ksaga")
 	fs.BoolVar(&d.cfg.OIDC, "oidc", true, "sender identity, as Knative's authentication-oidc: tokens on every delivery, verified by the functions, and the EventPolicies of policies/ enforced by the broker; a request without a token is the outside producer "+devoidc.ProducerServiceAccount+" (docs/security.md)")
 	fs.Var(&env, "env", "extra `KEY=VALUE` environment for every function (repeatable; wins over the manifests)")
 	fs.StringVar(&level, "log-level", "info", "ksaga's own log level: debug, info, warn or error (functions use their LOG_LEVEL; --env LOG_LEVEL=debug)")

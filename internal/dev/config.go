@@ -64,6 +64,10 @@ type Config struct {
 	// ingress that enforces the EventPolicies (loaded from policies/ too
 	// without Paths). See oidc.go.
 	OIDC bool
+	// RedisACL gives every function its own Redis user, allowed only its
+	// own keys and the saga store's (internal/redisacl), when RedisURL is a
+	// real Redis (miniredis has no ACL). See redisacl.go.
+	RedisACL bool
 	// Env is extra KEY=VALUE environment for every function; it wins over
 	// everything else.
 	Env []string

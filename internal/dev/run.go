@@ -159,6 +159,16 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var redisURLs map[string]string // per function, with --redis-acl
+	switch {
+	case cfg.RedisACL && cfg.RedisURL != "":
+		if redisURLs, err = applyRedisACL(ctx, rdb, set, redisURL, cfg.FaultInjection); err != nil {
+			return err
+		}
+		log.Info("redis: every function connects as its own ACL user (--redis-acl), allowed only its ksaga.io/redis-keys and the saga store's keys", "users", len(redisURLs))
+	case cfg.RedisACL:
+		log.Info("redis: no per-function ACL users on the embedded miniredis (it has no ACL); use --redis-url for them")
+	}
 	if cfg.Seed {
 		if err := ordersaga.LoadFixture(ctx, rdb, false); err != nil {
 			return fmt.Errorf("seed: %w", err)
@@ -183,7 +193,7 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	log.Info("built functions", "count", len(bins), "took", time.Since(t0).Round(time.Millisecond), "dir", binDir)
 
 	// 5. Functions: ports and environment.
-	fs, err := rt.functions(set, addrs, imports, bins, redisURL)
+	fs, err := rt.functions(set, addrs, imports, bins, redisURL, redisURLs)
 	if err != nil {
 		return err
 	}
@@ -427,7 +437,7 @@ func runnable(set *manifest.Set) (map[types.NamespacedName]string, error) {
 // functions prepares one function per Knative Service: a free port (kept
 // across restarts) and its environment.
 func (rt *devRuntime) functions(set *manifest.Set, addrs *Addresses, imports map[types.NamespacedName]string,
-	bins map[string]string, redisURL string) ([]*function, error) {
+	bins map[string]string, redisURL string, redisURLs map[string]string) ([]*function, error) {
 	svcs := set.Services()
 	ports, err := freePorts(len(svcs))
 	if err != nil {
@@ -443,8 +453,12 @@ func (rt *devRuntime) functions(set *manifest.Set, addrs *Addresses, imports map
 				return nil, fmt.Errorf("service %s: %w", nn, err)
 			}
 		}
+		fnRedis := redisURL
+		if u, ok := redisURLs[svc.Name]; ok {
+			fnRedis = u // its own ACL user
+		}
 		env, err := buildEnv(envInput{
-			Set: set, Service: svc, Port: ports[i], Addrs: addrs, RedisURL: redisURL,
+			Set: set, Service: svc, Port: ports[i], Addrs: addrs, RedisURL: fnRedis,
 			FaultInjection: rt.cfg.FaultInjection, OIDC: oidcEnv, PassEnv: rt.cfg.PassEnv, Extra: rt.cfg.Env,
 		})
 		if err != nil {
