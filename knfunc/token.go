@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"time"
 )
 
 // DefaultSinkTokenFile is where Knative's SinkBinding mounts its subject's
@@ -38,17 +37,16 @@ func SinkTokenFromEnv(getenv func(string) string) (*TokenFile, error) {
 
 // TokenFile is a bearer token kept in a file that is renewed in place (the
 // kubelet swaps a projected volume's files atomically; `ksaga dev` renames a
-// new file over the old). Get reads it again whenever the file changed, so
-// a renewed token is sent from the next request on. A nil *TokenFile has no
+// new file over the old). Get reads it again whenever the file changed (another
+// inode, size or modification time), so a renewed token is sent from the
+// next request on. A nil *TokenFile has no
 // token. It is safe for concurrent use.
 type TokenFile struct {
 	Path string
 
 	mu    sync.Mutex
 	token string
-	mod   time.Time
-	size  int64
-	read  bool
+	info  fs.FileInfo // of the file the token was read from
 }
 
 // Get returns the current token ("" for a nil TokenFile).
@@ -62,7 +60,7 @@ func (t *TokenFile) Get() (string, error) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.read && st.ModTime().Equal(t.mod) && st.Size() == t.size {
+	if t.info != nil && os.SameFile(t.info, st) && st.ModTime().Equal(t.info.ModTime()) && st.Size() == t.info.Size() {
 		return t.token, nil
 	}
 	return t.load(st)
@@ -95,6 +93,6 @@ func (t *TokenFile) load(st fs.FileInfo) (string, error) {
 	if tok == "" {
 		return "", errors.New("token file " + t.Path + " is empty")
 	}
-	t.token, t.mod, t.size, t.read = tok, st.ModTime(), st.Size(), true
+	t.token, t.info = tok, st
 	return tok, nil
 }
