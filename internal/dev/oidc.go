@@ -76,8 +76,11 @@ func newSenderIdentity(set *manifest.Set, port int, log *slog.Logger) (*senderId
 // run renews the token files until ctx is done.
 func (s *senderIdentity) run(ctx context.Context) { s.files.Run(ctx, time.Minute) }
 
-// close removes the token files.
-func (s *senderIdentity) close() { _ = os.RemoveAll(s.dir) }
+// close removes the token files and releases the policies.
+func (s *senderIdentity) close() {
+	_ = os.RemoveAll(s.dir)
+	s.policies.Close()
+}
 
 // env is the sender-identity environment of a function, as a cluster with
 // authentication-oidc would have it (with the project's knfunc settings):

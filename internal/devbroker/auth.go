@@ -7,7 +7,11 @@ import (
 	"net/http"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/types"
+
+	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
+	"knative.dev/eventing/pkg/eventfilter"
 )
 
 // Auth is the sender identity of a cluster with Knative's
@@ -70,4 +74,17 @@ func (b *Broker) setToken(ctx context.Context, h http.Header, t *triggerState, a
 	}
 	h.Set("Authorization", "Bearer "+tok)
 	return nil
+}
+
+// SubscriptionsAPIFilter materialises SubscriptionsAPI filters (a
+// Trigger's or an EventPolicy's spec.filters) as this broker does a
+// Trigger's: Knative's leaf filters, all/any with Knative's results but
+// without its racy reordering (see allOf), and, with a CESQL expression, a
+// panic is a non-match logged under name. No filters match everything.
+func SubscriptionsAPIFilter(zl *zap.Logger, log *slog.Logger, name string, fs []eventingv1.SubscriptionsAPIFilter) eventfilter.Filter {
+	f := eventfilter.Filter(allOf(materializeList(zl, fs)))
+	if hasCESQL(fs) {
+		f = safeFilter{inner: f, log: log.With(slog.String("filter", name))}
+	}
+	return f
 }
