@@ -542,6 +542,9 @@ func (rt *devRuntime) banner(set *manifest.Set, addrs *Addresses, info *runtimeI
 		fmt.Fprintf(&b, "or send the command to the broker as a binary-mode CloudEvent (a new ce-id per saga):\n")
 		fmt.Fprintf(&b, "  curl -i -X POST %s -H 'ce-specversion: 1.0' -H 'ce-type: io.ksaga.order.create' -H 'ce-source: curl' -H 'ce-id: 1' -H 'ce-correlationid: saga-1' -H 'content-type: application/json' -d '%s'\n", br.url, data)
 		fmt.Fprintf(&b, "then follow the saga:\n  curl %s/sagas/saga-1\n", ou)
+		if rt.oidc != nil {
+			fmt.Fprintf(&b, "(sender identity is on: a request without a token is the outside producer %s, which the EventPolicies let start sagas; --oidc=false turns it off)\n", devoidc.ProducerServiceAccount)
+		}
 	} else {
 		fmt.Fprintf(&b, "\nSend a binary-mode CloudEvent to the broker:\n")
 		fmt.Fprintf(&b, "  curl -i -X POST %s -H 'ce-specversion: 1.0' -H 'ce-type: com.example.hello' -H 'ce-source: curl' -H 'ce-id: 1' -H 'content-type: application/json' -d '{}'\n", br.url)

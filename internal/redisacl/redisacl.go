@@ -60,7 +60,7 @@ var StoreCommands = []string{
 	"+get", "+mget", "+set", "+exists", "+expire",
 	"+incr", "+incrby", "+decr", "+decrby",
 	"+hget", "+hmget", "+hgetall", "+hset", "+hsetnx", "+hincrby",
-	"+zadd", "+zrem", "+zrangebyscore",
+	"+zadd", "+zrem", "+zrangebyscore", "+zcard", "+zcount", "+zremrangebyscore",
 	"+xadd", "+xlen",
 }
 
@@ -73,8 +73,9 @@ type User struct {
 
 // Options tune Users.
 type Options struct {
-	// FaultInjection lets each function read its fault keys
-	// (knfunc.FaultKey: ksaga:fault:<service>:*), for --fault-injection.
+	// FaultInjection lets each function use its fault keys
+	// (knfunc.FaultKey: ksaga:fault:<service>:*, read and counted down),
+	// for --fault-injection.
 	FaultInjection bool
 }
 
@@ -112,7 +113,7 @@ func Users(services []*servingv1.Service, o Options) ([]User, error) {
 			u.Commands = append(u.Commands, c)
 		}
 		if o.FaultInjection {
-			u.Keys = append(u.Keys, "%R~ksaga:fault:"+svc.Name+":*")
+			u.Keys = append(u.Keys, "~ksaga:fault:"+svc.Name+":*")
 		}
 		out = append(out, u)
 	}
