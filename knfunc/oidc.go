@@ -474,3 +474,60 @@ func RequireToken(h http.Handler, cfg OIDCConfig, logger *slog.Logger) (http.Han
 		h.ServeHTTP(w, r)
 	}), nil
 }
+
+// VerifierFromEnv is the authentication of an API's callers (what names
+// them in the log, e.g. "order API callers"): the OIDCConfig of the
+// variables with prefix (e.g. "KSAGA_API_OIDC_"), and its Verifier, or nil
+// when no issuer is set. Either way it logs one line at start saying which.
+func VerifierFromEnv(getenv func(string) string, prefix, what string, logger *slog.Logger) (*Verifier, error) {
+	cfg, err := OIDCConfigFromEnv(getenv, prefix)
+	if err != nil {
+		return nil, err
+	}
+	if !cfg.Enabled() {
+		logger.Info(what + " are not authenticated (set " + prefix + envOIDCIssuer + " and " + prefix + envOIDCAudience + " to require a bearer token)")
+		return nil, nil
+	}
+	v, err := NewVerifier(cfg)
+	if err != nil {
+		return nil, err
+	}
+	logger.Info(what+" need a bearer token", "issuer", cfg.Issuer, "audience", cfg.Audience)
+	return v, nil
+}
+
+type callerKey struct{}
+
+// Authenticate wraps an API's handler: every request must carry a token v
+// accepts (401, 403 or 503 are answered here and logged as security
+// events); the handler reads the caller with CallerOf, e.g. to refuse an
+// order for another user than the token's subject with Forbidden. A nil
+// Verifier (authentication off) returns h unchanged.
+func (v *Verifier) Authenticate(h http.Handler, logger *slog.Logger) http.Handler {
+	if v == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := v.Verify(r)
+		if err != nil {
+			logger.WarnContext(r.Context(), "security: request refused", "status", AuthStatus(err), "error", err.Error(),
+				"subject", c.Subject, "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+			WriteAuthError(w, err)
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))
+	})
+}
+
+// CallerOf returns the verified caller of a request that went through
+// Authenticate (false when authentication is off).
+func CallerOf(ctx context.Context) (Claims, bool) {
+	c, ok := ctx.Value(callerKey{}).(Claims)
+	return c, ok
+}
+
+// Forbidden is the error for a caller who may not do what it asks (403 by
+// WriteAuthError), e.g. a subject that is not the order's user.
+func Forbidden(format string, args ...any) error {
+	return &AuthError{Status: http.StatusForbidden, Reason: fmt.Sprintf(format, args...)}
+}

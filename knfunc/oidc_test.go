@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -370,5 +371,63 @@ func TestSinkSendsItsToken(t *testing.T) {
 		return map[string]string{knfunc.EnvSinkTokenFile: filepath.Join(t.TempDir(), "missing")}[k]
 	}); err == nil {
 		t.Error("a missing KSAGA_SINK_TOKEN_FILE is accepted")
+	}
+}
+
+// TestAPICallers is how an API authenticates its callers (issue 15 §5):
+// off without KSAGA_API_OIDC_ISSUER (one log line, every request passes,
+// no caller), on with it: 401 without a valid token, and the handler sees
+// the caller's subject, refusing an order for another user with 403.
+func TestAPICallers(t *testing.T) {
+	var log strings.Builder
+	logger := slog.New(slog.NewTextHandler(&log, nil))
+	orders := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, ok := knfunc.CallerOf(r.Context())
+		if ok && c.Subject != r.URL.Query().Get("user") {
+			knfunc.WriteAuthError(w, knfunc.Forbidden("the token is %s's, the order %s's", c.Subject, r.URL.Query().Get("user")))
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	})
+	do := func(h http.Handler, user, auth string) int {
+		r := httptest.NewRequest(http.MethodPost, "/orders?user="+user, nil)
+		if auth != "" {
+			r.Header.Set("Authorization", auth)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code
+	}
+
+	off, err := knfunc.VerifierFromEnv(func(string) string { return "" }, "KSAGA_API_OIDC_", "order API callers", logger)
+	if err != nil || off != nil {
+		t.Fatalf("off: %v, %v", off, err)
+	}
+	if code := do(off.Authenticate(orders, logger), "1", ""); code != http.StatusAccepted {
+		t.Errorf("off: %d", code)
+	}
+	if !strings.Contains(log.String(), "order API callers are not authenticated") {
+		t.Errorf("no start line saying authentication is off: %s", log.String())
+	}
+
+	is := newIssuer(t)
+	env := map[string]string{"KSAGA_API_OIDC_ISSUER": is.srv.URL, "KSAGA_API_OIDC_AUDIENCE": testAudience}
+	on, err := knfunc.VerifierFromEnv(func(k string) string { return env[k] }, "KSAGA_API_OIDC_", "order API callers", logger)
+	if err != nil || on == nil {
+		t.Fatalf("on: %v, %v", on, err)
+	}
+	h := on.Authenticate(orders, logger)
+	for _, c := range []struct {
+		name, user, auth string
+		want             int
+	}{
+		{"no token", "1", "", http.StatusUnauthorized},
+		{"expired", "1", "Bearer " + sign(t, is.key, is.kid, is.claims("1", -time.Hour)), http.StatusUnauthorized},
+		{"the user's own token", "1", "Bearer " + is.token(t, "1"), http.StatusAccepted},
+		{"another user's token", "3", "Bearer " + is.token(t, "1"), http.StatusForbidden},
+	} {
+		if code := do(h, c.user, c.auth); code != c.want {
+			t.Errorf("%s: %d, want %d", c.name, code, c.want)
+		}
 	}
 }

@@ -179,6 +179,7 @@ func senderIdentityProblems(set *manifest.Set) manifest.Problems {
 	if err != nil {
 		return manifest.Problems{{Message: err.Error(), Severity: manifest.SeverityError, Code: manifest.CodeSenderIdentity}}
 	}
+	defer policies.Close()
 	ctx := context.Background()
 	emits := emitsByService(set)
 	destination := func(t *eventingv1.Trigger, d *duckv1.Destination, fld string) {
