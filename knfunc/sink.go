@@ -80,9 +80,11 @@ func (s *Sink) post(ctx context.Context, e *event.Event) (int, error) {
 		return 0, fmt.Errorf("encode event: %w", err)
 	}
 	telemetry.Inject(ctx, req.Header)
-	if tok, err := s.Token.Get(); err != nil {
+	tok, err := s.Token.Get()
+	if err != nil {
 		return 0, err
-	} else if tok != "" {
+	}
+	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := s.Client.Do(req)

@@ -2,6 +2,7 @@ package devoidc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -140,14 +141,18 @@ func (p *Policies) passes(subject string, applying []*v1alpha1.EventPolicy, ev *
 }
 
 // Authorize decides whether subject may send ev to the resource: nil, or
-// an error saying why not (403).
-func (p *Policies) Authorize(ctx context.Context, gvk schema.GroupVersionKind, meta metav1.ObjectMeta, subject string, ev *event.Event) error {
+// an error saying why not (403). (The filters log nowhere; ctx is the
+// request's, for symmetry with Knative's verifier.)
+func (p *Policies) Authorize(_ context.Context, gvk schema.GroupVersionKind, meta metav1.ObjectMeta, subject string, ev *event.Event) error {
+	if ev == nil {
+		return errors.New("no event to authorize")
+	}
 	applying, err := p.Applying(gvk, meta)
 	if err != nil {
 		return err
 	}
 	if len(applying) > 0 {
-		if ev != nil && p.passes(subject, applying, ev) {
+		if p.passes(subject, applying, ev) {
 			return nil
 		}
 		names := make([]string, len(applying))
