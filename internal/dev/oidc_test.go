@@ -116,7 +116,7 @@ func TestValidateSenderIdentity(t *testing.T) {
 	}
 	edit("triggers/choreography/01-payment-on-order-created.yaml", "    audience: serving.knative.dev/service/saga/payment\n", "")
 	edit("triggers/choreography/02-inventory-on-payment-authorized.yaml", "audience: serving.knative.dev/service/saga/inventory", "audience: serving.knative.dev/service/saga/payment")
-	edit("policies/03-broker-replies.yaml", "'io.ksaga.notification.sent'", "'io.ksaga.notification.queued'")
+	edit("policies/03-broker-replies.yaml", "type: io.ksaga.notification.sent", "type: io.ksaga.notification.queued")
 	edit("policies/10-functions-from-triggers.yaml", "sub: system:serviceaccount:saga:order-on-*", "sub: system:serviceaccount:saga:order-api-on-*")
 	write(t, filepath.Join(dir, PoliciesDir, "99-extra.yaml"), `apiVersion: eventing.knative.dev/v1alpha1
 kind: EventPolicy
