@@ -15,6 +15,9 @@ REDIS ?= in-cluster
 OBSERVABILITY ?= 0
 # 1: also run the Job that loads the demo users and products (deploy/demo)
 DEMO ?= 0
+# 1: sender identity: policies/ and the functions' token checks (deploy/components/oidc;
+# the cluster needs Knative's authentication-oidc, docs/security.md)
+OIDC ?= 0
 KSAGA_FUNCTIONS := order payment inventory notification users orchestrator deadletter
 DOCKER_REPO ?= $(if $(KO_DOCKER_REPO),$(KO_DOCKER_REPO),registry.example.com/ksaga)
 
@@ -23,23 +26,23 @@ require-ko-repo:
 	@test -n "$(KO_DOCKER_REPO)" || { echo "KO_DOCKER_REPO is required: the registry ko pushes to, e.g. KO_DOCKER_REPO=ghcr.io/you/ksaga (kind: kind.local)"; exit 1; }
 
 .PHONY: render
-render: ## Print the manifests `make deploy` applies (MODE, BROKER, REDIS, OBSERVABILITY, DEMO), images still ko://
-	@MODE=$(MODE) BROKER=$(BROKER) REDIS=$(REDIS) OBSERVABILITY=$(OBSERVABILITY) DEMO=$(DEMO) deploy/render.sh
+render: ## Print the manifests `make deploy` applies (MODE, BROKER, REDIS, OBSERVABILITY, DEMO, OIDC), images still ko://
+	@MODE=$(MODE) BROKER=$(BROKER) REDIS=$(REDIS) OBSERVABILITY=$(OBSERVABILITY) DEMO=$(DEMO) OIDC=$(OIDC) deploy/render.sh
 
 .PHONY: deploy
-deploy: require-ko-repo ## Build the images with ko and apply deploy/overlays/MODE-BROKER (KO_DOCKER_REPO required; also REDIS, OBSERVABILITY, DEMO)
-	set -o pipefail; MODE=$(MODE) BROKER=$(BROKER) REDIS=$(REDIS) OBSERVABILITY=$(OBSERVABILITY) DEMO=$(DEMO) deploy/render.sh \
+deploy: require-ko-repo ## Build the images with ko and apply deploy/overlays/MODE-BROKER (KO_DOCKER_REPO required; also REDIS, OBSERVABILITY, DEMO, OIDC)
+	set -o pipefail; MODE=$(MODE) BROKER=$(BROKER) REDIS=$(REDIS) OBSERVABILITY=$(OBSERVABILITY) DEMO=$(DEMO) OIDC=$(OIDC) deploy/render.sh \
 	  | KO_DOCKER_REPO=$(KO_DOCKER_REPO) $(KO) resolve --base-import-paths -f - \
 	  | $(KUBECTL) apply -f -
 
 .PHONY: undeploy
 undeploy: ## Delete what `make deploy` created, the saga namespace (and Redis' volume) included
-	set -o pipefail; MODE=$(MODE) BROKER=$(BROKER) REDIS=$(REDIS) OBSERVABILITY=$(OBSERVABILITY) DEMO=$(DEMO) deploy/render.sh \
+	set -o pipefail; MODE=$(MODE) BROKER=$(BROKER) REDIS=$(REDIS) OBSERVABILITY=$(OBSERVABILITY) DEMO=$(DEMO) OIDC=$(OIDC) deploy/render.sh \
 	  | $(KUBECTL) delete --ignore-not-found -f -
 
 .PHONY: deploy-kn
 deploy-kn: ## The same deployment with kn commands (deploy/kn.sh; IMAGE_<FUNCTION> or KO_DOCKER_REPO; DRY_RUN=1 prints)
-	MODE=$(MODE) BROKER=$(BROKER) REDIS=$(REDIS) OBSERVABILITY=$(OBSERVABILITY) DEMO=$(DEMO) deploy/kn.sh
+	MODE=$(MODE) BROKER=$(BROKER) REDIS=$(REDIS) OBSERVABILITY=$(OBSERVABILITY) DEMO=$(DEMO) OIDC=$(OIDC) deploy/kn.sh
 
 .PHONY: images
 images: require-ko-repo ## Build and push every function's image with ko, print the references

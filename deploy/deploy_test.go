@@ -254,7 +254,7 @@ func TestOverlays(t *testing.T) {
 }
 
 // TestOptionalParts: REDIS=external (deploy/components/external-redis)
-// leaves exactly the in-cluster Redis out, the default (OBSERVABILITY=0)
+// leaves exactly the in-cluster Redis (and its ACL file) out, the default (OBSERVABILITY=0)
 // exactly the objects of manifests/observability, and DEMO=1 adds exactly
 // the demo data Job.
 func TestOptionalParts(t *testing.T) {
@@ -268,7 +268,7 @@ func TestOptionalParts(t *testing.T) {
 		env     []string
 		removed []string
 	}{
-		{[]string{"REDIS=external", "OBSERVABILITY=1"}, []string{"Service saga/redis", "Service saga/redis-headless", "StatefulSet saga/redis"}},
+		{[]string{"REDIS=external", "OBSERVABILITY=1"}, []string{"Secret saga/ksaga-redis-acl", "Service saga/redis", "Service saga/redis-headless", "StatefulSet saga/redis"}},
 		{nil, observability},
 		{[]string{"OBSERVABILITY=1", "DEMO=1"}, nil},
 	} {
@@ -421,9 +421,9 @@ func unknown(set *manifest.Set, kind, ns, name string) *unstructured.Unstructure
 	return nil
 }
 
-// TestRedis: the in-cluster Redis persists with AOF on a volume, takes its
-// password from the Secret the functions read, and the functions' REDIS_URL
-// points at its Service with that password.
+// TestRedis: the in-cluster Redis persists with AOF on a volume, loads its
+// users from the ksaga-redis-acl Secret, and the admin REDIS_URL points at
+// its Service with REDIS_PASSWORD (the users themselves: redisacl_test.go).
 func TestRedis(t *testing.T) {
 	set := loadClean(t, "brokers/mt-channel", "manifests")
 	o := set.Find("apps", "StatefulSet", "saga", "redis")
@@ -436,7 +436,7 @@ func TestRedis(t *testing.T) {
 	}
 	c := sts.Spec.Template.Spec.Containers[0]
 	args := " " + strings.Join(c.Args, " ") + " "
-	for _, want := range []string{" --appendonly yes ", " --appendfsync everysec ", " --requirepass $(REDIS_PASSWORD) ", " --dir /data "} {
+	for _, want := range []string{" --appendonly yes ", " --appendfsync everysec ", " --aclfile /etc/redis/acl/users.acl ", " --dir /data "} {
 		if !strings.Contains(args, want) {
 			t.Errorf("redis args %q lack %q", c.Args, strings.TrimSpace(want))
 		}
@@ -460,6 +460,15 @@ func TestRedis(t *testing.T) {
 	}
 	if !mounted {
 		t.Error("/data is not the volumeClaimTemplate's volume")
+	}
+	aclMounted := false
+	for _, vm := range c.VolumeMounts {
+		for _, v := range sts.Spec.Template.Spec.Volumes {
+			aclMounted = aclMounted || vm.MountPath == "/etc/redis/acl" && vm.Name == v.Name && v.Secret != nil && v.Secret.SecretName == "ksaga-redis-acl"
+		}
+	}
+	if !aclMounted {
+		t.Error("/etc/redis/acl is not the ksaga-redis-acl Secret")
 	}
 	if sc := sts.Spec.Template.Spec.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
 		t.Error("redis must run as non-root (restricted)")
@@ -663,7 +672,7 @@ func TestBrokenCopies(t *testing.T) {
 		},
 		{
 			name: "autoscaling annotation on the Service's metadata", file: "manifests/31-payment.yaml",
-			old: "  annotations:\n    # CloudEvent types", new: "  annotations:\n    autoscaling.knative.dev/min-scale: \"1\"\n    # CloudEvent types",
+			old: "  annotations:\n    # Redis keys", new: "  annotations:\n    autoscaling.knative.dev/min-scale: \"1\"\n    # Redis keys",
 			// Knative names the map, and the key in the message:
 			// invalid key name "autoscaling.knative.dev/min-scale", with the
 			// detail: "autoscaling annotations must be put under

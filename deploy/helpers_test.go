@@ -246,7 +246,7 @@ func render(t *testing.T, mode, broker string, env ...string) (file string, real
 	file = filepath.Join(t.TempDir(), mode+"-"+broker+".yaml")
 	if err := kubectl(); err == nil {
 		cmd := exec.Command("bash", path("deploy/render.sh"))
-		cmd.Env = append(append(os.Environ(), "MODE="+mode, "BROKER="+broker, "REDIS=in-cluster", "OBSERVABILITY=0", "DEMO=0",
+		cmd.Env = append(append(os.Environ(), "MODE="+mode, "BROKER="+broker, "REDIS=in-cluster", "OBSERVABILITY=0", "DEMO=0", "OIDC=0",
 			"KUSTOMIZE=kubectl kustomize"), env...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
@@ -266,7 +266,7 @@ func render(t *testing.T, mode, broker string, env ...string) (file string, real
 			dirs = append(dirs, path("deploy/components/observability"))
 		case "DEMO=1":
 			dirs = append(dirs, path("deploy/components/demo-data"))
-		case "REDIS=in-cluster", "OBSERVABILITY=0", "DEMO=0":
+		case "REDIS=in-cluster", "OBSERVABILITY=0", "DEMO=0", "OIDC=0":
 		default:
 			t.Skipf("%s needs kustomize itself: %v", e, kubectl())
 		}

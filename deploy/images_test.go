@@ -19,8 +19,9 @@ import (
 )
 
 // maxImageBinary bounds a function's stripped binary: functions are meant to
-// start fast from a small image.
-const maxImageBinary = 15_000_000
+// start fast from a small image. (Sender identity, go-oidc and go-jose, adds
+// about 0.45 MB to every function: docs/security.md.)
+const maxImageBinary = 16_000_000
 
 // functionNames returns the folders of functions/ that hold a main package.
 func functionNames(t *testing.T) []string {

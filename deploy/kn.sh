@@ -25,6 +25,8 @@
 #                     (needs the Prometheus Operator CRDs)
 #   DEMO              0 (default) | 1: also run the Job that loads the demo data
 #                     (deploy/demo/seed-job.yaml)
+#   OIDC              0 only: sender identity (deploy/components/oidc) is not
+#                     scripted here; use `make deploy OIDC=1`
 #   IMAGE_<FUNCTION>  the image of one function, e.g. IMAGE_PAYMENT=ghcr.io/me/payment:v1
 #                     (IMAGE_ORDER, IMAGE_PAYMENT, IMAGE_INVENTORY, IMAGE_NOTIFICATION,
 #                     IMAGE_USERS, IMAGE_ORCHESTRATOR, IMAGE_DEADLETTER)
@@ -42,6 +44,7 @@ BROKER=${BROKER:-mt-channel}
 REDIS=${REDIS:-in-cluster}
 OBSERVABILITY=${OBSERVABILITY:-0}
 DEMO=${DEMO:-0}
+OIDC=${OIDC:-0}
 DRY_RUN=${DRY_RUN:-0}
 KN=${KN:-kn}
 KUBECTL=${KUBECTL:-kubectl}
@@ -58,6 +61,7 @@ case $MODE in choreography | orchestration) ;; *) die "MODE=$MODE: want choreogr
 case $BROKER in mt-channel | kafka | rabbitmq) ;; *) die "BROKER=$BROKER: want mt-channel, kafka or rabbitmq" ;; esac
 case $REDIS in in-cluster | external) ;; *) die "REDIS=$REDIS: want in-cluster or external" ;; esac
 case $OBSERVABILITY in 0 | 1) ;; *) die "OBSERVABILITY=$OBSERVABILITY: want 0 or 1" ;; esac
+[[ $OIDC == 0 ]] || die "OIDC=$OIDC: sender identity is deployed by \`make deploy OIDC=1\` (deploy/components/oidc), not by kn.sh"
 case $DEMO in 0 | 1) ;; *) die "DEMO=$DEMO: want 0 or 1" ;; esac
 case $DRY_RUN in 0 | 1) ;; *) die "DRY_RUN=$DRY_RUN: want 0 or 1" ;; esac
 FUNCTIONS="deadletter users order payment inventory notification orchestrator"
@@ -117,7 +121,7 @@ ksvc() {
   var=image_$name
   run "$KN" service create "$name" --force -n "$NS" --image "${!var}" \
     --label "app.kubernetes.io/name=$name" --label app.kubernetes.io/part-of=ksaga \
-    --env-from cm:ksaga-config --env-from secret:ksaga-redis \
+    --env-from cm:ksaga-config --env-value-from "REDIS_URL=secret:ksaga-redis-users:$name" \
     --probe-readiness http:::/readyz --probe-liveness http:::/healthz \
     --security-context strict \
     --annotation-revision autoscaling.knative.dev/class=kpa.autoscaling.knative.dev \
@@ -138,7 +142,7 @@ run "$KUBECTL" apply -f manifests/00-namespace.yaml -f manifests/10-config.yaml
 
 if [[ $REDIS == in-cluster ]]; then
   say "Redis (manifests/redis/)"
-  run "$KUBECTL" apply -f manifests/redis/20-services.yaml -f manifests/redis/21-statefulset.yaml
+  run "$KUBECTL" apply -f manifests/redis/20-services.yaml -f manifests/redis/21-statefulset.yaml -f manifests/redis/22-acl.yaml
   run "$KUBECTL" rollout status statefulset/redis -n "$NS" --timeout=180s
 fi
 if [[ $DEMO == 1 ]]; then
@@ -164,36 +168,43 @@ ksvc deadletter --cluster-local --port 8080 --concurrency-limit 10 --timeout 30 
   --scale-metric concurrency --scale-target 10 --scale-min 0 --scale-max 2 \
   --annotation-revision autoscaling.knative.dev/scale-to-zero-pod-retention-period=0s \
   --request cpu=50m,memory=32Mi --limit memory=128Mi \
-  --annotation-service ksaga.io/emits=io.ksaga.order.rejected,io.ksaga.payment.failed,io.ksaga.inventory.failed,io.ksaga.order.confirmfailed
+  --annotation-service ksaga.io/emits=io.ksaga.order.rejected,io.ksaga.payment.failed,io.ksaga.inventory.failed,io.ksaga.order.confirmfailed \
+  --annotation-service 'ksaga.io/redis-keys=ksaga:deadletters {ksaga:deadletters}:*'
 
 ksvc users --cluster-local --port h2c:8080 --concurrency-limit 200 --timeout 10 \
   --scale-metric rps --scale-target 500 --scale-min 0 --scale-max 10 \
   --annotation-revision autoscaling.knative.dev/scale-to-zero-pod-retention-period=10m \
-  --request cpu=50m,memory=32Mi --limit memory=128Mi
+  --request cpu=50m,memory=32Mi --limit memory=128Mi \
+  --annotation-service 'ksaga.io/redis-keys=users:*'
 
 ksvc order --port 8080 --concurrency-limit 100 --timeout 30 \
   --scale-metric concurrency --scale-target 50 --scale-min 1 --scale-max 20 \
   --request cpu=100m,memory=64Mi --limit memory=256Mi \
   -e USERS_URL=http://users.saga.svc.cluster.local -e USERS_TIMEOUT=5s \
-  --annotation-service ksaga.io/emits=io.ksaga.order.create,io.ksaga.order.created,io.ksaga.order.rejected,io.ksaga.order.confirmed,io.ksaga.order.cancelled
+  --annotation-service ksaga.io/emits=io.ksaga.order.create,io.ksaga.order.created,io.ksaga.order.rejected,io.ksaga.order.confirmed,io.ksaga.order.cancelled \
+  --annotation-service 'ksaga.io/redis-keys=order:*'
 
 ksvc payment --cluster-local --port 8080 --concurrency-limit 50 --timeout 30 \
   --scale-metric concurrency --scale-target 20 --scale-min 0 --scale-max 10 \
   --annotation-revision autoscaling.knative.dev/scale-to-zero-pod-retention-period=2m \
   --request cpu=50m,memory=32Mi --limit memory=128Mi \
-  --annotation-service ksaga.io/emits=io.ksaga.payment.authorized,io.ksaga.payment.failed,io.ksaga.payment.refunded
+  --annotation-service ksaga.io/emits=io.ksaga.payment.authorized,io.ksaga.payment.failed,io.ksaga.payment.refunded \
+  --annotation-service 'ksaga.io/redis-keys=payment:*'
 
 ksvc inventory --cluster-local --port 8080 --concurrency-limit 50 --timeout 30 \
   --scale-metric concurrency --scale-target 20 --scale-min 0 --scale-max 10 \
   --annotation-revision autoscaling.knative.dev/scale-to-zero-pod-retention-period=2m \
   --request cpu=50m,memory=32Mi --limit memory=128Mi \
-  --annotation-service ksaga.io/emits=io.ksaga.inventory.reserved,io.ksaga.inventory.failed,io.ksaga.inventory.released
+  --annotation-service ksaga.io/emits=io.ksaga.inventory.reserved,io.ksaga.inventory.failed,io.ksaga.inventory.released \
+  --annotation-service 'ksaga.io/redis-keys=inventory:*'
 
 ksvc notification --cluster-local --port 8080 --concurrency-limit 100 --timeout 30 \
   --scale-metric concurrency --scale-target 50 --scale-min 0 --scale-max 5 \
   --annotation-revision autoscaling.knative.dev/scale-to-zero-pod-retention-period=0s \
   --request cpu=50m,memory=32Mi --limit memory=128Mi \
-  --annotation-service ksaga.io/emits=io.ksaga.notification.sent
+  --annotation-service ksaga.io/emits=io.ksaga.notification.sent \
+  --annotation-service 'ksaga.io/redis-keys=notification:*' \
+  --annotation-service 'ksaga.io/redis-commands=+xreadgroup +xack +xautoclaim +xgroup|create +xinfo|groups +xpending +xtrim'
 
 ksvc orchestrator --cluster-local --port 8080 --concurrency-limit 100 --timeout 30 \
   --scale-metric concurrency --scale-target 50 --scale-min 0 --scale-max 20 \
@@ -223,6 +234,9 @@ if [[ $BROKER == mt-channel ]]; then
   # (brokers/mt-channel/broker.yaml says why)
   run "$KUBECTL" patch broker default -n "$NS" --type merge -p '{"metadata":{"annotations":{"messaging.knative.dev/async-handler":"true"}}}'
 fi
+# kn cannot set it either: the dead letter sink's OIDC audience, so that
+# with sender identity on the broker sends deadletter a token it accepts.
+run "$KUBECTL" patch broker default -n "$NS" --type merge -p '{"spec":{"delivery":{"deadLetterSink":{"audience":"serving.knative.dev/service/'"$NS"'/deadletter"}}}}'
 
 # ---------------------------------------------------------------------------
 # The Triggers: triggers/$MODE/*.yaml (name, event type, subscriber).
@@ -264,7 +278,8 @@ orchestration=(
 
 # What kn cannot set on a Trigger, as a JSON merge patch: the label, the
 # broker-specific annotations (deploy/components/kafka-keda,
-# deploy/components/rabbitmq-parallelism) and the delivery of triggers/*.
+# deploy/components/rabbitmq-parallelism), the subscriber's audience and the
+# delivery of triggers/*.
 case $BROKER in
 kafka)
   annotations='{"autoscaling.eventing.knative.dev/class":"keda.autoscaling.knative.dev","autoscaling.eventing.knative.dev/min-scale":"1","autoscaling.eventing.knative.dev/max-scale":"10","autoscaling.eventing.knative.dev/lag-threshold":"20","autoscaling.eventing.knative.dev/polling-interval":"10","autoscaling.eventing.knative.dev/cooldown-period":"60"}'
@@ -272,8 +287,7 @@ kafka)
 rabbitmq) annotations='{"rabbitmq.eventing.knative.dev/parallelism":"10"}' ;;
 *) annotations='{}' ;;
 esac
-trigger_delivery='{"retry":5,"backoffPolicy":"exponential","backoffDelay":"PT0.2S","timeout":"PT10S","deadLetterSink":{"ref":{"apiVersion":"serving.knative.dev/v1","kind":"Service","name":"deadletter"}}}'
-patch='{"metadata":{"labels":{"app.kubernetes.io/part-of":"ksaga"},"annotations":'$annotations'},"spec":{"delivery":'$trigger_delivery'}}'
+trigger_delivery='{"retry":5,"backoffPolicy":"exponential","backoffDelay":"PT0.2S","timeout":"PT10S","deadLetterSink":{"ref":{"apiVersion":"serving.knative.dev/v1","kind":"Service","name":"deadletter"},"audience":"serving.knative.dev/service/'$NS'/deadletter"}}'
 
 say "Triggers ($MODE)"
 if [[ $MODE == choreography ]]; then triggers=("${choreography[@]}"); else triggers=("${orchestration[@]}"); fi
@@ -284,6 +298,8 @@ for t in "${triggers[@]}"; do
   else
     run "$KN" trigger create "$name" -n "$NS" --broker default --filter "type=$type" --sink "ksvc:$sink"
   fi
+  # the subscriber's OIDC audience (Serving publishes none; docs/security.md)
+  patch='{"metadata":{"labels":{"app.kubernetes.io/part-of":"ksaga"},"annotations":'$annotations'},"spec":{"subscriber":{"audience":"serving.knative.dev/service/'$NS/$sink'"},"delivery":'$trigger_delivery'}}'
   run "$KUBECTL" patch trigger "$name" -n "$NS" --type merge -p "$patch"
 done
 

@@ -205,6 +205,18 @@ func (m *knModel) service(args []string) error {
 				return err
 			}
 			c.Env = append(c.Env, corev1.EnvVar{Name: k, Value: v})
+		case "--env-value-from":
+			k, v, err := keyValue(val)
+			if err != nil {
+				return err
+			}
+			kind, rest, _ := strings.Cut(v, ":")
+			name, key, ok := strings.Cut(rest, ":")
+			if !ok || (kind != "secret" && kind != "sc") {
+				return fmt.Errorf("--env-value-from %q: only NAME=secret:SECRET:KEY is modelled", val)
+			}
+			c.Env = append(c.Env, corev1.EnvVar{Name: k, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: key}}})
 		case "--probe-readiness", "--probe-liveness":
 			p, err := knProbe(val)
 			if err != nil {

@@ -11,6 +11,9 @@
 #                  (deploy/components/observability; needs the Prometheus Operator CRDs)
 #   DEMO           0 (default) | 1: add the Job that loads the demo users and products
 #                  (deploy/components/demo-data)
+#   OIDC           0 (default) | 1: sender identity: the EventPolicies of policies/ and
+#                  the functions' token checks (deploy/components/oidc; needs Knative's
+#                  authentication-oidc feature, docs/security.md)
 #   KUSTOMIZE      the kustomize command (default: kubectl kustomize)
 set -euo pipefail
 
@@ -20,6 +23,7 @@ BROKER=${BROKER:-mt-channel}
 REDIS=${REDIS:-in-cluster}
 OBSERVABILITY=${OBSERVABILITY:-0}
 DEMO=${DEMO:-0}
+OIDC=${OIDC:-0}
 read -r -a kustomize <<<"${KUSTOMIZE:-kubectl kustomize}"
 
 die() {
@@ -46,6 +50,11 @@ case $DEMO in
 0) ;;
 1) components+=(demo-data) ;;
 *) die "DEMO=$DEMO: want 0 or 1" ;;
+esac
+case $OIDC in
+0) ;;
+1) components+=(oidc) ;;
+*) die "OIDC=$OIDC: want 0 or 1" ;;
 esac
 
 if [[ ${#components[@]} == 0 ]]; then

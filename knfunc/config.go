@@ -50,6 +50,11 @@ type Config struct {
 	// FaultInjection is KSAGA_FAULT_INJECTION=true: events fail on demand, for
 	// tests (see faults.go). Never set it in production.
 	FaultInjection bool
+	// OIDC is the sender identity the CloudEvents route requires
+	// (KSAGA_OIDC_*; see OIDCConfig). Off without KSAGA_OIDC_ISSUER.
+	OIDC OIDCConfig
+	// SinkToken is the bearer token the Sink sends (see SinkTokenFromEnv).
+	SinkToken *TokenFile
 }
 
 // ConfigFromEnv reads the Config with getenv (os.Getenv in main, a map in tests).
@@ -129,6 +134,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			errs = append(errs, fmt.Errorf("KSAGA_FAULT_INJECTION=%q: %w", v, err))
 		}
 		c.FaultInjection = b
+	}
+	if c.OIDC, err = OIDCConfigFromEnv(getenv, OIDCPrefix); err != nil {
+		errs = append(errs, err)
+	}
+	if c.SinkToken, err = SinkTokenFromEnv(getenv); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return Config{}, fmt.Errorf("config: %w", errors.Join(errs...))

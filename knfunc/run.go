@@ -52,6 +52,7 @@ func newEnv(cfg Config, getenv func(string) string, rdb redis.UniversalClient, l
 	env := &Env{Config: cfg, Getenv: getenv, Redis: rdb, Store: store, Logger: logger, Metrics: telemetry.NewMetrics(), Tracing: tracing}
 	if cfg.Sink != "" {
 		env.Sink = NewSink(cfg.Sink, cfg.CEOverrides)
+		env.Sink.Token = cfg.SinkToken // the SinkBinding's OIDC token, if any
 	}
 	return env, nil
 }
@@ -175,7 +176,11 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer, setu
 		if h, ok := fn.Step.(interface{ Handles(string) bool }); ok {
 			obs.Known = h.Handles
 		}
-		mux.Handle("/{$}", NewHandler(step, HandlerOptions{Logger: logger, Overrides: cfg.CEOverrides, MaxBodyBytes: cfg.MaxBodyBytes, Observer: obs}))
+		ce, err := RequireToken(NewHandler(step, HandlerOptions{Logger: logger, Overrides: cfg.CEOverrides, MaxBodyBytes: cfg.MaxBodyBytes, Observer: obs}), cfg.OIDC, logger)
+		if err != nil {
+			return err
+		}
+		mux.Handle("/{$}", ce)
 	}
 	if fn.Handler != nil {
 		mux.Handle("/", fn.Handler)

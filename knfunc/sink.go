@@ -23,6 +23,10 @@ type Sink struct {
 	Client    *http.Client
 	// Attempts is the number of tries (default 4: waits 50, 100, 200 ms).
 	Attempts int
+	// Token, if set, gives the bearer token sent with every request (see
+	// TokenFile): with Knative's authentication-oidc, the Broker answers 401
+	// without one.
+	Token *TokenFile
 }
 
 // NewSink returns a Sink for url.
@@ -50,6 +54,9 @@ func (s *Sink) Send(ctx context.Context, e event.Event) error {
 			wait *= 2
 		}
 		code, err := s.post(ctx, &e)
+		if err == nil && code == http.StatusUnauthorized && s.Token.Reload() {
+			code, err = s.post(ctx, &e) // the token was renewed since it was read
+		}
 		switch {
 		case err == nil && code/100 == 2:
 			return nil
@@ -73,6 +80,13 @@ func (s *Sink) post(ctx context.Context, e *event.Event) (int, error) {
 		return 0, fmt.Errorf("encode event: %w", err)
 	}
 	telemetry.Inject(ctx, req.Header)
+	tok, err := s.Token.Get()
+	if err != nil {
+		return 0, err
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	resp, err := s.Client.Do(req)
 	if err != nil {
 		return 0, err

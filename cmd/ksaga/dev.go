@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ksaga/ksaga/internal/dev"
+	"github.com/ksaga/ksaga/internal/devoidc"
 )
 
 const devUsage = `Usage: ksaga dev [flags]
@@ -29,7 +30,8 @@ Runs the project's Knative manifests on this machine, from the project folder:
     http://localhost:PORT/<namespace>/<broker> and each Knative Service at
     http://<service>.<namespace>.localhost:PORT (HTTP/1.1 and h2c).
 
-Without -f it loads brokers/<broker>, triggers/<mode> and manifests.
+Without -f it loads brokers/<broker>, triggers/<mode>, manifests and, with --oidc
+(the default), policies.
 Without --redis-url, Redis is embedded (miniredis) and nothing is durable.
 Ctrl-C stops everything (press it twice to stop at once).
 
@@ -64,6 +66,8 @@ func parseDevFlags(args []string, stderr io.Writer) (devFlags, error) {
 	fs.StringVar(&d.cfg.Seed, "seed", "", "a `FILE` of Redis commands to run at start, one per line (demo data, e.g. deploy/demo/seed.redis)")
 	fs.BoolVar(&d.cfg.FaultInjection, "fault-injection", false, "set KSAGA_FAULT_INJECTION=true for every function (tests; see knfunc.FaultKey)")
 	fs.BoolVar(&d.cfg.DuplicateDeliveries, "duplicate-deliveries", false, "deliver every event twice, concurrently, to show the steps are idempotent (tests)")
+	fs.BoolVar(&d.cfg.RedisACL, "redis-acl", true, "with --redis-url: every function connects as its own Redis ACL user, allowed only the saga store's keys and its own (ksaga.io/redis-keys); needs Redis 7 and ACL rights for ksaga")
+	fs.BoolVar(&d.cfg.OIDC, "oidc", true, "sender identity, as Knative's authentication-oidc: tokens on every delivery, verified by the functions, and the EventPolicies of policies/ enforced by the broker; a request without a token is the outside producer "+devoidc.ProducerServiceAccount+" (docs/security.md)")
 	fs.Var(&env, "env", "extra `KEY=VALUE` environment for every function (repeatable; wins over the manifests)")
 	fs.StringVar(&level, "log-level", "info", "ksaga's own log level: debug, info, warn or error (functions use their LOG_LEVEL; --env LOG_LEVEL=debug)")
 	if err := fs.Parse(args); err != nil {

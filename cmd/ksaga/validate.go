@@ -13,13 +13,15 @@ import (
 const validateUsage = `Usage: ksaga validate [-f PATH]...
 
 Loads the manifests exactly as ksaga dev would and reports every problem at once:
-Knative's own validation (the admission webhooks' checks), references that do not
-resolve (a Trigger's subscriber Service, a Broker, a ConfigMap key), Trigger
-filters on event types no Service lists in its ksaga.io/emits annotation, and
+Knative's own validation (the admission webhooks' checks, as with sender identity
+on), references that do not resolve (a Trigger's subscriber Service, a Broker, a
+ConfigMap key, an EventPolicy's sender), Trigger filters on event types no Service
+lists in its ksaga.io/emits annotation, what sender identity would refuse (a
+Trigger without its subscriber's audience, a reply the EventPolicies refuse), and
 what ksaga dev cannot run locally (images that are not ko://).
 
 Without -f it checks every combination brokers/<class> x triggers/<mode>, each with
-manifests/, one section each. Warnings are printed but only errors fail
+manifests/ (and policies/), one section each. Warnings are printed but only errors fail
 (exit status 1).
 
 Flags:

@@ -20,8 +20,9 @@ import (
 )
 
 // ColdStart is perf.md (e) for one function: exec its stripped binary
-// with its ksaga dev environment (on a fresh port), then poll it every
-// 200 µs on a fresh connection until the first 2xx.
+// with its ksaga dev environment (on a fresh port, without sender
+// identity), then poll it every 200 µs on a fresh connection until the
+// first 2xx.
 type ColdStart struct {
 	Function     string  `json:"function"`
 	BinaryBytes  int64   `json:"binary_bytes"`
@@ -102,10 +103,13 @@ func buildStripped(ctx context.Context, dir, outDir string) (map[string]string, 
 	return bins, nil
 }
 
-// withPort replaces PORT and LISTEN_ADDRESS in env.
+// withPort replaces PORT and LISTEN_ADDRESS in env, and leaves out the
+// sender-identity settings (KSAGA_OIDC_*): the probe sends no token (a
+// function that verifies tokens also fetches the issuer's discovery
+// document and keys at its first token, which is not measured here).
 func withPort(env []string, port int) []string {
 	out := slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
-		return strings.HasPrefix(kv, "PORT=") || strings.HasPrefix(kv, "LISTEN_ADDRESS=")
+		return strings.HasPrefix(kv, "PORT=") || strings.HasPrefix(kv, "LISTEN_ADDRESS=") || strings.HasPrefix(kv, "KSAGA_OIDC_")
 	})
 	return append(out, "PORT="+strconv.Itoa(port), "LISTEN_ADDRESS=127.0.0.1:"+strconv.Itoa(port))
 }

@@ -58,6 +58,16 @@ type Config struct {
 	// DuplicateDeliveries makes the broker deliver every event twice
 	// (devbroker.Config.DuplicateDeliveries).
 	DuplicateDeliveries bool
+	// OIDC plays a cluster with Knative's sender identity
+	// (authentication-oidc): an issuer on the ingress port, tokens for the
+	// Triggers and SinkBindings, functions that verify them, and a broker
+	// ingress that enforces the EventPolicies (loaded from policies/ too
+	// without Paths). See oidc.go.
+	OIDC bool
+	// RedisACL gives every function its own Redis user, allowed only its
+	// own keys and the saga store's (internal/redisacl), when RedisURL is a
+	// real Redis (miniredis has no ACL). See redisacl.go.
+	RedisACL bool
 	// Env is extra KEY=VALUE environment for every function; it wins over
 	// everything else.
 	Env []string

@@ -38,13 +38,25 @@
 //     envFrom (ConfigMaps and Secrets of the loaded manifests; fieldRef only
 //     for metadata.namespace), K_SINK and K_CE_OVERRIDES of the SinkBindings
 //     whose subject it is, and then the dev overrides: REDIS_URL (the dev
-//     Redis, replacing the Secret's), LISTEN_ADDRESS, KSAGA_FAULT_INJECTION
+//     Redis, replacing the Secret's; as the function's own user with
+//     RedisACL), LISTEN_ADDRESS, KSAGA_OIDC_* and KSAGA_SINK_TOKEN_FILE
+//     with OIDC, KSAGA_FAULT_INJECTION
 //     with --fault-injection, OTEL_* from ksaga's own environment and
 //     --env. It inherits only PATH, HOME, TMPDIR, TZ and the Go runtime
 //     variables of ksaga's environment, not the rest; there are no Kubernetes
 //     service-link variables, no HOSTNAME of a pod, no downward-API files.
+//   - Sender identity (Config.OIDC, `--oidc`, on by default): an OIDC
+//     issuer on the ingress port plays the API server's; deliveries carry
+//     tokens of the Triggers' identities, SinkBinding subjects get token
+//     files (KSAGA_SINK_TOKEN_FILE, where a pod has /oidc/token), functions
+//     get KSAGA_OIDC_* to verify them, and the broker ingress enforces the
+//     EventPolicies of policies/. A request without a token is the outside
+//     producer ksaga-producer, where a cluster answers 401 (oidc.go).
+//   - Redis users (Config.RedisACL, with a real Redis): one ACL user per
+//     function, set up with ACL SETUSER, where a cluster's Redis loads an
+//     ACL file (redisacl.go).
 //   - Not applied. Resources and limits, securityContext, volumes, service
-//     accounts, OIDC tokens, TLS (K_CA_CERTS), network visibility labels
+//     accounts, TLS (K_CA_CERTS), network visibility labels
 //     (cluster-local Services are reachable from the host), Kubernetes
 //     Deployments, StatefulSets, core Services, PrometheusRules and
 //     Kustomizations (listed at start-up and skipped).

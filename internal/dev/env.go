@@ -213,6 +213,7 @@ type envInput struct {
 	Addrs          *Addresses
 	RedisURL       string
 	FaultInjection bool
+	OIDC           []string // KEY=VALUE of sender identity (senderIdentity.env)
 	PassEnv        []string // inherited from ksaga (PATH, ..., OTEL_*)
 	Extra          []string // --env
 }
@@ -242,9 +243,10 @@ type envResult struct {
 //  5. K_SINK and K_CE_OVERRIDES of each SinkBinding whose subject is the
 //     Service, in apply order (the webhook appends them after the
 //     container's env, so they win; with several, the last wins);
-//  6. KSAGA_FAULT_INJECTION=true with FaultInjection;
-//  7. OTEL_* of PassEnv;
-//  8. Extra (--env).
+//  6. OIDC: sender identity (KSAGA_OIDC_*, KSAGA_SINK_TOKEN_FILE);
+//  7. KSAGA_FAULT_INJECTION=true with FaultInjection;
+//  8. OTEL_* of PassEnv;
+//  9. Extra (--env).
 func buildEnv(in envInput) (envResult, error) {
 	svc := in.Service
 	var env envList
@@ -303,6 +305,9 @@ func buildEnv(in envInput) (envResult, error) {
 		res.SinkBindings = append(res.SinkBindings, sb.Namespace+"/"+sb.Name)
 	}
 
+	for _, kv := range in.OIDC {
+		env.setKV(kv)
+	}
 	if in.FaultInjection {
 		env.set("KSAGA_FAULT_INJECTION", "true")
 	}

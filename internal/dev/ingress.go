@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/ksaga/ksaga/internal/devoidc"
 )
 
 // ingress is the one HTTP handler of `ksaga dev`, like a cluster's ingress:
@@ -23,12 +25,14 @@ import (
 //     process (HTTP/2 cleartext for a port named h2c, so gRPC works);
 //     an unknown service → 404;
 //   - any other Host: GET / → a text index, GET /readyz → 200 once every
-//     function is ready (503 before and while draining), anything else →
+//     function is ready (503 before and while draining), the OIDC issuer's
+//     discovery document and keys with sender identity on, anything else →
 //     the broker ingress (POST /<ns>/<broker>), or 503 while draining.
 type ingress struct {
 	log      *slog.Logger
 	broker   http.Handler
 	metrics  http.Handler // GET /metrics: the broker's and the saga gauges
+	oidc     http.Handler // the OIDC issuer's discovery and keys; nil without sender identity
 	services map[types.NamespacedName]*route
 	index    func(w io.Writer)
 	ready    atomic.Bool
@@ -105,6 +109,8 @@ func (in *ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in.index(w)
 	case strings.HasPrefix(r.URL.Path, "/debug/pprof/") && pprofHandler != nil:
 		pprofHandler.ServeHTTP(w, r)
+	case in.oidc != nil && r.Method == http.MethodGet && (r.URL.Path == devoidc.DiscoveryPath || r.URL.Path == devoidc.JWKSPath):
+		in.oidc.ServeHTTP(w, r)
 	case r.Method == http.MethodGet && r.URL.Path == "/metrics" && in.metrics != nil:
 		in.metrics.ServeHTTP(w, r)
 	case r.Method == http.MethodGet && r.URL.Path == "/readyz":

@@ -33,6 +33,7 @@ func used(group, kind string) bool {
 	switch group + "/" + kind {
 	case "eventing.knative.dev/Broker", "eventing.knative.dev/Trigger",
 		"serving.knative.dev/Service", "sources.knative.dev/SinkBinding", "sources.knative.dev/PingSource",
+		"eventing.knative.dev/EventPolicy",
 		"/ConfigMap", "/Secret", "/Namespace":
 		return true
 	}
@@ -40,10 +41,16 @@ func used(group, kind string) bool {
 }
 
 // load reads paths with manifest.Load and runs manifest.Check, with the
-// unemitted-type check when checkEmitted is set. It fails only when a path
-// cannot be read; the problems are in loaded.problems.
-func load(paths []string, checkEmitted bool) (*loaded, error) {
-	set, err := manifest.Load(paths)
+// unemitted-type check when checkEmitted is set, as a cluster with sender
+// identity (authentication-oidc) would when oidc is set (EventPolicies are
+// refused without it). It fails only when a path cannot be read; the
+// problems are in loaded.problems.
+func load(paths []string, checkEmitted, oidc bool) (*loaded, error) {
+	var opts []manifest.Option
+	if oidc {
+		opts = append(opts, manifest.WithFeatures(oidcFeatures))
+	}
+	set, err := manifest.Load(paths, opts...)
 	if set == nil {
 		return nil, err
 	}
@@ -168,7 +175,7 @@ func counts(set *manifest.Set) string {
 	for k := range n {
 		keys = append(keys, k)
 	}
-	order := map[string]int{"Broker": 0, "Trigger": 1, "Knative Service": 2, "SinkBinding": 3, "PingSource": 4, "ConfigMap": 5, "Secret": 6, "Namespace": 7}
+	order := map[string]int{"Broker": 0, "Trigger": 1, "Knative Service": 2, "SinkBinding": 3, "PingSource": 4, "EventPolicy": 5, "ConfigMap": 6, "Secret": 7, "Namespace": 8}
 	sort.Slice(keys, func(i, j int) bool { return order[keys[i]] < order[keys[j]] })
 	parts := make([]string, len(keys))
 	for i, k := range keys {
@@ -183,6 +190,9 @@ func counts(set *manifest.Set) string {
 func plural(n int, word string) string {
 	if n == 1 {
 		return "1 " + word
+	}
+	if w, ok := strings.CutSuffix(word, "y"); ok {
+		return fmt.Sprintf("%d %sies", n, w)
 	}
 	return fmt.Sprintf("%d %ss", n, word)
 }

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/ksaga/ksaga/internal/devbroker"
+	"github.com/ksaga/ksaga/internal/devoidc"
 	"github.com/ksaga/ksaga/internal/manifest"
 	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/telemetry"
@@ -46,6 +49,7 @@ type devRuntime struct {
 	log *slog.Logger
 
 	closeRedis func()
+	oidc       *senderIdentity // nil without Config.OIDC
 
 	ln           net.Listener // the ingress's, closed by srv once it serves
 	spawn        *spawner
@@ -92,9 +96,12 @@ func (rt *devRuntime) run(ctx context.Context) error {
 		if paths, err = DefaultPaths(cfg.Dir, cfg.BrokerClass, cfg.Mode); err != nil {
 			return err
 		}
+		if p := filepath.Join(cfg.Dir, PoliciesDir); cfg.OIDC && isDir(p) {
+			paths = append(paths, p)
+		}
 		source = strings.Join(paths, ", ")
 	}
-	ld, err := load(paths, false) // unemitted types are `ksaga validate`'s concern
+	ld, err := load(paths, false, cfg.OIDC) // unemitted types are `ksaga validate`'s concern
 	if err != nil {
 		return err
 	}
@@ -133,11 +140,34 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	rt.ln = ln
 	port := ln.Addr().(*net.TCPAddr).Port
 	addrs := addressesOf(set, port)
+	if cfg.OIDC {
+		if rt.oidc, err = newSenderIdentity(set, port, log); err != nil {
+			return err
+		}
+		for _, p := range senderIdentityProblems(set) {
+			log.Warn("sender identity", "problem", p.String())
+		}
+		log.Info("sender identity on (--oidc): functions verify tokens, the broker ingress enforces the EventPolicies",
+			"issuer", rt.oidc.issuer.URL(), "event_policies", len(set.EventPolicies()),
+			"outside_producer", devoidc.ProducerServiceAccount+" (a request without a token)")
+	} else {
+		log.Info("sender identity off (--oidc=false): no tokens, no EventPolicies, as a cluster without authentication-oidc")
+	}
 
 	// 3. Redis.
 	redisURL, rdb, redisDesc, err := rt.openRedis(ctx)
 	if err != nil {
 		return err
+	}
+	var redisURLs map[string]string // per function, with --redis-acl
+	switch {
+	case cfg.RedisACL && cfg.RedisURL != "":
+		if redisURLs, err = applyRedisACL(ctx, rdb, set, redisURL, cfg.FaultInjection); err != nil {
+			return err
+		}
+		log.Info("redis: every function connects as its own ACL user (--redis-acl), allowed only its ksaga.io/redis-keys and the saga store's keys", "users", len(redisURLs))
+	case cfg.RedisACL:
+		log.Info("redis: no per-function ACL users on the embedded miniredis (it has no ACL); use --redis-url for them")
 	}
 	if cfg.Seed != "" {
 		n, err := seed(ctx, rdb, cfg.Seed)
@@ -162,7 +192,7 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	log.Info("built functions", "count", len(bins), "took", time.Since(t0).Round(time.Millisecond), "dir", binDir)
 
 	// 5. Functions: ports and environment.
-	fs, err := rt.functions(set, addrs, imports, bins, redisURL)
+	fs, err := rt.functions(set, addrs, imports, bins, redisURL, redisURLs)
 	if err != nil {
 		return err
 	}
@@ -209,6 +239,9 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	if tracing.Enabled {
 		bcfg.TracerProvider = tracing.Provider
 	}
+	if rt.oidc != nil {
+		bcfg.Auth = devoidc.NewBrokerAuth(rt.oidc.issuer, rt.oidc.policies, set.Brokers())
+	}
 	br, err := devbroker.New(bcfg)
 	if cfg.DuplicateDeliveries {
 		log.Warn("duplicate deliveries: the broker delivers every event twice (--duplicate-deliveries)")
@@ -232,6 +265,9 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	// 7. The ingress.
 	in := newIngress(log, fs, br, func(w io.Writer) { writeIndex(w, info) })
 	in.metrics = metrics.Handler()
+	if rt.oidc != nil {
+		in.oidc = rt.oidc.issuer.Handler()
+	}
 	rt.in = in
 	rt.srv = &http.Server{Handler: in, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	rt.srv.Protocols = new(http.Protocols)
@@ -251,6 +287,9 @@ func (rt *devRuntime) run(ctx context.Context) error {
 		backoff: cfg.Backoff, shutdownTimeout: cfg.ShutdownTimeout, spawn: rt.spawn}
 	fctx, stopFuncs := context.WithCancel(context.WithoutCancel(ctx))
 	rt.stopFuncs = stopFuncs
+	if rt.oidc != nil {
+		rt.funcsDone.Go(func() { rt.oidc.run(fctx) })
+	}
 	for _, f := range fs {
 		log.Info("service", "service", f.nn.String(), "url", f.url.String(), "h2c", f.h2c, "import", f.importPath)
 		rt.funcsDone.Go(func() { sup.run(fctx, f) })
@@ -344,6 +383,9 @@ func (rt *devRuntime) shutdown() {
 		if rt.closeRedis != nil {
 			rt.closeRedis()
 		}
+		if rt.oidc != nil {
+			rt.oidc.close()
+		}
 		if rt.srv != nil {
 			rt.log.Info("stopped")
 		}
@@ -410,7 +452,7 @@ func runnable(set *manifest.Set) (map[types.NamespacedName]string, error) {
 // functions prepares one function per Knative Service: a free port (kept
 // across restarts) and its environment.
 func (rt *devRuntime) functions(set *manifest.Set, addrs *Addresses, imports map[types.NamespacedName]string,
-	bins map[string]string, redisURL string) ([]*function, error) {
+	bins map[string]string, redisURL string, redisURLs map[string]string) ([]*function, error) {
 	svcs := set.Services()
 	ports, err := freePorts(len(svcs))
 	if err != nil {
@@ -420,9 +462,19 @@ func (rt *devRuntime) functions(set *manifest.Set, addrs *Addresses, imports map
 	for i, svc := range svcs {
 		nn := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
 		_, h2c := manifest.ContainerPort(svc)
+		var oidcEnv []string
+		if rt.oidc != nil {
+			if oidcEnv, err = rt.oidc.env(set, svc); err != nil {
+				return nil, fmt.Errorf("service %s: %w", nn, err)
+			}
+		}
+		fnRedis := redisURL
+		if u, ok := redisURLs[svc.Name]; ok {
+			fnRedis = u // its own ACL user
+		}
 		env, err := buildEnv(envInput{
-			Set: set, Service: svc, Port: ports[i], Addrs: addrs, RedisURL: redisURL,
-			FaultInjection: rt.cfg.FaultInjection, PassEnv: rt.cfg.PassEnv, Extra: rt.cfg.Env,
+			Set: set, Service: svc, Port: ports[i], Addrs: addrs, RedisURL: fnRedis,
+			FaultInjection: rt.cfg.FaultInjection, OIDC: oidcEnv, PassEnv: rt.cfg.PassEnv, Extra: rt.cfg.Env,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("service %s: %w", nn, err)
@@ -505,10 +557,19 @@ func (rt *devRuntime) banner(set *manifest.Set, addrs *Addresses, info *runtimeI
 		fmt.Fprintf(&b, "or send the command to the broker as a binary-mode CloudEvent (a new ce-id per saga):\n")
 		fmt.Fprintf(&b, "  curl -i -X POST %s -H 'ce-specversion: 1.0' -H 'ce-type: io.ksaga.order.create' -H 'ce-source: curl' -H 'ce-id: 1' -H 'ce-correlationid: saga-1' -H 'content-type: application/json' -d '%s'\n", br.url, data)
 		fmt.Fprintf(&b, "then follow the saga:\n  curl %s/sagas/saga-1\n", ou)
+		if rt.oidc != nil {
+			fmt.Fprintf(&b, "(sender identity is on: a request without a token is the outside producer %s, which the EventPolicies let start sagas; --oidc=false turns it off)\n", devoidc.ProducerServiceAccount)
+		}
 	} else {
 		fmt.Fprintf(&b, "\nSend a binary-mode CloudEvent to the broker:\n")
 		fmt.Fprintf(&b, "  curl -i -X POST %s -H 'ce-specversion: 1.0' -H 'ce-type: com.example.hello' -H 'ce-source: curl' -H 'ce-id: 1' -H 'content-type: application/json' -d '{}'\n", br.url)
 	}
 	b.WriteString("\nCtrl-C stops everything.\n\n")
 	_, _ = io.WriteString(w, b.String())
+}
+
+// isDir reports whether p is a folder.
+func isDir(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
 }

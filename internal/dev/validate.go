@@ -19,7 +19,8 @@ type Combination struct {
 }
 
 // Combinations returns what `ksaga validate` checks without -f: every
-// brokers/<class> × every triggers/<mode>, each with manifests, under dir
+// brokers/<class> × every triggers/<mode>, each with manifests (and
+// policies, when the folder exists), under dir
 // (the classes and modes are the subfolders that exist). A brokers/ or
 // triggers/ folder without subfolders counts as one class or mode. It is an
 // error if brokers/, triggers/ or manifests/ is missing.
@@ -51,10 +52,15 @@ func Combinations(dir string) ([]Combination, error) {
 	var out []Combination
 	for _, b := range brokers {
 		for _, t := range triggers {
-			out = append(out, Combination{
+			c := Combination{
 				Name:  b + " + " + t + " + " + ManifestsDir,
 				Paths: []string{filepath.Join(dir, b), filepath.Join(dir, t), filepath.Join(dir, ManifestsDir)},
-			})
+			}
+			if st, err := os.Stat(filepath.Join(dir, PoliciesDir)); err == nil && st.IsDir() {
+				c.Name += " + " + PoliciesDir
+				c.Paths = append(c.Paths, filepath.Join(dir, PoliciesDir))
+			}
+			out = append(out, c)
 		}
 	}
 	return out, nil
@@ -80,22 +86,27 @@ func (r *Report) Errors() int { return len(r.Problems.Errors()) }
 //   - Trigger filters on types that no Service lists in its ksaga.io/emits
 //     annotation;
 //   - images that are not ko://, and anything else `ksaga dev` cannot run
-//     locally.
+//     locally;
+//   - with EventPolicies (validated as with Knative's authentication-oidc
+//     feature on), what would break with sender identity on: a delivery
+//     without the receiver's audience, a sender or reply the policies
+//     refuse (senderIdentityProblems).
 //
 // All of these are errors; only Knative's own warnings (e.g. serving's
 // securityContext advice) stay warnings. It fails only when a path cannot
 // be read.
 func Validate(name string, paths []string) (*Report, error) {
-	l, err := load(paths, true)
+	l, err := load(paths, true, true)
 	if err != nil {
 		return nil, err
 	}
 	r := &Report{Name: name, Summary: counts(l.set), Problems: l.problems, Skipped: l.skipped}
 	if len(r.Problems.Errors()) == 0 {
 		r.Problems = append(r.Problems, localProblems(l.set)...)
+		r.Problems = append(r.Problems, senderIdentityProblems(l.set)...)
 	}
 	for i, p := range r.Problems {
-		if p.Code == manifest.CodeUnemittedType || p.Code == manifest.CodeNotLocal {
+		if p.Code == manifest.CodeUnemittedType || p.Code == manifest.CodeNotLocal || p.Code == manifest.CodeSenderIdentity {
 			r.Problems[i].Severity = manifest.SeverityError
 		}
 	}

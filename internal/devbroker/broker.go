@@ -113,6 +113,9 @@ type Config struct {
 	// tenth of the broker's CPU per delivery even when nothing is installed.
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
+	// Auth, if set, authenticates and authorizes senders and gives
+	// deliveries their tokens (see Auth). Nil: no sender identity.
+	Auth Auth
 }
 
 // Broker is the local data plane for a set of Knative Brokers and Triggers:
@@ -135,6 +138,7 @@ type Broker struct {
 	tracing     bool // a TracerProvider was given: one span per delivery
 	ttl         client.EventDefaulter
 	maxInFlight int
+	auth        Auth // nil: no sender identity
 
 	brokers  map[types.NamespacedName]*brokerState
 	order    []*brokerState
@@ -196,6 +200,7 @@ func New(cfg Config) (*Broker, error) {
 		zlog:     zap.NewNop(),
 		brokers:  make(map[types.NamespacedName]*brokerState, len(cfg.Brokers)),
 		copies:   1,
+		auth:     cfg.Auth,
 	}
 	if cfg.DuplicateDeliveries {
 		b.copies = 2

@@ -155,7 +155,7 @@ func (b *Broker) deliver(rs *runState, e *entry, t *triggerState) {
 		var rerr error
 		if a.tooLarge {
 			code, rerr = http.StatusRequestEntityTooLarge, fmt.Errorf("reply exceeds the %d byte limit", b.maxBody)
-		} else {
+		} else if code, rerr = b.authorizeReply(t, a.reply); rerr == nil {
 			vals, code, rerr = b.admitReply(e, a.reply, info)
 		}
 		if rerr != nil {
@@ -229,8 +229,13 @@ func (b *Broker) deadLetter(ctx context.Context, e *entry, t *triggerState, l La
 	if e.ttl != noTTL {
 		trs = append(trs, transformer.AddExtension(knbroker.TTLAttribute, e.ttl))
 	}
-	hdr := make(http.Header, len(e.headers)+1)
+	hdr := make(http.Header, len(e.headers)+2)
 	e.addHeaders(hdr)
+	if err := b.setToken(ctx, hdr, t, t.dls.Audience); err != nil {
+		log.Error("devbroker: event dropped: no token for the dead letter sink", slog.Any("dlsError", err))
+		b.obs.Dropped(l, code)
+		return true
+	}
 	_, err := b.dispatcher.SendEvent(ctx, *e.event, *t.dls,
 		kncloudevents.WithRetryConfig(&t.dlsRetry),
 		kncloudevents.WithHeader(hdr),

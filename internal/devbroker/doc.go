@@ -35,6 +35,12 @@
 // The conformance suite in this package's tests has one case per line of
 // the checklist in knative.md §12.
 //
+// Sender identity (Config.Auth, see Auth): when set, the ingress
+// authenticates and authorizes each sender after parsing the event and
+// finding the Broker, as Knative's ingress does (401/403, nothing stored),
+// a Trigger's reply is authorized as the Trigger's, and every delivery to a
+// destination with an audience carries the Trigger's token.
+//
 // # Where this broker differs from a cluster broker, and why
 //
 // Acknowledgement (checklist item 3). The ingress answers 202 once the

@@ -79,6 +79,12 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotFound)
 		return
 	}
+	if code, err := b.authorizeRequest(r, bs, ev); err != nil {
+		b.log.Warn("ingress: sender refused", slog.String("broker", nn.String()), slog.String("id", ev.ID()), slog.String("type", ev.Type()), slog.Int("code", code), slog.Any("error", err))
+		b.obs.Rejected(labelsFor(bs, nil, ev.Type()), code)
+		w.WriteHeader(code)
+		return
+	}
 	if code, err := b.admit(ev); err != nil {
 		b.log.Info("ingress: rejected event", slog.String("broker", nn.String()), slog.String("id", ev.ID()), slog.Int("code", code), slog.Any("error", err))
 		b.obs.Rejected(labelsFor(bs, nil, ev.Type()), code)

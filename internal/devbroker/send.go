@@ -124,6 +124,9 @@ func (b *Broker) encode(ctx context.Context, e *entry, t *triggerState) (http.He
 	}
 	e.addHeaders(req.Header)
 	req.Header.Set("Prefer", "reply")
+	if err := b.setToken(ctx, req.Header, t, t.subscriber.Audience); err != nil {
+		return nil, nil, err
+	}
 	return req.Header, body, nil
 }
 

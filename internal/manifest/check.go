@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
+	eventingv1alpha1 "knative.dev/eventing/pkg/apis/eventing/v1alpha1"
 	sourcesv1 "knative.dev/eventing/pkg/apis/sources/v1"
 	duckv1 "knative.dev/pkg/apis/duck/v1"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
@@ -32,6 +33,9 @@ type CheckOptions struct {
 //     envFrom, volumes) exist and hold the keys used, unless optional;
 //   - every container image of a Knative Service is ko://<import path>, or
 //     the Service is not runnable by `ksaga dev` (a warning, CodeNotLocal);
+//   - an EventPolicy's spec.to and spec.from references name objects of
+//     the set (for kinds this package loads), and a spec.to selector
+//     matches one (a warning);
 //   - a Trigger that sets both spec.filters and spec.filter.attributes
 //     (the latter is then ignored; a warning);
 //   - with opts.EmittedTypes, exact type filters nobody emits (a warning).
@@ -55,6 +59,8 @@ func Check(set *Set, opts CheckOptions) Problems {
 			c.sinkBinding(v)
 		case *sourcesv1.PingSource:
 			c.ref(v.Spec.Sink.Ref, "spec.sink.ref")
+		case *eventingv1alpha1.EventPolicy:
+			c.eventPolicy(v)
 		case *servingv1.Service:
 			c.service(v)
 		}
@@ -331,4 +337,47 @@ func (c *checker) keyRef(secret bool, name, key string, optional *bool, namePath
 	sort.Strings(have)
 	c.add(SeverityError, CodeReference, keyPath, "%s %s/%s has no key %q (it has: %s)", kind, ns, name, key, strings.Join(have, ", "))
 	return true
+}
+
+// eventPolicy checks the references of an EventPolicy: the resources it
+// protects (spec.to) and the senders it names (spec.from[].ref). A sender
+// that does not exist gets no identity in a cluster: Knative then leaves
+// the policy not ready, and the resource falls back to the default
+// authorization mode.
+func (c *checker) eventPolicy(ep *eventingv1alpha1.EventPolicy) {
+	for i, to := range ep.Spec.To {
+		p := fmt.Sprintf("spec.to[%d]", i)
+		if r := to.Ref; r != nil {
+			c.exists(ID{APIVersion: r.APIVersion}.Group(), r.Kind, ep.Namespace, r.Name, p+".ref")
+		}
+		if s := to.Selector; s != nil && s.TypeMeta != nil && s.LabelSelector != nil {
+			group := ID{APIVersion: s.APIVersion}.Group()
+			if !loadable(group, s.Kind) {
+				continue
+			}
+			sel, err := metav1.LabelSelectorAsSelector(s.LabelSelector)
+			if err != nil {
+				continue // the webhook's concern
+			}
+			found := false
+			for _, o := range c.set.Objects {
+				if m, ok := o.Value.(metav1.Object); ok && o.Group() == group && o.Kind == s.Kind && o.Namespace == ep.Namespace && sel.Matches(labels.Set(m.GetLabels())) {
+					found = true
+					break
+				}
+			}
+			if !found {
+				c.add(SeverityWarning, CodeReference, p+".selector", "the selector %q matches no %s in namespace %s of the loaded manifests", sel.String(), s.Kind, ep.Namespace)
+			}
+		}
+	}
+	for i, f := range ep.Spec.From {
+		if r := f.Ref; r != nil {
+			ns := r.Namespace
+			if ns == "" {
+				ns = ep.Namespace
+			}
+			c.exists(ID{APIVersion: r.APIVersion}.Group(), r.Kind, ns, r.Name, fmt.Sprintf("spec.from[%d].ref", i))
+		}
+	}
 }

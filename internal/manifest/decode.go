@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
+	eventingv1alpha1 "knative.dev/eventing/pkg/apis/eventing/v1alpha1"
 	sourcesv1 "knative.dev/eventing/pkg/apis/sources/v1"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	kjson "sigs.k8s.io/json"
@@ -48,6 +49,8 @@ func lookupKind(apiVersion, kind string) (kindInfo, bool) {
 		return kindInfo{namespaced: true, newValue: func() any { return &sourcesv1.SinkBinding{} }}, true
 	case "sources.knative.dev/v1 PingSource":
 		return kindInfo{namespaced: true, newValue: func() any { return &sourcesv1.PingSource{} }}, true
+	case "eventing.knative.dev/v1alpha1 EventPolicy":
+		return kindInfo{namespaced: true, newValue: func() any { return &eventingv1alpha1.EventPolicy{} }}, true
 	case "v1 ConfigMap":
 		return kindInfo{namespaced: true, newValue: func() any { return &corev1.ConfigMap{} }, check: checkConfigMap}, true
 	case "v1 Secret":

@@ -52,6 +52,10 @@ const (
 	CodeUnemittedType Code = "unemitted-type"
 	// CodeIgnoredField: a field is set but has no effect.
 	CodeIgnoredField Code = "ignored-field"
+	// CodeSenderIdentity: with sender identity (authentication-oidc) on, a
+	// delivery would carry no token or one its receiver refuses, or an
+	// EventPolicy would refuse a sender the saga needs.
+	CodeSenderIdentity Code = "sender-identity"
 )
 
 // Problem is one finding about one document.

@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
+	eventingv1alpha1 "knative.dev/eventing/pkg/apis/eventing/v1alpha1"
 	sourcesv1 "knative.dev/eventing/pkg/apis/sources/v1"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 )
@@ -76,6 +77,8 @@ func (id ID) key() string {
 //	serving.knative.dev/v1 Service           *servingv1.Service
 //	sources.knative.dev/v1 SinkBinding       *sourcesv1.SinkBinding
 //	sources.knative.dev/v1 PingSource        *sourcesv1.PingSource
+
+//	eventing.knative.dev/v1alpha1 EventPolicy *eventingv1alpha1.EventPolicy
 //	v1 ConfigMap, Secret, Namespace, Service *corev1.ConfigMap, ...
 //	apps/v1 Deployment, StatefulSet          *appsv1.Deployment, ...
 //	monitoring.coreos.com/v1 PrometheusRule  *unstructured.Unstructured
@@ -139,6 +142,11 @@ func (s *Set) SinkBindings() []*sourcesv1.SinkBinding { return valuesOf[*sources
 
 // PingSources returns the PingSources in apply order.
 func (s *Set) PingSources() []*sourcesv1.PingSource { return valuesOf[*sourcesv1.PingSource](s) }
+
+// EventPolicies returns the EventPolicies in apply order.
+func (s *Set) EventPolicies() []*eventingv1alpha1.EventPolicy {
+	return valuesOf[*eventingv1alpha1.EventPolicy](s)
+}
 
 // ConfigMap returns the named ConfigMap, or nil.
 func (s *Set) ConfigMap(namespace, name string) *corev1.ConfigMap {
