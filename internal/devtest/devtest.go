@@ -151,7 +151,8 @@ func (d *Dev) Publish(t testing.TB, e event.Event, structured bool) int {
 	return resp.StatusCode
 }
 
-// Lines returns the JSON lines a service logged ("<service> | {...}").
+// Lines returns the JSON lines a service logged ("<service> | {...}", or
+// "<service>#<n> | {...}" from its replica n > 1).
 func (d *Dev) Lines(t testing.TB, service string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
@@ -159,7 +160,8 @@ func (d *Dev) Lines(t testing.TB, service string) []map[string]any {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		name, rest, ok := strings.Cut(sc.Text(), "|")
-		if !ok || strings.TrimSpace(name) != service {
+		name, _, _ = strings.Cut(strings.TrimSpace(name), "#") // "payment#2": a second replica
+		if !ok || name != service {
 			continue
 		}
 		var m map[string]any
