@@ -133,6 +133,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		debug.SetGCPercent(400)
 	}
 
+	// Ctrl-C must reach ksaga dev alone, not make or go run around it.
+	defer foreground()()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// A second Ctrl-C, a second after the first, ends ksaga at once (the
