@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"sync"
@@ -350,4 +351,35 @@ func roundTrip(t *testing.T, c *http.Client, req *http.Request) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(b)
+}
+
+// TestIngressKeepsConnections: the body deadline is cleared once a body
+// has been read, so keep-alive connections are reused request after
+// request, on a service route and on the broker ingress.
+func TestIngressKeepsConnections(t *testing.T) {
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(b)
+	})
+	srv := serveIngress(t, newIngress(slog.New(slog.DiscardHandler), []*function{serve(t, "echo", false, echo)}, echo, func(io.Writer) {}))
+	for _, host := range []string{"echo.saga.localhost", "localhost"} {
+		c := &http.Client{Transport: &http.Transport{}}
+		reused := 0
+		trace := &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) {
+			if ci.Reused {
+				reused++
+			}
+		}}
+		for i := range 20 {
+			body := strings.Repeat("a", 1000*i+1)
+			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodPost, srv.URL+"/x", strings.NewReader(body))
+			req.Host = host
+			if code, got := roundTrip(t, c, req); code != 200 || got != body {
+				t.Fatalf("%s: %d, %d bytes back", host, code, len(got))
+			}
+		}
+		if reused != 19 {
+			t.Errorf("%s: connection reused %d times in 20 requests, want 19", host, reused)
+		}
+	}
 }
