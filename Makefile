@@ -5,6 +5,8 @@ SHELL := /usr/bin/env bash
 GO ?= go
 PORT ?= 8080
 MODE ?= choreography
+# extra flags of ksaga dev, e.g. DEVFLAGS="--scale-window 6s" or DEVFLAGS=--scale=always-on
+DEVFLAGS ?=
 FUZZTIME ?= 5s
 # package:FuzzTarget pairs run briefly by `make test`
 FUZZ := ./knfunc:FuzzDecode ./internal/manifest:FuzzLoad ./internal/devbroker:FuzzIngress
@@ -17,9 +19,20 @@ ERRCHECK := github.com/kisielk/errcheck@v1.30.0
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# The ksaga CLI, built by `go build` rather than run with `go run`: `go run`
+# exits 1 whenever it got a Ctrl-C, whatever the program's own exit status
+# (its builder marks the run interrupted), so `make run` could not end with 0.
+KSAGA := bin/ksaga
+
+.PHONY: ksaga
+ksaga: # build $(KSAGA) with progress (the first build compiles Knative and Kubernetes: minutes)
+	@echo "go build -o $(KSAGA) ./cmd/ksaga (the first build on a machine compiles Knative's and Kubernetes' packages, a few minutes: a line every 25 packages)"
+	@set -o pipefail; $(GO) build -v -o $(KSAGA) ./cmd/ksaga 2>&1 | \
+	  awk '/^[^ \t:#]+$$/ { if (++n % 25 == 0) { printf "  ksaga: %d packages compiled (%s)\n", n, $$0; fflush() }; next } { print; fflush() }'
+
 .PHONY: run
-run: ## Run the whole order saga locally (ksaga dev; embedded Redis unless REDIS_URL is set)
-	$(GO) run ./cmd/ksaga dev --port $(PORT) --mode $(MODE) $(if $(REDIS_URL),--redis-url $(REDIS_URL))
+run: ksaga ## Run the whole order saga locally (ksaga dev; embedded Redis unless REDIS_URL is set)
+	$(KSAGA) dev --port $(PORT) --mode $(MODE) $(if $(REDIS_URL),--redis-url $(REDIS_URL)) $(DEVFLAGS)
 
 .PHONY: test
 test: redis-server ## go vet, all tests with the race detector, a short fuzz of each decoder
@@ -41,8 +54,8 @@ redis-server: # make sure redis-server is on PATH (tests start their own on free
 	  fi; }
 
 .PHONY: bench
-bench: redis-server ## Saga throughput/latency vs this machine's floor (writes bench/results)
-	$(GO) run ./cmd/ksaga bench $(BENCHFLAGS)
+bench: redis-server ksaga ## Saga throughput/latency vs this machine's floor (writes bench/results)
+	$(KSAGA) bench $(BENCHFLAGS)
 
 .PHONY: lint
 lint: ## gofmt, go vet, staticcheck, errcheck
@@ -60,8 +73,8 @@ build: ## Build ksaga and every function into bin/
 	$(GO) build -o bin/ ./cmd/ksaga ./functions/...
 
 .PHONY: validate
-validate: ## Validate brokers/, triggers/ and manifests/ with Knative's own validation code
-	$(GO) run ./cmd/ksaga validate
+validate: ksaga ## Validate brokers/, triggers/ and manifests/ with Knative's own validation code
+	$(KSAGA) validate
 
 .PHONY: proto
 proto: ## Regenerate proto/user from user.proto (needs protoc)

@@ -21,7 +21,7 @@ import (
 	jose "github.com/go-jose/go-jose/v3"
 	"github.com/go-jose/go-jose/v3/jwt"
 
-	"github.com/ksaga/ksaga/internal/fntest"
+	"github.com/ksaga/ksaga/sagatest"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/knfunc"
 )
@@ -96,7 +96,7 @@ func (is *issuer) token(t *testing.T, sub string) string {
 }
 
 // post sends a start event with an Authorization header ("" for none).
-func post(t *testing.T, url, id, auth string) fntest.Response {
+func post(t *testing.T, url, id, auth string) sagatest.Response {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, url, nil)
 	if err != nil {
@@ -106,7 +106,7 @@ func post(t *testing.T, url, id, auth string) fntest.Response {
 	if auth != "" {
 		h.Set("Authorization", auth)
 	}
-	return fntest.PostRequest(t, req, newEvent(id, "io.ksaga.test.start", "", `{}`), h)
+	return sagatest.PostRequest(t, req, newEvent(id, "io.ksaga.test.start", "", `{}`), h)
 }
 
 // TestSenderIdentity runs a function with KSAGA_OIDC_* over real HTTP
@@ -227,7 +227,7 @@ func TestSenderIdentityIssuerDown(t *testing.T) {
 		t.Fatalf("issuer down: %d %q, want 503", r.Status, r.Body)
 	}
 	is.down.Store(false)
-	fntest.Eventually(t, 10*time.Second, func() error {
+	sagatest.Eventually(t, 10*time.Second, func() error {
 		if r := post(t, f.URL, "saga-up", "Bearer "+is.token(t, triggerSub)); r.Status != http.StatusOK {
 			return fmt.Errorf("issuer back: %d %q", r.Status, r.Body)
 		}

@@ -28,7 +28,12 @@ Runs the project's Knative manifests on this machine, from the project folder:
     Knative's own filters and delivery), whatever the broker class;
   - one ingress on 127.0.0.1:PORT serves the broker at
     http://localhost:PORT/<namespace>/<broker> and each Knative Service at
-    http://<service>.<namespace>.localhost:PORT (HTTP/1.1 and h2c).
+    http://<service>.<namespace>.localhost:PORT (HTTP/1.1 and h2c);
+  - each Service scales as Knative's autoscaler would (its autoscaling.knative.dev
+    annotations and the manifests' knative-serving/config-autoscaler): scale to
+    zero after the stable window, activation on the next request or event,
+    scale-out above the target, containerConcurrency as a hard limit;
+    http://localhost:PORT/ and /.ksaga/services show the replicas.
 
 Without -f it loads brokers/<broker>, triggers/<mode>, manifests and, with --oidc
 (the default), policies.
@@ -68,6 +73,9 @@ func parseDevFlags(args []string, stderr io.Writer) (devFlags, error) {
 	fs.BoolVar(&d.cfg.DuplicateDeliveries, "duplicate-deliveries", false, "deliver every event twice, concurrently, to show the steps are idempotent (tests)")
 	fs.BoolVar(&d.cfg.RedisACL, "redis-acl", true, "with --redis-url: every function connects as its own Redis ACL user, allowed only the saga store's keys and its own (ksaga.io/redis-keys); needs Redis 7 and ACL rights for ksaga")
 	fs.BoolVar(&d.cfg.OIDC, "oidc", true, "sender identity, as Knative's authentication-oidc: tokens on every delivery, verified by the functions, and the EventPolicies of policies/ enforced by the broker; a request without a token is the outside producer "+devoidc.ProducerServiceAccount+" (docs/security.md)")
+	scale := string(dev.ScaleKnative)
+	fs.StringVar(&scale, "scale", scale, "knative: scale every Service as Knative's autoscaler would; always-on: one process per Service, always, no containerConcurrency limit (benchmarks)")
+	fs.DurationVar(&d.cfg.ScaleWindow, "scale-window", 0, "shorten every stable window to this `DURATION` (e.g. 6s) and cap scale-to-zero retention, grace period and scale-down delay by it, for demos and tests (default: the manifests' and Knative's, 60s)")
 	fs.Var(&env, "env", "extra `KEY=VALUE` environment for every function (repeatable; wins over the manifests)")
 	fs.StringVar(&level, "log-level", "info", "ksaga's own log level: debug, info, warn or error (functions use their LOG_LEVEL; --env LOG_LEVEL=debug)")
 	if err := fs.Parse(args); err != nil {
@@ -81,6 +89,15 @@ func parseDevFlags(args []string, stderr io.Writer) (devFlags, error) {
 	}
 	if err := d.logLevel.UnmarshalText([]byte(level)); err != nil {
 		return devFlags{}, usageError("dev: --log-level %q: want debug, info, warn or error", level)
+	}
+	switch dev.ScaleMode(scale) {
+	case dev.ScaleKnative, dev.ScaleAlwaysOn:
+		d.cfg.Scale = dev.ScaleMode(scale)
+	default:
+		return devFlags{}, usageError("dev: --scale %q: want %s or %s", scale, dev.ScaleKnative, dev.ScaleAlwaysOn)
+	}
+	if d.cfg.ScaleWindow < 0 || (d.cfg.ScaleWindow > 0 && d.cfg.ScaleWindow < time.Second) {
+		return devFlags{}, usageError("dev: --scale-window %s: want at least 1s", d.cfg.ScaleWindow)
 	}
 	for _, kv := range env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
@@ -120,6 +137,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		debug.SetGCPercent(400)
 	}
 
+	// Ctrl-C must reach ksaga dev alone, not make or go run around it.
+	defer foreground()()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// A second Ctrl-C, a second after the first, ends ksaga at once (the
@@ -131,15 +150,16 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 }
 
 // installDialer makes http.DefaultTransport dial the dev URLs
-// (http://<svc>.<ns>.localhost:<port>) straight to the function processes.
+// (http://<svc>.<ns>.localhost:<port>) to the ingress on 127.0.0.1.
 //
 // This is the one process-global change ksaga makes, and only in `ksaga
-// dev`: the Broker delivers with knative.dev/eventing's kncloudevents
-// dispatcher, which builds the HTTP client of every target by cloning
-// http.DefaultTransport and has no other way to set a dialer. Installed
-// before the Broker exists, it lets deliveries go to each function directly
-// (no proxy hop) while the URLs stay Knative-like in logs and in dead-letter
-// extensions (knativeerrordest).
+// dev`: the Broker sends dead letters with knative.dev/eventing's
+// kncloudevents dispatcher, which builds the HTTP client of every target by
+// cloning http.DefaultTransport and has no other way to set a dialer. Go's
+// resolver does not map *.localhost to loopback; with this dialer the URLs
+// stay Knative-like in logs and in dead-letter extensions
+// (knativeerrordest). Deliveries to Trigger subscribers go straight to a
+// replica the service's Pool chooses.
 func installDialer(d dev.DialFunc) {
 	if t, ok := http.DefaultTransport.(*http.Transport); ok {
 		t.DialContext = d

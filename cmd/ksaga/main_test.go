@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ksaga/ksaga/internal/dev"
 )
@@ -25,7 +26,8 @@ func TestParseDevFlagsDefaults(t *testing.T) {
 	}
 	c := d.cfg
 	if c.Port != 8080 || c.Mode != "choreography" || c.BrokerClass != "mt-channel" || c.RedisURL != "" ||
-		!c.Seed || c.FaultInjection || len(c.Paths) != 0 || len(c.Env) != 0 || d.logLevel != slog.LevelInfo {
+		!c.Seed || c.FaultInjection || len(c.Paths) != 0 || len(c.Env) != 0 || d.logLevel != slog.LevelInfo ||
+		c.Scale != dev.ScaleKnative || c.ScaleWindow != 0 {
 		t.Errorf("defaults: %+v, level %v", c, d.logLevel)
 	}
 	if stderr.Len() != 0 {
@@ -38,7 +40,7 @@ func TestParseDevFlags(t *testing.T) {
 	d, err := parseDevFlags([]string{
 		"-f", "a.yaml", "--f=dir", "--port", "0", "--mode", "orchestration", "--broker=kafka",
 		"--redis-url", "redis://127.0.0.1:6379/1", "--seed=false", "--fault-injection",
-		"--env", "A=1", "--env=B=x=y", "--log-level", "debug",
+		"--env", "A=1", "--env=B=x=y", "--log-level", "debug", "--scale=always-on", "--scale-window", "3s",
 	}, &stderr)
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +48,8 @@ func TestParseDevFlags(t *testing.T) {
 	c := d.cfg
 	if !slices.Equal(c.Paths, []string{"a.yaml", "dir"}) || c.Port != 0 || c.Mode != "orchestration" || c.BrokerClass != "kafka" ||
 		c.RedisURL != "redis://127.0.0.1:6379/1" || c.Seed || !c.FaultInjection ||
-		!slices.Equal(c.Env, []string{"A=1", "B=x=y"}) || d.logLevel != slog.LevelDebug {
+		!slices.Equal(c.Env, []string{"A=1", "B=x=y"}) || d.logLevel != slog.LevelDebug ||
+		c.Scale != dev.ScaleAlwaysOn || c.ScaleWindow != 3*time.Second {
 		t.Errorf("parsed: %+v, level %v", c, d.logLevel)
 	}
 	if !strings.Contains(stderr.String(), "with -f they are ignored") {
@@ -66,6 +69,9 @@ func TestParseDevFlagsErrors(t *testing.T) {
 		{[]string{"--port", "x"}, `invalid value "x" for flag -port`},
 		{[]string{"--nope"}, `flag provided but not defined: -nope`},
 		{[]string{"manifests"}, `unexpected arguments ["manifests"]`},
+		{[]string{"--scale", "hpa"}, `--scale "hpa": want knative or always-on`},
+		{[]string{"--scale-window", "500ms"}, `--scale-window 500ms: want at least 1s`},
+		{[]string{"--scale-window", "-1s"}, `want at least 1s`},
 	} {
 		var stderr bytes.Buffer
 		_, err := parseDevFlags(tc.args, &stderr)
@@ -100,7 +106,7 @@ func TestHelp(t *testing.T) {
 	}
 	stderr.Reset()
 	_, _ = parseDevFlags([]string{"-h"}, &stderr)
-	for _, f := range []string{"-f PATH", "-port int", "-mode string", "-broker string", "-redis-url URL", "-seed", "-fault-injection", "-env KEY=VALUE", "-log-level string"} {
+	for _, f := range []string{"-f PATH", "-port int", "-mode string", "-broker string", "-redis-url URL", "-seed", "-fault-injection", "-env KEY=VALUE", "-log-level string", "-scale string", "-scale-window DURATION"} {
 		if !strings.Contains(stderr.String(), f) {
 			t.Errorf("dev -h lacks %q:\n%s", f, stderr.String())
 		}

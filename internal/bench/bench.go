@@ -44,6 +44,8 @@ type Config struct {
 	FloorInflight    int
 	Rounds           int // loaded + floor phases, repeated; the ratio targets use the median round
 	ColdStartRuns    int // 0: no cold start
+	FromZeroRuns     int // sagas started with every step function at zero (0: no from-zero phase)
+	FromZeroWindow   time.Duration
 	Sweep            []int
 	AttributionSagas int // 0: no MONITOR run
 	AOF              string
@@ -65,6 +67,8 @@ const (
 	DefaultWarmup           = 2 * time.Second
 	DefaultRate             = 1000
 	DefaultColdStartRuns    = 20
+	DefaultFromZeroRuns     = 5
+	DefaultFromZeroWindow   = 2 * time.Second
 	DefaultAttributionSagas = 300
 	DefaultQuietWait        = 60 * time.Second
 	DefaultQuietIdle        = 90
@@ -113,6 +117,9 @@ func (c *Config) setDefaults() {
 	if c.Rounds <= 0 {
 		c.Rounds = 1
 	}
+	if c.FromZeroWindow <= 0 {
+		c.FromZeroWindow = DefaultFromZeroWindow
+	}
 	if c.Log == nil {
 		c.Log = io.Discard
 	}
@@ -133,6 +140,7 @@ type runner struct {
 	redis *redisserver.Server
 	rdb   *redis.Client
 	dev   *devProcess
+	trig  string // the bench Triggers' file
 	drv   *driver
 	procs []proc
 	self  int
@@ -171,7 +179,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r.res.Settings = Settings{
 		Mode: cfg.Mode, Inflight: cfg.Inflight, DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(),
 		RatePerS: cfg.Rate, Mix: map[string]float64{kindHappy: cfg.Mix[0], kindPayFail: cfg.Mix[1], kindInvFail: cfg.Mix[2]},
-		FloorInflight: cfg.FloorInflight, ColdStartRuns: cfg.ColdStartRuns, AttributionSagas: cfg.AttributionSagas,
+		FloorInflight: cfg.FloorInflight, ColdStartRuns: cfg.ColdStartRuns, FromZeroRuns: cfg.FromZeroRuns, AttributionSagas: cfg.AttributionSagas,
 		SagaTimeoutS: cfg.SagaTimeout.Seconds(), QuietMinIdlePct: cfg.QuietIdle, QuietMaxWaitS: cfg.QuietWait.Seconds(), Seed: cfg.Seed,
 	}
 	var err error
@@ -225,8 +233,7 @@ func (r *runner) setup(ctx context.Context) error {
 	if r.drv, err = newDriver(); err != nil {
 		return err
 	}
-	trig, err := writeTriggers(r.tmp, r.drv.receiverURL())
-	if err != nil {
+	if r.trig, err = writeTriggers(r.tmp, r.drv.receiverURL()); err != nil {
 		return err
 	}
 	if cfg.Perf {
@@ -235,8 +242,10 @@ func (r *runner) setup(ctx context.Context) error {
 		}
 		cfg.Ksaga = r.cfg.Ksaga
 	}
-	r.logf("ksaga dev --mode %s (builds the functions if needed)", cfg.Mode)
-	r.dev, err = startDev(ctx, cfg.Ksaga, cfg.Dir, cfg.Mode, r.redis.URL(), trig, filepath.Join(r.tmp, "ksaga-dev.log"), 5*time.Minute)
+	// One process per function, always, as in the runs the numbers are
+	// compared with; the from-zero phase has its own ksaga dev.
+	r.logf("ksaga dev --mode %s --scale=always-on (builds the functions if needed)", cfg.Mode)
+	r.dev, err = startDev(ctx, cfg.Ksaga, cfg.Dir, cfg.Mode, r.redis.URL(), r.trig, filepath.Join(r.tmp, "ksaga-dev.log"), 5*time.Minute, "--scale=always-on")
 	if err != nil {
 		return err
 	}
@@ -331,9 +340,13 @@ func (r *runner) runPhases(ctx context.Context) {
 	}
 	r.res.Notes = append(r.res.Notes, fmt.Sprintf("ksaga dev's log: %s (removed unless the run had errors)", filepath.Join(r.tmp, "ksaga-dev.log")))
 
+	// The always-on ksaga dev is done: the from-zero phase runs its own, and
+	// a cold start is measured on an idle box.
+	r.dev.stop()
+	if cfg.FromZeroRuns > 0 && ctx.Err() == nil {
+		r.res.FromZero = r.fromZero(ctx)
+	}
 	if cfg.ColdStartRuns > 0 && ctx.Err() == nil {
-		// ksaga dev is stopped first: a cold start is measured on an idle box.
-		r.dev.stop()
 		r.coldStarts(ctx)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // ErrUsage marks a command-line mistake (exit status 2): errors.Is(err,
@@ -40,9 +41,13 @@ The markdown report is printed to stdout; progress goes to stderr.
 
 Phases: settle (1 s, not measured), unloaded (1 in flight), loaded
 (--inflight), open loop (--rate), [sweep], floor reply, floor evalsha, Redis
-attribution (MONITOR, not timed), memory, cold start. Each measured phase
-waits (at most --quiet-wait) for a quiet 1-s window first and records
-whether it found one.
+attribution (MONITOR, not timed), memory, from zero, cold start. Each
+measured phase waits (at most --quiet-wait) for a quiet 1-s window first and
+records whether it found one. The saga phases run ksaga dev with
+--scale=always-on (one process per function, as earlier runs); the from-zero
+phase runs another ksaga dev with Knative's autoscaling and a short window
+(--from-zero-window): each of its sagas starts when every step function that
+may scale to zero has no process, and is followed by warm ones.
 
 Flags:
 `
@@ -72,6 +77,8 @@ func Command(ctx context.Context, args []string, ksaga string, stdout, stderr io
 	fs.IntVar(&cfg.FloorInflight, "floor-inflight", 0, "requests in flight for the floor (default: --inflight)")
 	fs.IntVar(&cfg.Rounds, "rounds", DefaultRounds, "rounds of the loaded phase and the two floor phases; the floor share and the broker ratio are judged on the median round")
 	fs.IntVar(&cfg.ColdStartRuns, "coldstart-runs", DefaultColdStartRuns, "cold starts per function (0 skips; median reported)")
+	fs.IntVar(&cfg.FromZeroRuns, "from-zero-runs", DefaultFromZeroRuns, "sagas started with every step function at zero (0 skips the from-zero phase)")
+	fs.DurationVar(&cfg.FromZeroWindow, "from-zero-window", DefaultFromZeroWindow, "ksaga dev's --scale-window in the from-zero phase (how soon functions go back to zero)")
 	fs.IntVar(&cfg.AttributionSagas, "attribution-sagas", DefaultAttributionSagas, "sagas run under MONITOR to attribute Redis commands to processes (0 skips)")
 	fs.BoolVar(&sweep, "sweep", false, "also run a sweep of in-flight levels and plot throughput vs latency (SVG)")
 	fs.StringVar(&sweepLevels, "sweep-levels", "1,2,4,8,16,32,64", "in-flight levels of --sweep")
@@ -105,8 +112,11 @@ func Command(ctx context.Context, args []string, ksaga string, stdout, stderr io
 			return usagef("--sweep-levels: %v", err)
 		}
 	}
-	if cfg.Inflight <= 0 || cfg.Duration <= 0 || cfg.Rate < 0 || cfg.ColdStartRuns < 0 || cfg.Warmup < 0 {
-		return usagef("--inflight and --duration must be positive; --rate, --warmup and --coldstart-runs not negative")
+	if cfg.Inflight <= 0 || cfg.Duration <= 0 || cfg.Rate < 0 || cfg.ColdStartRuns < 0 || cfg.Warmup < 0 || cfg.FromZeroRuns < 0 {
+		return usagef("--inflight and --duration must be positive; --rate, --warmup, --coldstart-runs and --from-zero-runs not negative")
+	}
+	if cfg.FromZeroWindow < time.Second {
+		return usagef("--from-zero-window %s: want at least 1s", cfg.FromZeroWindow)
 	}
 	cfg.Unloaded, cfg.Floor = !noUnload, !noFloor
 	cfg.Command = "ksaga bench"

@@ -2,20 +2,18 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"github.com/ksaga/ksaga/internal/devproc"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ksaga/ksaga/internal/devproc"
 	"github.com/ksaga/ksaga/ordersaga"
 )
 
@@ -111,6 +109,7 @@ func seedBenchData(ctx context.Context, rdb *redis.Client) error {
 type devProcess struct {
 	*devproc.Process
 	functions []function
+	log       *os.File // its output; open until it has exited (see stop)
 }
 
 // function is one function process of ksaga dev.
@@ -126,17 +125,17 @@ func (d *devProcess) brokerURL() string {
 }
 
 // startDev runs `<bin> dev` from dir with the repo's broker, the mode's
-// triggers, the manifests and the bench triggers, against redisURL, and
-// waits until its /readyz answers 200 (every function ready and the broker
-// delivering). Its output goes to logPath.
-func startDev(ctx context.Context, bin, dir, mode, redisURL, benchTriggers, logPath string, readyTimeout time.Duration) (*devProcess, error) {
+// triggers, the manifests and the bench triggers, against redisURL, with
+// extra flags, and waits until its /readyz answers 200 (every function ready
+// and the broker delivering). Its output goes to logPath.
+func startDev(ctx context.Context, bin, dir, mode, redisURL, benchTriggers, logPath string, readyTimeout time.Duration, extra ...string) (*devProcess, error) {
 	paths := []string{filepath.Join("brokers", "mt-channel"), filepath.Join("triggers", mode), "manifests"}
 	for _, p := range paths {
 		if st, err := os.Stat(filepath.Join(dir, p)); err != nil || !st.IsDir() {
 			return nil, fmt.Errorf("%s not found under %s: run ksaga bench from the project folder (or pass --dir)", p, dir)
 		}
 	}
-	args := []string{"--redis-url", redisURL, "--seed=false"}
+	args := append([]string{"--redis-url", redisURL, "--seed=false"}, extra...)
 	for _, p := range append(paths, benchTriggers) {
 		args = append(args, "-f", p)
 	}
@@ -144,13 +143,17 @@ func startDev(ctx context.Context, bin, dir, mode, redisURL, benchTriggers, logP
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = logf.Close() }() // the child has its own descriptor
+	// Its stderr is copied to logf by a goroutine of os/exec (devproc also
+	// reads it): closing logf while ksaga dev runs would end that copy and
+	// close the pipe, and ksaga dev would die of SIGPIPE at its next log
+	// line.
 	proc, err := devproc.Start(ctx, devproc.Options{Binary: bin, Dir: dir, Args: args,
 		Stdout: logf, Stderr: logf, ReadyTimeout: readyTimeout})
 	if err != nil {
+		_ = logf.Close()
 		return nil, err
 	}
-	d := &devProcess{Process: proc}
+	d := &devProcess{Process: proc, log: logf}
 	fs, err := d.readFunctions(ctx)
 	if err != nil {
 		d.stop()
@@ -160,50 +163,62 @@ func startDev(ctx context.Context, bin, dir, mode, redisURL, benchTriggers, logP
 	return d, nil
 }
 
-// indexLine matches a service line of ksaga dev's GET / index:
-//
-//	saga/order                   http://order.saga.localhost:8080        http  pid 123, port 4567, ready, restarts 0
-var indexLine = regexp.MustCompile(`^\s+(\S+)/(\S+)\s+\S+\s+(?:http|h2c)\s+pid (\d+), port (\d+), (\w+), restarts (\d+)`)
+// devServices is the part of ksaga dev's GET /.ksaga/services the bench
+// reads.
+type devServices struct {
+	Services []struct {
+		Name        string `json:"name"`
+		Desired     int    `json:"desired"`
+		Ready       int    `json:"ready"`
+		Autoscaling *struct {
+			MinScale int `json:"min_scale"`
+		} `json:"autoscaling"`
+		Replicas []struct {
+			PID   int    `json:"pid"`
+			Port  int    `json:"port"`
+			State string `json:"state"`
+		} `json:"replicas"`
+	} `json:"services"`
+}
 
-// parseIndex reads the function processes from ksaga dev's index page.
-func parseIndex(page string) []function {
+// functionsOf lists the first replica of every service, by name.
+func functionsOf(doc devServices) []function {
 	var fs []function
-	sc := lineScanner(page)
-	for sc.Scan() {
-		m := indexLine.FindStringSubmatch(sc.Text())
-		if m == nil {
+	for _, s := range doc.Services {
+		if len(s.Replicas) == 0 {
 			continue
 		}
-		pid, _ := strconv.Atoi(m[3])
-		port, _ := strconv.Atoi(m[4])
-		fs = append(fs, function{Name: m[2], PID: pid, Port: port})
+		fs = append(fs, function{Name: s.Name, PID: s.Replicas[0].PID, Port: s.Replicas[0].Port})
 	}
 	sort.Slice(fs, func(i, j int) bool { return fs[i].Name < fs[j].Name })
 	return fs
 }
 
-func (d *devProcess) index(ctx context.Context) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.URL("/"), nil)
+func (d *devProcess) services(ctx context.Context) (devServices, error) {
+	var doc devServices
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.URL("/.ksaga/services"), nil)
 	if err != nil {
-		return "", err
+		return doc, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("ksaga dev index: %w", err)
+		return doc, fmt.Errorf("ksaga dev services: %w", err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		return doc, fmt.Errorf("ksaga dev services: %w", err)
+	}
+	return doc, nil
 }
 
 func (d *devProcess) readFunctions(ctx context.Context) ([]function, error) {
-	page, err := d.index(ctx)
+	doc, err := d.services(ctx)
 	if err != nil {
 		return nil, err
 	}
-	fs := parseIndex(page)
+	fs := functionsOf(doc)
 	if len(fs) == 0 {
-		return nil, fmt.Errorf("no function processes in ksaga dev's index:\n%s", page)
+		return nil, fmt.Errorf("no function processes in ksaga dev's services: %+v", doc)
 	}
 	for i := range fs {
 		if fs[i].Env, err = processEnviron(fs[i].PID); err != nil {
@@ -216,12 +231,12 @@ func (d *devProcess) readFunctions(ctx context.Context) ([]function, error) {
 // restarts reports the functions whose pid changed since start (a crash
 // and restart by ksaga dev's supervisor during the bench).
 func (d *devProcess) restarts(ctx context.Context) []string {
-	page, err := d.index(ctx)
+	doc, err := d.services(ctx)
 	if err != nil {
-		return []string{"index unreadable: " + err.Error()}
+		return []string{"services unreadable: " + err.Error()}
 	}
 	now := map[string]int{}
-	for _, f := range parseIndex(page) {
+	for _, f := range functionsOf(doc) {
 		now[f.Name] = f.PID
 	}
 	var out []string
@@ -240,4 +255,5 @@ func (d *devProcess) stop() {
 		return
 	}
 	_, _ = d.Interrupt(20 * time.Second) // a stopped run's exit status is of no interest
+	_ = d.log.Close()
 }

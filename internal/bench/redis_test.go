@@ -1,6 +1,9 @@
 package bench
 
 import (
+	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -113,17 +116,36 @@ ksaga_step_events_total{outcome="applied",service="order",type="io.ksaga.order.c
 	}
 }
 
-func TestParseIndex(t *testing.T) {
-	page := `ksaga dev
-
-services:
-  saga/deadletter              http://deadletter.saga.localhost:18556   http  pid 13200, port 35365, ready, restarts 0
-  saga/users                   http://users.saga.localhost:18556        h2c  pid 13197, port 37135, ready, restarts 1
-  saga/order                   http://order.saga.localhost:18556        http  pid 13180, port 36823, ready, restarts 0
-`
-	fs := parseIndex(page)
-	if len(fs) != 3 || fs[0].Name != "deadletter" || fs[1].Name != "order" || fs[1].PID != 13180 || fs[1].Port != 36823 ||
+func TestFunctionsOf(t *testing.T) {
+	var doc devServices
+	err := json.Unmarshal([]byte(`{"scale":"always-on","services":[
+	  {"name":"users","replicas":[{"id":1,"pid":13197,"port":37135,"state":"ready"}]},
+	  {"name":"deadletter","replicas":[{"id":1,"pid":13200,"port":35365,"state":"ready"},{"id":2,"pid":13201,"port":35366,"state":"ready"}]},
+	  {"name":"payment","replicas":[]},
+	  {"name":"order","replicas":[{"id":1,"pid":13180,"port":36823,"state":"ready"}]}]}`), &doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := functionsOf(doc)
+	if len(fs) != 3 || fs[0].Name != "deadletter" || fs[0].PID != 13200 || fs[1].Name != "order" || fs[1].PID != 13180 || fs[1].Port != 36823 ||
 		fs[2].Name != "users" || fs[2].Port != 37135 {
-		t.Errorf("parseIndex = %+v", fs)
+		t.Errorf("functionsOf = %+v", fs)
+	}
+}
+
+func TestParseActivations(t *testing.T) {
+	text := `# HELP ksaga_dev_activation_seconds Activations
+ksaga_dev_activation_seconds_bucket{service="saga/payment",le="0.005"} 0
+ksaga_dev_activation_seconds_sum{service="saga/payment"} 0.05
+ksaga_dev_activation_seconds_count{service="saga/payment"} 2
+ksaga_dev_activation_seconds_sum{service="saga/order"} 0
+ksaga_dev_activation_seconds_count{service="saga/order"} 0
+ksaga_dev_activation_seconds_sum{service="saga/users"} 0.012
+ksaga_dev_activation_seconds_count{service="saga/users"} 1
+`
+	got := parseActivations(strings.NewReader(text))
+	want := []Activation{{Service: "payment", Count: 2, MeanMs: 25}, {Service: "users", Count: 1, MeanMs: 12}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("parseActivations = %+v, want %+v", got, want)
 	}
 }

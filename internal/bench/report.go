@@ -165,6 +165,25 @@ func Markdown(res *Result) string {
 		}
 	}
 
+	if fz := res.FromZero; fz != nil && fz.Cold.Count > 0 {
+		p("\n## From zero (Knative's autoscaling in ksaga dev, --scale-window %gs)\n\n", fz.WindowS)
+		p("Each saga started when %s had no process (order has min-scale 1: it stays up); the activator's hold, "+
+			"the process start and its first readiness probe are in the saga's latency. Warm: %d sagas right after each, every function up.\n\n",
+			strings.Join(fz.AtZero, ", "), warmPerRun)
+		p("| saga latency | sagas | p50 | mean | max |\n|---|---|---|---|---|\n")
+		p("| from zero | %d | %.1f ms | %.1f ms | %.1f ms |\n", fz.Cold.Count, fz.Cold.P50Ms, fz.Cold.MeanMs, fz.Cold.MaxMs)
+		p("| warm, right after | %d | %.1f ms | %.1f ms | %.1f ms |\n", fz.Warm.Count, fz.Warm.P50Ms, fz.Warm.MeanMs, fz.Warm.MaxMs)
+		if len(fz.Activations) > 0 {
+			var parts []string
+			for _, a := range fz.Activations {
+				parts = append(parts, fmt.Sprintf("%s %.1f ms (%d)", a.Service, a.MeanMs, a.Count))
+			}
+			p("\nActivations, from the decision to the first ready replica (mean, count): %s. "+
+				"Back at zero after each run in %.1f s on average (the stable window plus the retention, both capped by the window).\n",
+				strings.Join(parts, ", "), fz.ZeroWaitS)
+		}
+	}
+
 	if len(res.ColdStart) > 0 {
 		p("\n## Cold start, idle RSS, binaries (stripped: CGO_ENABLED=0 -trimpath -ldflags='-s -w')\n\n")
 		p("| function | binary | cold start median (min–max), runs | idle RSS (1 s after) | … private | … file-backed | probe |\n|---|---|---|---|---|---|---|\n")

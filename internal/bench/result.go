@@ -32,6 +32,7 @@ type Result struct {
 	RSS         []ProcRSS    `json:"rss_end"`
 	Restarts    []string     `json:"function_restarts,omitempty"`
 	ColdStart   []ColdStart  `json:"cold_start,omitempty"`
+	FromZero    *FromZero    `json:"from_zero,omitempty"`
 	Memory      *Memory      `json:"redis_memory,omitempty"`
 
 	Targets []Target `json:"targets"`
@@ -82,6 +83,7 @@ type Settings struct {
 	Mix              map[string]float64 `json:"mix"`
 	FloorInflight    int                `json:"floor_inflight"`
 	ColdStartRuns    int                `json:"cold_start_runs"`
+	FromZeroRuns     int                `json:"from_zero_runs"`
 	AttributionSagas int                `json:"attribution_sagas"`
 	Redis            string             `json:"redis"` // persistence settings
 	SagaTimeoutS     float64            `json:"saga_timeout_s"`

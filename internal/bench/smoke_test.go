@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ func TestSmoke(t *testing.T) {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	err := bench.Command(ctx, []string{"--duration", "2s", "--warmup", "1s", "--inflight", "4",
-		"--rate", "100", "--rounds", "2", "--quiet-wait", "1s", "--coldstart-runs", "2", "--attribution-sagas", "20",
+		"--rate", "100", "--rounds", "2", "--quiet-wait", "1s", "--coldstart-runs", "2", "--attribution-sagas", "20", "--from-zero-runs", "1",
 		"--out", out, "--dir", devtest.RepoRoot()}, ksaga, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("ksaga bench: %v\n%s", err, stderr.String())
@@ -79,6 +80,9 @@ func TestSmoke(t *testing.T) {
 		if c.Error != "" || c.MedianMs <= 0 || c.BinaryBytes == 0 {
 			t.Errorf("cold start %+v", c)
 		}
+	}
+	if fz := res.FromZero; fz == nil || fz.Cold.Count != 1 || fz.Warm.Count != 3 || len(fz.Activations) == 0 || !slices.Contains(fz.AtZero, "payment") {
+		t.Errorf("from zero: %+v", fz)
 	}
 	if len(res.Errors) > 0 {
 		t.Errorf("errors: %q", res.Errors)

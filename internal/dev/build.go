@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,7 +44,12 @@ func defaultBinDir(dir string) (string, error) {
 // build -o binDir/` per group of distinct base names. An exclusive lock on
 // binDir/.lock serialises concurrent `ksaga dev` processes of the same
 // checkout.
-func build(ctx context.Context, dir, binDir string, pkgs []string) (map[string]string, error) {
+//
+// Progress goes to log: `go build -v` names every package it compiles, and
+// the first build of a checkout compiles every dependency (a minute or
+// more), so each function built is logged, and the dependencies every 25
+// packages.
+func build(ctx context.Context, log *slog.Logger, dir, binDir string, pkgs []string) (map[string]string, error) {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		return nil, fmt.Errorf("build: the go command is needed to build ko:// images: %w", err)
@@ -53,7 +60,11 @@ func build(ctx context.Context, dir, binDir string, pkgs []string) (map[string]s
 	if len(pkgs) == 0 {
 		return map[string]string{}, nil
 	}
-	if err := checkMainPackages(ctx, goTool, dir, pkgs); err != nil {
+	prog := &buildProgress{log: log, total: len(pkgs), mains: map[string]bool{}}
+	for _, p := range pkgs {
+		prog.mains[p] = true
+	}
+	if err := checkMainPackages(ctx, goTool, dir, pkgs, prog); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
@@ -65,6 +76,7 @@ func build(ctx context.Context, dir, binDir string, pkgs []string) (map[string]s
 	}
 	defer unlock()
 
+	log.Info("building functions", "count", len(pkgs), "with", "go build (the first build compiles their dependencies, which takes a while; progress below)")
 	out := make(map[string]string, len(pkgs))
 	for i, group := range groupByBase(pkgs) {
 		gdir := binDir
@@ -74,13 +86,16 @@ func build(ctx context.Context, dir, binDir string, pkgs []string) (map[string]s
 				return nil, fmt.Errorf("build: %w", err)
 			}
 		}
-		args := append([]string{"build", "-o", gdir + string(filepath.Separator)}, group...)
+		args := append([]string{"build", "-v", "-o", gdir + string(filepath.Separator)}, group...)
 		cmd := exec.CommandContext(ctx, goTool, args...)
 		cmd.Dir = dir
 		var outb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &outb, &outb
-		if err := cmd.Run(); err != nil {
-			return nil, fmt.Errorf("build: go %s: %w\n%s", strings.Join(args, " "), err, strings.TrimSpace(outb.String()))
+		lw := newLineWriter(prog, "")
+		cmd.Stdout, cmd.Stderr = &outb, io.MultiWriter(&outb, lw)
+		err := cmd.Run()
+		lw.Flush()
+		if err != nil {
+			return nil, fmt.Errorf("build: go %s: %w\n%s", strings.Join(args, " "), err, strings.TrimSpace(prog.errors(outb.String())))
 		}
 		for _, p := range group {
 			bin := filepath.Join(gdir, binaryName(p)+exeSuffix())
@@ -93,15 +108,63 @@ func build(ctx context.Context, dir, binDir string, pkgs []string) (map[string]s
 	return out, nil
 }
 
+// buildProgress logs the lines of `go build -v`: a function's main package
+// (compiled, then linked), every 25th dependency, and `go: downloading`.
+type buildProgress struct {
+	log   *slog.Logger
+	total int
+	mains map[string]bool
+	deps  int
+	built int
+}
+
+// Write receives one line at a time (lineWriter).
+func (b *buildProgress) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	switch {
+	case b.mains[line]:
+		b.built++
+		b.log.Info("building function", "function", binaryName(line), "progress", fmt.Sprintf("%d/%d", b.built, b.total), "dependencies_compiled", b.deps)
+	case strings.HasPrefix(line, "go: "):
+		b.log.Info(line)
+	case isImportPath(line):
+		b.deps++
+		if b.deps%25 == 0 {
+			b.log.Info("compiling dependencies", "packages", b.deps, "latest", line)
+		}
+	}
+	return len(p), nil
+}
+
+// errors drops the package names of -v from a failed build's output.
+func (b *buildProgress) errors(out string) string {
+	var keep []string
+	for line := range strings.SplitSeq(out, "\n") {
+		if t := strings.TrimSpace(line); t == "" || b.mains[t] || isImportPath(t) {
+			continue
+		}
+		keep = append(keep, line)
+	}
+	return strings.Join(keep, "\n")
+}
+
+// isImportPath reports a line that is only an import path (what -v prints).
+func isImportPath(s string) bool {
+	return s != "" && !strings.ContainsAny(s, " \t:#") && !strings.HasPrefix(s, ".")
+}
+
 // checkMainPackages fails, naming every package concerned, unless each of
-// pkgs is a main package of the build list.
-func checkMainPackages(ctx context.Context, goTool, dir string, pkgs []string) error {
+// pkgs is a main package of the build list. Modules it downloads are
+// logged through prog.
+func checkMainPackages(ctx context.Context, goTool, dir string, pkgs []string, prog *buildProgress) error {
 	args := append([]string{"list", "-e", "-f", "{{.ImportPath}}\t{{.Name}}\t{{if .Error}}{{.Error}}{{end}}"}, pkgs...)
 	cmd := exec.CommandContext(ctx, goTool, args...)
 	cmd.Dir = dir
 	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	lw := newLineWriter(prog, "") // go: downloading ...
+	cmd.Stderr = io.MultiWriter(&stderr, lw)
 	outb, err := cmd.Output()
+	lw.Flush()
 	if err != nil {
 		return fmt.Errorf("build: go list: %w\n%s", err, strings.TrimSpace(stderr.String()))
 	}

@@ -31,6 +31,20 @@ const (
 	ManifestsDir = "manifests" // Knative Services, SinkBindings, ConfigMaps, Secrets
 )
 
+// ScaleMode chooses how many processes run each Knative Service.
+type ScaleMode string
+
+// Scale modes.
+const (
+	// ScaleKnative runs each Service as Knative's autoscaler would: its
+	// initial scale, then scale to zero, activation and scale-out from the
+	// load ksaga dev observes (the default).
+	ScaleKnative ScaleMode = "knative"
+	// ScaleAlwaysOn runs exactly one process per Service, always, with no
+	// containerConcurrency limit (benchmarks comparable with earlier runs).
+	ScaleAlwaysOn ScaleMode = "always-on"
+)
+
 // DialFunc dials like net.Dialer.DialContext.
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -68,6 +82,12 @@ type Config struct {
 	// own keys and the saga store's (internal/redisacl), when RedisURL is a
 	// real Redis (miniredis has no ACL). See redisacl.go.
 	RedisACL bool
+	// Scale is ScaleKnative (default) or ScaleAlwaysOn.
+	Scale ScaleMode
+	// ScaleWindow, if positive, replaces every stable window and caps the
+	// scale-to-zero retention, grace period and scale-down delay
+	// (devscale.Override), for demos and tests.
+	ScaleWindow time.Duration
 	// Env is extra KEY=VALUE environment for every function; it wins over
 	// everything else.
 	Env []string
@@ -97,9 +117,10 @@ type Config struct {
 	// Backoff is the restart policy of crashed functions (default DefaultBackoff()).
 	Backoff Backoff
 	// InstallDialer, if set, is called once, before the Broker is created,
-	// with a dialer that maps dev URLs to the functions' ports. `ksaga dev`
-	// installs it as http.DefaultTransport's DialContext, which
-	// knative.dev/eventing's kncloudevents clones for every delivery target.
+	// with a dialer that maps dev URLs (localhost and *.localhost) to
+	// 127.0.0.1, the ingress. `ksaga dev` installs it as
+	// http.DefaultTransport's DialContext, which knative.dev/eventing's
+	// kncloudevents clones for every delivery target (dead letters).
 	InstallDialer func(DialFunc)
 }
 
@@ -135,6 +156,9 @@ func (c *Config) setDefaults() {
 	if c.Backoff == (Backoff{}) {
 		c.Backoff = DefaultBackoff()
 	}
+	if c.Scale == "" {
+		c.Scale = ScaleKnative
+	}
 }
 
 // validate checks the fields a person sets.
@@ -147,6 +171,12 @@ func (c *Config) validate() error {
 		if strings.ContainsAny(n.v, `/\`) || n.v == "." || n.v == ".." {
 			errs = append(errs, fmt.Errorf("%s %q: want a folder name", n.what, n.v))
 		}
+	}
+	if c.Scale != ScaleKnative && c.Scale != ScaleAlwaysOn {
+		errs = append(errs, fmt.Errorf("scale %q: want %s or %s", c.Scale, ScaleKnative, ScaleAlwaysOn))
+	}
+	if c.ScaleWindow < 0 || (c.ScaleWindow > 0 && c.ScaleWindow < time.Second) {
+		errs = append(errs, fmt.Errorf("scale window %s: want at least 1s (Knative's bucket)", c.ScaleWindow))
 	}
 	for _, kv := range c.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {

@@ -11,9 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 	"knative.dev/pkg/apis"
+
+	"github.com/ksaga/ksaga/internal/devscale"
 )
 
 func TestServiceHost(t *testing.T) {
@@ -41,12 +44,19 @@ func TestServiceHost(t *testing.T) {
 }
 
 // backend starts a function stand-in on loopback that answers with what it
-// saw; h2c serves HTTP/2 cleartext too.
+// saw; h2c serves HTTP/2 cleartext too. Its Pool has the server as its one
+// ready replica.
 func backend(t *testing.T, name string, h2c bool) *function {
 	t.Helper()
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return serve(t, name, h2c, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s %s %s %s host=%s", name, r.Proto, r.Method, r.URL.Path, r.Host)
 	}))
+}
+
+// serve runs h as the one replica of a function.
+func serve(t *testing.T, name string, h2c bool, h http.Handler) *function {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
 	if h2c {
 		srv.Config.Protocols = new(http.Protocols)
 		srv.Config.Protocols.SetHTTP1(true)
@@ -54,26 +64,43 @@ func backend(t *testing.T, name string, h2c bool) *function {
 	}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	port, _ := strconv.Atoi(strings.TrimPrefix(srv.URL, "http://127.0.0.1:"))
-	return &function{nn: types.NamespacedName{Namespace: "saga", Name: name}, port: port, h2c: h2c,
-		url: &apis.URL{Scheme: "http", Host: name + ".saga.localhost"}, state: "ready"}
+	f := stand(name, h2c, time.Second)
+	f.pool.Add(strings.TrimPrefix(srv.URL, "http://"))
+	return f
 }
 
-func TestIngressRouting(t *testing.T) {
-	order, users := backend(t, "order", false), backend(t, "users", true)
-	dead := &function{nn: types.NamespacedName{Namespace: "saga", Name: "dead"}, port: freePortT(t), state: "exited"}
-	broker := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusAccepted)
-		fmt.Fprintf(w, "broker %s %s", r.Method, r.URL.Path)
-	})
-	in := newIngress(slog.New(slog.DiscardHandler), []*function{order, users, dead}, broker,
-		func(w io.Writer) { fmt.Fprint(w, "the index") })
+// stand is a function with an empty Pool (no replica ready).
+func stand(name string, h2c bool, hold time.Duration) *function {
+	return &function{nn: types.NamespacedName{Namespace: "saga", Name: name}, h2c: h2c,
+		url: &apis.URL{Scheme: "http", Host: name + ".saga.localhost"}, pool: devscale.NewPool(devscale.PoolConfig{HoldTimeout: hold})}
+}
+
+// serveIngress runs the ingress as ksaga dev does (HTTP/1.1 and h2c).
+func serveIngress(t *testing.T, in *ingress) *httptest.Server {
+	t.Helper()
 	srv := httptest.NewUnstartedServer(in)
 	srv.Config.Protocols = new(http.Protocols)
 	srv.Config.Protocols.SetHTTP1(true)
 	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Config.ReadHeaderTimeout = ReadHeaderTimeout
 	srv.Start()
 	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestIngressRouting(t *testing.T) {
+	order, users := backend(t, "order", false), backend(t, "users", true)
+	dead := stand("dead", false, time.Second)
+	dead.pool.Add("127.0.0.1:" + strconv.Itoa(freePortT(t))) // nothing listens
+	cold := stand("cold", false, 50*time.Millisecond)        // no replica starts
+	broker := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusAccepted)
+		fmt.Fprintf(w, "broker %s %s", r.Method, r.URL.Path)
+	})
+	in := newIngress(slog.New(slog.DiscardHandler), []*function{order, users, dead, cold}, broker,
+		func(w io.Writer) { fmt.Fprint(w, "the index") })
+	in.status = func() any { return map[string]string{"status": "json"} }
+	srv := serveIngress(t, in)
 
 	do := func(c *http.Client, method, host, path string) (int, string) {
 		t.Helper()
@@ -107,7 +134,9 @@ func TestIngressRouting(t *testing.T) {
 		{"h2c client to h2c service", h2, "POST", "users.saga.localhost", "/x", 200, "users HTTP/2.0 POST /x"},
 		{"h2c client to HTTP/1 service", h2, "GET", "order.saga.localhost", "/x", 200, "order HTTP/1.1 GET /x"},
 		{"unknown service", h1, "GET", "nope.saga.localhost:8080", "/", 404, "no Knative Service saga/nope"},
-		{"service down", h1, "GET", "dead.saga.localhost:8080", "/", 503, "service saga/dead is not reachable (exited)"},
+		{"service down", h1, "GET", "dead.saga.localhost:8080", "/", 503, "service saga/dead is not reachable: dial tcp"},
+		{"no replica in time", h1, "GET", "cold.saga.localhost:8080", "/", 503, "service saga/cold is not reachable: no replica became available in time"},
+		{"services as JSON", h1, "GET", "localhost:8080", "/.ksaga/services", 200, `"status": "json"`},
 		{"index", h1, "GET", "localhost:8080", "/", 200, "the index"},
 		{"index by IP", h1, "GET", "127.0.0.1:8080", "/", 200, "the index"},
 		{"not ready", h1, "GET", "localhost:8080", "/readyz", 503, "starting"},
@@ -146,7 +175,6 @@ func h2cOnly() *http.Protocols {
 }
 
 func TestDialer(t *testing.T) {
-	fn := backend(t, "order", false)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -162,24 +190,10 @@ func TestDialer(t *testing.T) {
 			_ = c.Close()
 		}
 	}()
-	d := &dialer{port: 8080, lookup: func(nn types.NamespacedName) (string, bool) {
-		if nn == fn.nn {
-			return fn.addr(), true
-		}
-		return "", false
-	}}
-	client := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
-	resp, err := client.Get("http://order.saga.localhost:8080/x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	if !strings.HasPrefix(string(b), "order HTTP/1.1 GET /x host=order.saga.localhost:8080") {
-		t.Errorf("service dev URL went to %q", b)
-	}
-	// Any other *.localhost, and localhost itself, go to 127.0.0.1 on their port.
-	for _, host := range []string{"localhost", "unknown.saga.localhost", "x.localhost"} {
+	d := &dialer{}
+	// localhost and every *.localhost go to 127.0.0.1 on their port: a
+	// service's dev URL reaches the ingress, which routes by Host.
+	for _, host := range []string{"localhost", "order.saga.localhost", "unknown.saga.localhost", "X.LOCALHOST."} {
 		c, err := d.DialContext(context.Background(), "tcp", net.JoinHostPort(host, strconv.Itoa(other)))
 		if err != nil {
 			t.Errorf("dial %s: %v", host, err)
@@ -189,10 +203,6 @@ func TestDialer(t *testing.T) {
 			t.Errorf("dial %s reached %s, want %s", host, got, ln.Addr())
 		}
 		_ = c.Close()
-	}
-	// A service host on another port is not the ingress: plain loopback.
-	if _, err := d.DialContext(context.Background(), "tcp", "order.saga.localhost:"+strconv.Itoa(other)); err != nil {
-		t.Errorf("dial order on another port: %v", err)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
 	"github.com/ksaga/ksaga/internal/devbroker"
+	"github.com/ksaga/ksaga/internal/devscale"
 	"github.com/ksaga/ksaga/internal/manifest"
 )
 
@@ -104,12 +105,29 @@ func EmittedTypes(set *manifest.Set) map[string]bool {
 // a dev URL, a Broker the local data plane rejects. They are warnings
 // (CodeNotLocal); `ksaga dev` fails on them. Non-ko images are reported by
 // manifest.Check already.
+//
+// An invalid knative-serving/config-autoscaler is an error: Knative's
+// autoscaler rejects it too.
 func localProblems(set *manifest.Set) manifest.Problems {
 	var ps manifest.Problems
 	addrs := addressesOf(set, DefaultPort)
+	cm := set.ConfigMap(devscale.ConfigNamespace, devscale.ConfigName)
+	ascfg, cfgErr := devscale.ParseConfig(cm)
+	if cfgErr != nil {
+		p := manifest.Problem{Message: cfgErr.Error(), Severity: manifest.SeverityError, Code: manifest.CodeInvalid}
+		if o := set.ObjectOf(cm); o != nil {
+			p.Source, p.Object = o.Source, o.ID.String()
+		}
+		ps = append(ps, p)
+	}
 	for _, svc := range set.Services() {
 		if _, err := buildEnv(envInput{Set: set, Service: svc, Port: DefaultPort, Addrs: addrs}); err != nil {
 			ps = append(ps, localProblem(set, svc, "", err))
+		}
+		if cfgErr == nil {
+			if _, err := devscale.NewSettings(svc, ascfg, devscale.Override{}); err != nil {
+				ps = append(ps, localProblem(set, svc, "spec.template.metadata.annotations", err))
+			}
 		}
 	}
 	if len(set.Brokers()) == 0 {

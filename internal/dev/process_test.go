@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -16,8 +14,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/ksaga/ksaga/sagatest"
 )
@@ -86,42 +82,79 @@ func script(t *testing.T, body string) string {
 	return p
 }
 
-func TestSupervisorRestartsACrashedFunction(t *testing.T) {
-	var logs, stdout, stderr sagatest.Buffer
+// testSupervisor returns a supervisor whose log and output go to the
+// returned buffers.
+func testSupervisor(t *testing.T, shutdown time.Duration, b Backoff) (*supervisor, *sagatest.Buffer, *sagatest.Buffer) {
+	t.Helper()
+	var logs, out sagatest.Buffer
 	sup := &supervisor{
-		log: slog.New(slog.NewTextHandler(&logs, nil)), dir: t.TempDir(), stdout: &stdout, stderr: &stderr, width: 6,
-		backoff:         Backoff{Initial: 10 * time.Millisecond, Max: 40 * time.Millisecond, ResetAfter: time.Minute},
-		shutdownTimeout: 5 * time.Second, spawn: newSpawner(),
+		log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), dir: t.TempDir(),
+		stdout: &out, stderr: &out, width: 9, backoff: b, shutdownTimeout: shutdown, spawn: newSpawner(),
 	}
-	defer sup.spawn.close()
-	f := &function{nn: types.NamespacedName{Namespace: "saga", Name: "crashy"}, port: 1,
-		binary: script(t, `echo "started $K_SERVICE"; echo oops >&2; exit 3`), env: []string{"K_SERVICE=crashy"}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { sup.run(ctx, f); close(done) }()
+	t.Cleanup(sup.spawn.close)
+	return sup, &logs, &out
+}
 
+// runFunction attaches f to sup and asks for n replicas; the returned stop
+// ends them all and waits.
+func runFunction(t *testing.T, sup *supervisor, f *function, n int) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	f.attach(ctx, sup, &wg)
+	f.Scale(n)
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// testFunction is a function run by this test binary (testFn) on a free
+// port, with extra environment.
+func testFunction(t *testing.T, name string, env ...string) *function {
+	t.Helper()
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := stand(name, false, 30*time.Second)
+	f.binary, f.port = bin, freePortT(t)
+	f.alwaysOn = true
+	p := strconv.Itoa(f.port)
+	f.env = append([]string{testFnEnv + "=1", "PORT=" + p, "LISTEN_ADDRESS=127.0.0.1:" + p}, env...)
+	return f
+}
+
+func TestSupervisorRestartsACrashedFunction(t *testing.T) {
+	sup, logs, out := testSupervisor(t, 5*time.Second, Backoff{Initial: 10 * time.Millisecond, Max: 40 * time.Millisecond, ResetAfter: time.Minute})
+	f := stand("crashy", false, time.Second)
+	f.port, f.binary, f.env = 1, script(t, `echo "started $K_SERVICE"; echo oops >&2; exit 3`), []string{"K_SERVICE=crashy"}
+	stop := runFunction(t, sup, f, 1)
 	sagatest.Eventually(t, 10*time.Second, func() error {
-		if n := f.status().Restarts; n < 3 {
-			return fmt.Errorf("%d restarts so far", n)
+		reps, _ := f.status()
+		if len(reps) != 1 || reps[0].Restarts < 3 {
+			return fmt.Errorf("replicas so far: %+v", reps)
 		}
 		return nil
 	})
-	cancel()
-	<-done
-	if !strings.Contains(stdout.String(), "crashy | started crashy\n") {
-		t.Errorf("stdout: %q", stdout.String())
+	stop()
+	if !strings.Contains(out.String(), "crashy    | started crashy\n") {
+		t.Errorf("stdout: %q", out.String())
 	}
-	if !strings.Contains(stderr.String(), "crashy | oops\n") {
-		t.Errorf("stderr: %q", stderr.String())
+	if !strings.Contains(out.String(), "crashy    | oops\n") {
+		t.Errorf("stderr: %q", out.String())
 	}
 	l := logs.String()
-	if !strings.Contains(l, `msg="function exited; restarting" service=saga/crashy status="exit status 3"`) {
+	if !strings.Contains(l, `msg="function exited; restarting" service=saga/crashy replica=1 status="exit status 3"`) {
 		t.Errorf("no restart log with the exit status:\n%s", l)
 	}
 	for _, d := range []string{"restart_in=10ms", "restart_in=20ms", "restart_in=40ms"} {
 		if !strings.Contains(l, d) {
 			t.Errorf("no %s in:\n%s", d, l)
 		}
+	}
+	if f.pool.Ready() != 0 {
+		t.Error("a replica that never answered /readyz is in the pool")
 	}
 }
 
@@ -133,28 +166,22 @@ func TestSupervisorStopsWithSIGTERMThenSIGKILL(t *testing.T) {
 		{"ignores SIGTERM", `trap '' TERM; echo up; while :; do sleep 0.05; done`, "signal: killed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs, stdout sagatest.Buffer
-			sup := &supervisor{
-				log: slog.New(slog.NewTextHandler(&logs, nil)), dir: t.TempDir(), stdout: &stdout, stderr: &stdout,
-				backoff: DefaultBackoff(), shutdownTimeout: 300 * time.Millisecond, spawn: newSpawner(),
-			}
-			defer sup.spawn.close()
-			f := &function{nn: types.NamespacedName{Namespace: "saga", Name: "fn"}, binary: script(t, tc.body)}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { sup.run(ctx, f); close(done) }()
+			sup, logs, out := testSupervisor(t, 300*time.Millisecond, DefaultBackoff())
+			f := stand("fn", false, time.Second)
+			f.port, f.binary = 1, script(t, tc.body)
+			stop := runFunction(t, sup, f, 1)
 			sagatest.Eventually(t, 10*time.Second, func() error {
-				if !strings.Contains(stdout.String(), "up") {
+				if !strings.Contains(out.String(), "up") {
 					return fmt.Errorf("not up yet")
 				}
 				return nil
 			})
-			pid := f.status().PID
-			cancel()
-			<-done
-			st := f.status()
-			if st.State != "stopped" || st.LastExit != tc.status {
-				t.Errorf("state %q, last exit %q; want stopped, %q\n%s", st.State, st.LastExit, tc.status, logs.String())
+			reps, _ := f.status()
+			pid := reps[0].PID
+			stop()
+			reps, last := f.status()
+			if len(reps) != 0 || last.State != "stopped" || last.LastExit != tc.status {
+				t.Errorf("replicas %+v, last %+v; want none, stopped with %q\n%s", reps, last, tc.status, logs.String())
 			}
 			if processAlive(pid) {
 				t.Errorf("pid %d still alive", pid)
@@ -175,35 +202,30 @@ func processAlive(pid int) bool {
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
+// TestWaitReady: start-up waits for GET /readyz of a real process, and
+// names what is not ready when it gives up; a ready replica joins the Pool.
 func TestWaitReady(t *testing.T) {
-	var mu sync.Mutex
-	ready := false
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
-		if r.URL.Path != "/readyz" || !ready {
-			http.Error(w, "redis down", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok"))
-	}))
-	t.Cleanup(srv.Close)
-	port, _ := strconv.Atoi(srv.URL[strings.LastIndexByte(srv.URL, ':')+1:])
-	f := &function{nn: types.NamespacedName{Namespace: "saga", Name: "a"}, port: port}
-	log := slog.New(slog.DiscardHandler)
+	notReady := filepath.Join(t.TempDir(), "not-ready")
+	if err := os.WriteFile(notReady, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sup, logs, _ := testSupervisor(t, 5*time.Second, DefaultBackoff())
+	f := testFunction(t, "a", "TESTFN_NOT_READY="+notReady)
+	runFunction(t, sup, f, 1)
 
-	err := waitReady(context.Background(), log, []*function{f}, 200*time.Millisecond)
-	if err == nil || !strings.Contains(err.Error(), "saga/a (GET /readyz: 503 redis down)") {
+	err := waitReady(context.Background(), []*function{f}, 300*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "saga/a (0 of 1 ready: replica 1 running (GET /readyz: 503 redis down))") {
 		t.Errorf("not ready: err = %v", err)
 	}
-	mu.Lock()
-	ready = true
-	mu.Unlock()
-	if err := waitReady(context.Background(), log, []*function{f}, 5*time.Second); err != nil {
-		t.Errorf("ready: %v", err)
+	if err := os.Remove(notReady); err != nil {
+		t.Fatal(err)
 	}
-	if st := f.status().State; st != "ready" {
-		t.Errorf("state %q", st)
+	if err := waitReady(context.Background(), []*function{f}, 10*time.Second); err != nil {
+		t.Errorf("ready: %v\n%s", err, logs.String())
+	}
+	reps, _ := f.status()
+	if len(reps) != 1 || reps[0].State != "ready" || f.pool.Ready() != 1 {
+		t.Errorf("replicas %+v, pool %d ready", reps, f.pool.Ready())
 	}
 }
 

@@ -24,24 +24,11 @@ import (
 
 	"github.com/ksaga/ksaga/internal/devbroker"
 	"github.com/ksaga/ksaga/internal/devoidc"
+	"github.com/ksaga/ksaga/internal/devscale"
 	"github.com/ksaga/ksaga/internal/manifest"
 	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/telemetry"
 )
-
-// runtimeInfo is what the index page shows.
-type runtimeInfo struct {
-	mode, brokerClass, redis string
-	brokers                  []brokerInfo
-	functions                []*function
-}
-
-type brokerInfo struct {
-	nn       types.NamespacedName
-	url      string
-	class    string
-	triggers int
-}
 
 // devRuntime holds what Run started, so that shutdown stops exactly that.
 type devRuntime struct {
@@ -60,6 +47,8 @@ type devRuntime struct {
 	serveDone    chan error
 	stopBroker   context.CancelFunc
 	brokerDone   chan error
+	stopScalers  context.CancelFunc
+	scalersDone  sync.WaitGroup
 	shutdownOnce sync.Once
 	pinger       *pinger
 }
@@ -185,31 +174,46 @@ func (rt *devRuntime) run(ctx context.Context) error {
 		}
 	}
 	t0 := time.Now()
-	bins, err := build(ctx, cfg.Dir, binDir, slices.Collect(maps.Values(imports)))
+	bins, err := build(ctx, log, cfg.Dir, binDir, slices.Collect(maps.Values(imports)))
 	if err != nil {
 		return err
 	}
 	log.Info("built functions", "count", len(bins), "took", time.Since(t0).Round(time.Millisecond), "dir", binDir)
 
-	// 5. Functions: ports and environment.
-	fs, err := rt.functions(set, addrs, imports, bins, redisURL, redisURLs)
+	// 5. Functions: ports, environment, autoscaling. GET /metrics on the
+	// ingress: the broker's counters, the services' replicas, the fleet's
+	// in-flight and overdue sagas (read from the dev Redis) and Go's own.
+	metrics := telemetry.NewMetrics()
+	store, err := redisstore.New(rdb, redisstore.Options{})
+	if err != nil {
+		return err
+	}
+	metrics.Registry.MustRegister(telemetry.NewSagaCollector(store, store.Definitions, log))
+	fs, err := rt.functions(set, addrs, imports, bins, redisURL, redisURLs, devscale.NewMetrics(metrics.Registry))
 	if err != nil {
 		return err
 	}
 
-	// 6. The Broker, with the dialer that maps dev URLs to function ports.
+	// 6. The Broker: it delivers straight to a replica chosen by the
+	// service's Pool, which may hold a delivery while a replica starts.
 	byName := make(map[types.NamespacedName]*function, len(fs))
 	for _, f := range fs {
 		byName[f.nn] = f
 	}
-	dl := &dialer{port: port, lookup: func(nn types.NamespacedName) (string, bool) {
-		if f := byName[nn]; f != nil {
-			return f.addr(), true
-		}
-		return "", false
-	}}
+	dl := &dialer{}
 	if cfg.InstallDialer != nil {
 		cfg.InstallDialer(dl.DialContext)
+	}
+	endpoint := func(ctx context.Context, u *url.URL) (devbroker.Endpoint, error) {
+		nn, ok := serviceHost(u.Host)
+		if !ok || u.Port() != strconv.Itoa(port) || byName[nn] == nil {
+			return devbroker.Endpoint{}, nil // not a service of this ksaga dev
+		}
+		lease, err := byName[nn].pool.Acquire(ctx)
+		if err != nil {
+			return devbroker.Endpoint{}, fmt.Errorf("ksaga dev: service %s: %w", nn, err)
+		}
+		return devbroker.Endpoint{Addr: lease.Addr(), Release: lease.Release}, nil
 	}
 	// The broker traces its deliveries when OTEL_* (passed on to the
 	// functions too) names an endpoint: its spans join each saga's trace.
@@ -221,20 +225,13 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	}
 	tracing := telemetry.NewTracing(ctx, "ksaga-dev", func(k string) string { return passed[k] }, log)
 	defer func() { _ = tracing.Shutdown(context.WithoutCancel(ctx)) }()
-	// GET /metrics on the ingress: the broker's counters, the fleet's
-	// in-flight and overdue sagas (read from the dev Redis) and Go's own.
-	metrics := telemetry.NewMetrics()
-	store, err := redisstore.New(rdb, redisstore.Options{})
-	if err != nil {
-		return err
-	}
-	metrics.Registry.MustRegister(telemetry.NewSagaCollector(store, store.Definitions, log))
 	bcfg := devbroker.Config{
 		Redis: rdb, Brokers: set.Brokers(), Triggers: set.Triggers(),
 		Resolve: addrs.Resolver(), IngressURL: addrs.BrokerURL,
 		Logger: log, Consumer: devbroker.DefaultConsumer, DrainTimeout: cfg.DrainTimeout, // a stable name: pending entries survive restarts
 		DuplicateDeliveries: cfg.DuplicateDeliveries,
 		Observer:            newBrokerMetrics(metrics.Registry),
+		Endpoint:            endpoint,
 	}
 	if tracing.Enabled {
 		bcfg.TracerProvider = tracing.Provider
@@ -249,7 +246,7 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
-	info := &runtimeInfo{mode: mode, brokerClass: class, redis: redisDesc, functions: fs}
+	info := &runtimeInfo{mode: mode, brokerClass: class, redis: redisDesc, scale: string(cfg.Scale), functions: fs}
 	for _, b := range set.Brokers() {
 		nn := types.NamespacedName{Namespace: b.Namespace, Name: b.Name}
 		n := 0
@@ -268,8 +265,10 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	if rt.oidc != nil {
 		in.oidc = rt.oidc.issuer.Handler()
 	}
+	in.status = func() any { return servicesStatus(info) }
 	rt.in = in
-	rt.srv = &http.Server{Handler: in, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	// No write timeout: responses may stream (gRPC, server-sent events).
+	rt.srv = &http.Server{Handler: in, ReadHeaderTimeout: ReadHeaderTimeout, IdleTimeout: IdleTimeout}
 	rt.srv.Protocols = new(http.Protocols)
 	rt.srv.Protocols.SetHTTP1(true)
 	rt.srv.Protocols.SetUnencryptedHTTP2(true)
@@ -277,11 +276,12 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	go func() { rt.serveDone <- rt.srv.Serve(ln) }()
 	log.Info("ingress listening", "addr", ln.Addr().String(), "index", "http://localhost:"+strconv.Itoa(port)+"/")
 
-	// 8. Start the functions and wait until they are ready.
+	// 8. Start the functions (each with its initial scale, then under its
+	// autoscaler) and wait until they are ready.
 	rt.spawn = newSpawner()
 	width := 0
 	for _, f := range fs {
-		width = max(width, len(f.nn.Name))
+		width = max(width, len(f.nn.Name)+3) // "#2" for a second replica
 	}
 	sup := &supervisor{log: log, dir: cfg.Dir, stdout: cfg.Stdout, stderr: cfg.Stderr, width: width,
 		backoff: cfg.Backoff, shutdownTimeout: cfg.ShutdownTimeout, spawn: rt.spawn}
@@ -290,11 +290,24 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	if rt.oidc != nil {
 		rt.funcsDone.Go(func() { rt.oidc.run(fctx) })
 	}
+	sctx, stopScalers := context.WithCancel(fctx)
+	rt.stopScalers = stopScalers
 	for _, f := range fs {
-		log.Info("service", "service", f.nn.String(), "url", f.url.String(), "h2c", f.h2c, "import", f.importPath)
-		rt.funcsDone.Go(func() { sup.run(fctx, f) })
+		f.attach(fctx, sup, &rt.funcsDone)
+		args := []any{"service", f.nn.String(), "url", f.url.String(), "h2c", f.h2c, "import", f.importPath}
+		if s := f.settings; f.scaler != nil {
+			args = append(args, "metric", s.MetricName(), "target", roundTo(s.Target(), 3), "container_concurrency", s.ContainerConcurrency,
+				"min_scale", s.Min, "max_scale", s.Max, "initial_scale", s.Initial, "stable_window", s.Metric.Spec.StableWindow,
+				"retention", s.Retention)
+		}
+		log.Info("service", args...)
+		if f.scaler != nil {
+			rt.scalersDone.Go(func() { f.scaler.Run(sctx) })
+		} else {
+			f.Scale(1)
+		}
 	}
-	if err := waitReady(ctx, log, fs, cfg.ReadyTimeout); err != nil {
+	if err := waitReady(ctx, fs, cfg.ReadyTimeout); err != nil {
 		if ctx.Err() != nil {
 			return nil // interrupted during start-up
 		}
@@ -338,9 +351,10 @@ func (rt *devRuntime) run(ctx context.Context) error {
 // shutdown stops what run started, in this order: the broker ingress stops
 // accepting events (503, which senders retry); the Broker stops reading and
 // drains its in-flight deliveries, while the functions and their routes on
-// the ingress still run, so that a delivery and the calls it makes can
-// finish; the ingress server stops; every function gets SIGTERM (SIGKILL
-// after ShutdownTimeout) and is reaped; Redis is closed. Whatever was
+// the ingress still run (and still scale: a delivery to a service at zero
+// starts it), so that a delivery and the calls it makes can finish; the
+// ingress server stops; the autoscalers stop; every replica gets SIGTERM
+// (SIGKILL after ShutdownTimeout) and is reaped; Redis is closed. Whatever was
 // accepted but not delivered stays in Redis for the next start.
 func (rt *devRuntime) shutdown() {
 	rt.shutdownOnce.Do(func() {
@@ -372,6 +386,10 @@ func (rt *devRuntime) shutdown() {
 					rt.log.Error("ingress", "error", err)
 				}
 			}
+		}
+		if rt.stopScalers != nil {
+			rt.stopScalers()
+			rt.scalersDone.Wait()
 		}
 		if rt.stopFuncs != nil {
 			rt.stopFuncs()
@@ -449,10 +467,22 @@ func runnable(set *manifest.Set) (map[types.NamespacedName]string, error) {
 	return out, errors.Join(errs...)
 }
 
-// functions prepares one function per Knative Service: a free port (kept
-// across restarts) and its environment.
+// functions prepares one function per Knative Service: a free port for its
+// first replica, its environment, its autoscaling settings (the Service's
+// annotations and the manifests' config-autoscaler, through Knative's
+// code) and its Pool.
 func (rt *devRuntime) functions(set *manifest.Set, addrs *Addresses, imports map[types.NamespacedName]string,
-	bins map[string]string, redisURL string, redisURLs map[string]string) ([]*function, error) {
+	bins map[string]string, redisURL string, redisURLs map[string]string, sm *devscale.Metrics) ([]*function, error) {
+	ascfg, err := devscale.ParseConfig(set.ConfigMap(devscale.ConfigNamespace, devscale.ConfigName))
+	if err != nil {
+		return nil, err
+	}
+	if set.ConfigMap(devscale.ConfigNamespace, devscale.ConfigName) != nil {
+		rt.log.Info("autoscaling: config-autoscaler from the manifests", "namespace", devscale.ConfigNamespace)
+	}
+	if rt.cfg.ScaleWindow > 0 {
+		rt.log.Warn("autoscaling: every stable window is shortened (--scale-window); retention, scale-down delay and grace period are capped by it", "window", rt.cfg.ScaleWindow)
+	}
 	svcs := set.Services()
 	ports, err := freePorts(len(svcs))
 	if err != nil {
@@ -485,12 +515,36 @@ func (rt *devRuntime) functions(set *manifest.Set, addrs *Addresses, imports map
 		if len(env.SinkBindings) > 1 {
 			rt.log.Warn("several SinkBindings have this Service as subject; the last one's K_SINK wins", "service", nn.String(), "sinkbindings", strings.Join(env.SinkBindings, ", "))
 		}
-		fs = append(fs, &function{
+		settings, err := devscale.NewSettings(svc, ascfg, devscale.Override{Window: rt.cfg.ScaleWindow})
+		if err != nil {
+			return nil, err
+		}
+		f := &function{
 			nn: nn, importPath: imports[nn], binary: bins[imports[nn]], port: ports[i], h2c: h2c,
-			env: env.Env, url: addrs.ServiceURL(nn.Namespace, nn.Name), state: "starting",
-		})
+			env: env.Env, url: addrs.ServiceURL(nn.Namespace, nn.Name), settings: settings,
+			alwaysOn: rt.cfg.Scale == ScaleAlwaysOn,
+		}
+		if f.alwaysOn {
+			f.pool = devscale.NewPool(devscale.PoolConfig{HoldTimeout: settings.Timeout})
+		} else {
+			if !settings.KPA {
+				rt.log.Warn("autoscaling: not the KPA class; ksaga dev keeps the initial replicas (it does not measure CPU)", "service", nn.String(), "class", settings.PA.Class())
+			}
+			f.scaler, f.pool = devscale.NewAutoscaler(devscale.AutoscalerConfig{Settings: settings, Target: f, Logger: rt.log,
+				Metrics: sm, DecideInterval: decideInterval(rt.cfg.ScaleWindow)})
+		}
+		fs = append(fs, f)
 	}
 	return fs, nil
+}
+
+// decideInterval is Knative's 2 s, or shorter for a window shortened below
+// Knative's minimum of 6 s.
+func decideInterval(window time.Duration) time.Duration {
+	if window > 0 && window < 6*time.Second {
+		return max(window/4, 100*time.Millisecond)
+	}
+	return devscale.DecideInterval
 }
 
 // freePorts returns n distinct free loopback ports (all are held open until

@@ -208,3 +208,26 @@ func TestEmittedTypes(t *testing.T) {
 		t.Error("no annotations should mean unknown (nil)")
 	}
 }
+
+// TestValidateConfigAutoscaler: the manifests' config-autoscaler is parsed
+// with Knative's code, which rejects what Knative's autoscaler would.
+func TestValidateConfigAutoscaler(t *testing.T) {
+	dir := copyProject(t)
+	write(t, filepath.Join(dir, "manifests", "99-config-autoscaler.yaml"), `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: config-autoscaler
+  namespace: knative-serving
+data:
+  stable-window: "2s"
+`)
+	r, err := Validate("copy", []string{filepath.Join(dir, BrokersDir, "mt-channel"), filepath.Join(dir, TriggersDir, "choreography"), filepath.Join(dir, ManifestsDir)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	r.Write(&out)
+	if r.Errors() == 0 || !strings.Contains(out.String(), "99-config-autoscaler.yaml:1: ConfigMap knative-serving/config-autoscaler: knative-serving/config-autoscaler: stable-window = 2s, must be in [6s; 1h0m0s] range") {
+		t.Errorf("report:\n%s", out.String())
+	}
+}

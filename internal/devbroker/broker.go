@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -116,6 +117,21 @@ type Config struct {
 	// Auth, if set, authenticates and authorizes senders and gives
 	// deliveries their tokens (see Auth). Nil: no sender identity.
 	Auth Auth
+	// Endpoint, if set, is asked before every delivery attempt to an http
+	// subscriber where to connect; it may hold the attempt (ksaga dev
+	// starts a process for a service at zero, or waits for a replica
+	// below its containerConcurrency, as Knative's activator does). The
+	// attempt's timeout starts once it answers; its error fails the
+	// attempt like a 503. Dead letters and other schemes are not asked.
+	Endpoint func(ctx context.Context, subscriber *url.URL) (Endpoint, error)
+}
+
+// Endpoint is where one delivery attempt goes: Addr (host:port) instead of
+// the subscriber URL's host, or the URL's host when Addr is empty. Release,
+// if set, is called once the attempt's response has been read.
+type Endpoint struct {
+	Addr    string
+	Release func()
 }
 
 // Broker is the local data plane for a set of Knative Brokers and Triggers:
@@ -136,6 +152,7 @@ type Broker struct {
 	client      *http.Client              // deliveries to other subscribers
 	tracer      trace.Tracer
 	tracing     bool // a TracerProvider was given: one span per delivery
+	endpoint    func(ctx context.Context, subscriber *url.URL) (Endpoint, error)
 	ttl         client.EventDefaulter
 	maxInFlight int
 	auth        Auth // nil: no sender identity
@@ -201,6 +218,7 @@ func New(cfg Config) (*Broker, error) {
 		brokers:  make(map[types.NamespacedName]*brokerState, len(cfg.Brokers)),
 		copies:   1,
 		auth:     cfg.Auth,
+		endpoint: cfg.Endpoint,
 	}
 	if cfg.DuplicateDeliveries {
 		b.copies = 2

@@ -51,14 +51,13 @@ func newConnPool(dial func(ctx context.Context, network, addr string) (net.Conn,
 	return &connPool{dial: dial, maxIdle: maxIdle, idleTimeout: 60 * time.Second, maxBody: maxBody, idle: map[string][]*pconn{}}
 }
 
-// post sends one POST and returns the response with its body read into
-// memory (at most maxBody+1 bytes). A request that fails on a reused
+// post sends one POST for u to addr (host:port) and returns the response
+// with its body read into memory (at most maxBody+1 bytes). A request that fails on a reused
 // connection before any byte of a response arrived is sent once more on a
 // new connection: the subscriber closed the idle connection, so it did not
 // process the request (and if it did, at-least-once delivery allows the
 // duplicate).
-func (p *connPool) post(ctx context.Context, u *url.URL, header http.Header, body []byte) (*http.Response, error) {
-	addr := hostPort(u)
+func (p *connPool) post(ctx context.Context, addr string, u *url.URL, header http.Header, body []byte) (*http.Response, error) {
 	for try := 0; ; try++ {
 		pc, reused, err := p.get(ctx, addr)
 		if err != nil {

@@ -71,7 +71,7 @@ func TestConnPoolReusesConnections(t *testing.T) {
 	ctx := context.Background()
 	for i, q := range []string{"", "?chunked=1", "", "?chunked=1", ""} {
 		hdr := http.Header{"Ce-Id": {"id-" + q}}
-		resp, err := p.post(ctx, mustURL(t, srv.URL+"/path"+q), hdr, []byte("hello world"))
+		resp, err := p.post(ctx, hostPort(mustURL(t, srv.URL+"/path"+q)), mustURL(t, srv.URL+"/path"+q), hdr, []byte("hello world"))
 		if err != nil {
 			t.Fatalf("post %d: %v", i, err)
 		}
@@ -90,7 +90,7 @@ func TestConnPoolReusesConnections(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 50 {
-				resp, err := p.post(ctx, mustURL(t, srv.URL), nil, []byte("x"))
+				resp, err := p.post(ctx, hostPort(mustURL(t, srv.URL)), mustURL(t, srv.URL), nil, []byte("x"))
 				if err != nil || resp.StatusCode != 200 {
 					t.Errorf("post: %v", err)
 					return
@@ -136,7 +136,7 @@ func TestConnPoolSubscriberClosedIdleConnection(t *testing.T) {
 	p := newConnPool(nil, 16, 1<<20)
 	u := mustURL(t, "http://"+ln.Addr().String()+"/")
 	for i := range 5 {
-		resp, err := p.post(context.Background(), u, nil, []byte("x"))
+		resp, err := p.post(context.Background(), hostPort(u), u, nil, []byte("x"))
 		if err != nil {
 			t.Fatalf("post %d: %v", i, err)
 		}
@@ -167,7 +167,7 @@ func TestConnPoolDoesNotReuse(t *testing.T) {
 	p := newConnPool(nil, 16, 64)
 	ctx := context.Background()
 	post := func(path string) string {
-		resp, err := p.post(ctx, mustURL(t, srv.URL+path), nil, nil)
+		resp, err := p.post(ctx, hostPort(mustURL(t, srv.URL+path)), mustURL(t, srv.URL+path), nil, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
@@ -205,7 +205,7 @@ func TestConnPoolDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := p.post(ctx, mustURL(t, srv.URL), nil, []byte("x"))
+	_, err := p.post(ctx, hostPort(mustURL(t, srv.URL)), mustURL(t, srv.URL), nil, []byte("x"))
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want context.DeadlineExceeded", err)
 	}
@@ -248,7 +248,7 @@ func BenchmarkSubscriberPost(b *testing.B) {
 	b.Run("connPool", func(b *testing.B) {
 		p := newConnPool(nil, maxIdleConnsPerHost, 1<<20)
 		defer p.closeIdle()
-		run(b, func(ctx context.Context) (*http.Response, error) { return p.post(ctx, u, hdr, body) })
+		run(b, func(ctx context.Context) (*http.Response, error) { return p.post(ctx, hostPort(u), u, hdr, body) })
 	})
 	b.Run("net-http", func(b *testing.B) {
 		tr := http.DefaultTransport.(*http.Transport).Clone()

@@ -144,6 +144,14 @@
 // the subscriber's response; without trace headers in the response it
 // keeps the trace context of the event it answers.
 //
+// Placement. With Config.Endpoint, each attempt to an http subscriber asks
+// where to connect (ksaga dev: a replica of the Knative Service, chosen and
+// possibly held by its activator stand-in). The attempt's timeout starts
+// once the endpoint is known, so a hold (a service starting from zero) is
+// not a failed attempt; in a cluster the activator's hold counts in the
+// Trigger's timeout. An endpoint that cannot be had fails the attempt like
+// the activator's 503.
+//
 // Not implemented: OIDC sender identity and EventPolicy (no 401/403),
 // transport encryption settings, EventType auto-creation, the "broker not
 // ready" 500 (every configured broker is ready), runtime changes of

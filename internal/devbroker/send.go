@@ -53,11 +53,20 @@ func (b *Broker) send(ctx context.Context, e *entry, t *triggerState) (*sendResu
 	rc := t.retry
 	u := t.subscriber.URL.URL()
 	for attempt := 0; ; attempt++ {
+		ep, err := b.acquire(ctx, u)
 		actx, cancel := ctx, context.CancelFunc(func() {})
 		if rc.RequestTimeout > 0 {
 			actx, cancel = context.WithTimeout(ctx, rc.RequestTimeout)
 		}
-		resp, err := b.post(actx, u, headers, body)
+		var resp *http.Response
+		if err == nil {
+			resp, err = b.post(actx, u, ep.Addr, headers, body)
+			if ep.Release != nil {
+				ep.Release()
+			}
+		} else if ctx.Err() == nil {
+			resp, err = unavailable(err), nil
+		}
 		retry, cerr := rc.CheckRetry(actx, resp, err)
 		if cerr != nil {
 			retry = false
@@ -89,11 +98,32 @@ func (b *Broker) send(ctx context.Context, e *entry, t *triggerState) (*sendResu
 	}
 }
 
+// acquire asks Config.Endpoint where an attempt to an http subscriber goes.
+func (b *Broker) acquire(ctx context.Context, u *url.URL) (Endpoint, error) {
+	if b.endpoint == nil || u.Scheme != "http" {
+		return Endpoint{}, nil
+	}
+	return b.endpoint(ctx, u)
+}
+
+// unavailable is the answer of an attempt that Config.Endpoint could not
+// place: a 503 with the reason, as Knative's activator answers.
+func unavailable(err error) *http.Response {
+	body := []byte(err.Error())
+	return &http.Response{StatusCode: http.StatusServiceUnavailable, Status: "503 Service Unavailable",
+		Header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, ContentLength: int64(len(body)),
+		Body: io.NopCloser(bytes.NewReader(body)), Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}
+}
+
 // post is one attempt: over the broker's own connections for http
-// subscribers, through net/http for the rest.
-func (b *Broker) post(ctx context.Context, u *url.URL, headers http.Header, body []byte) (*http.Response, error) {
+// subscribers (to addr instead of the URL's host when addr is set),
+// through net/http for the rest.
+func (b *Broker) post(ctx context.Context, u *url.URL, addr string, headers http.Header, body []byte) (*http.Response, error) {
 	if u.Scheme == "http" {
-		return b.conns.post(ctx, u, headers, body)
+		if addr == "" {
+			addr = hostPort(u)
+		}
+		return b.conns.post(ctx, addr, u, headers, body)
 	}
 	req := &http.Request{Method: http.MethodPost, URL: u, Host: u.Host, Header: headers.Clone(),
 		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),

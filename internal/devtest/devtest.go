@@ -185,7 +185,8 @@ func (d *Dev) post(t testing.TB, url, host string, e event.Event, structured boo
 	return resp.StatusCode
 }
 
-// Lines returns the JSON lines a service logged ("<service> | {...}").
+// Lines returns the JSON lines a service logged ("<service> | {...}", or
+// "<service>#<n> | {...}" from its replica n > 1).
 func (d *Dev) Lines(t testing.TB, service string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
@@ -193,7 +194,8 @@ func (d *Dev) Lines(t testing.TB, service string) []map[string]any {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		name, rest, ok := strings.Cut(sc.Text(), "|")
-		if !ok || strings.TrimSpace(name) != service {
+		name, _, _ = strings.Cut(strings.TrimSpace(name), "#") // "payment#2": a second replica
+		if !ok || name != service {
 			continue
 		}
 		var m map[string]any
