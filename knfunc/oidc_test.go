@@ -21,9 +21,9 @@ import (
 	jose "github.com/go-jose/go-jose/v3"
 	"github.com/go-jose/go-jose/v3/jwt"
 
-	"github.com/ksaga/ksaga/sagatest"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/knfunc"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 // issuer is a real OIDC issuer over HTTP for the tests: a discovery

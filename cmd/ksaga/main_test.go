@@ -26,7 +26,7 @@ func TestParseDevFlagsDefaults(t *testing.T) {
 	}
 	c := d.cfg
 	if c.Port != 8080 || c.Mode != "choreography" || c.BrokerClass != "mt-channel" || c.RedisURL != "" ||
-		!c.Seed || c.FaultInjection || len(c.Paths) != 0 || len(c.Env) != 0 || d.logLevel != slog.LevelInfo ||
+		c.Seed != "" || c.FaultInjection || len(c.Paths) != 0 || len(c.Env) != 0 || d.logLevel != slog.LevelInfo ||
 		c.Scale != dev.ScaleKnative || c.ScaleWindow != 0 {
 		t.Errorf("defaults: %+v, level %v", c, d.logLevel)
 	}
@@ -39,7 +39,7 @@ func TestParseDevFlags(t *testing.T) {
 	var stderr bytes.Buffer
 	d, err := parseDevFlags([]string{
 		"-f", "a.yaml", "--f=dir", "--port", "0", "--mode", "orchestration", "--broker=kafka",
-		"--redis-url", "redis://127.0.0.1:6379/1", "--seed=false", "--fault-injection",
+		"--redis-url", "redis://127.0.0.1:6379/1", "--seed", "deploy/demo/seed.redis", "--fault-injection",
 		"--env", "A=1", "--env=B=x=y", "--log-level", "debug", "--scale=always-on", "--scale-window", "3s",
 	}, &stderr)
 	if err != nil {
@@ -47,7 +47,7 @@ func TestParseDevFlags(t *testing.T) {
 	}
 	c := d.cfg
 	if !slices.Equal(c.Paths, []string{"a.yaml", "dir"}) || c.Port != 0 || c.Mode != "orchestration" || c.BrokerClass != "kafka" ||
-		c.RedisURL != "redis://127.0.0.1:6379/1" || c.Seed || !c.FaultInjection ||
+		c.RedisURL != "redis://127.0.0.1:6379/1" || c.Seed != "deploy/demo/seed.redis" || !c.FaultInjection ||
 		!slices.Equal(c.Env, []string{"A=1", "B=x=y"}) || d.logLevel != slog.LevelDebug ||
 		c.Scale != dev.ScaleAlwaysOn || c.ScaleWindow != 3*time.Second {
 		t.Errorf("parsed: %+v, level %v", c, d.logLevel)
