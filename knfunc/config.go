@@ -45,6 +45,9 @@ type Config struct {
 	// SagaTimeout is KSAGA_SAGA_TIMEOUT: overrides the saga definition's
 	// timeout for the sagas this function starts (default: the definition's).
 	SagaTimeout time.Duration
+	// NudgeAfter is KSAGA_NUDGE_AFTER: how long a saga may wait on an event
+	// before the deadline sweeper sends it again (default 30s).
+	NudgeAfter time.Duration
 	// MaxBodyBytes is KSAGA_MAX_BODY_BYTES: larger requests get 413 (default 4 MiB).
 	MaxBodyBytes int64
 	// FaultInjection is KSAGA_FAULT_INJECTION=true: events fail on demand, for
@@ -107,6 +110,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		// the moment it finishes.
 		{"KSAGA_RETENTION", &c.Retention, time.Second},
 		{"KSAGA_SAGA_TIMEOUT", &c.SagaTimeout, 0},
+		{"KSAGA_NUDGE_AFTER", &c.NudgeAfter, 0},
 	} {
 		if v := getenv(d.name); v != "" {
 			dur, err := time.ParseDuration(v)

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/ksaga/ksaga/ops"
 	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
 	"github.com/ksaga/ksaga/telemetry"
@@ -66,6 +67,19 @@ func (e *Env) Source() string {
 	return "/ksaga/" + e.Config.Service
 }
 
+// Operator returns the generic operations of sagas for a function that
+// serves them (ops needs no more than this Env gives): its store, its
+// Broker sink (if bound), its source, and the KSAGA_SAGA_TIMEOUT and
+// KSAGA_NUDGE_AFTER settings.
+func (e *Env) Operator(sagas *ops.Registry) *ops.Operator {
+	op := &ops.Operator{Sagas: sagas, Store: e.Store, Source: e.Source(), Logger: e.Logger,
+		Timeout: e.Config.SagaTimeout, Nudge: e.Config.NudgeAfter}
+	if e.Sink != nil {
+		op.Sink = e.Sink
+	}
+	return op
+}
+
 // Step returns a Function serving one step of a saga: a saga.Participant
 // running actions for def, its replies from Source, new sagas' deadlines
 // from def (or KSAGA_SAGA_TIMEOUT).
@@ -80,7 +94,7 @@ func (e *Env) Step(def *saga.Definition, actions saga.Actions) (*Function, error
 // Participant returns the saga.Participant of Step, for a function that
 // serves more than one step.
 func (e *Env) Participant(def *saga.Definition, actions saga.Actions) (*saga.Participant, error) {
-	o := saga.ParticipantOptions{Source: e.Source(), Store: e.Store, Logger: e.Logger, Timeout: e.Config.SagaTimeout}
+	o := saga.ParticipantOptions{Source: e.Source(), Store: e.Store, Logger: e.Logger, Timeout: e.Config.SagaTimeout, Nudge: e.Config.NudgeAfter}
 	if e.Config.FaultInjection {
 		// faults fail admitted events only: forged ones are still refused
 		o.Before = func(ctx context.Context, in saga.Input) error {

@@ -134,7 +134,7 @@ func (d *DeadLetters) decide(def *saga.Definition, rec saga.State, e event.Event
 		// notification sent with it): the destination, code and body stay
 		// with the dead letter and in the log.
 		c.Success = saga.Move{Outcome: saga.OutcomeFailed, Status: saga.StatusCompensating, Reason: "the " + s.Name + " step could not be reached",
-			Emit: &saga.Emit{Type: s.Failed, ID: saga.ReplyID(e.Source(), e.ID(), s.Failed), Source: d.op.Source}, Due: now.Add(saga.NudgeAfter)}
+			Emit: &saga.Emit{Type: s.Failed, ID: saga.ReplyID(e.Source(), e.ID(), s.Failed), Source: d.op.Source}, Due: now.Add(d.op.nudge())}
 		if len(rec.Compensate) == 0 {
 			c.Success.Status, c.Success.Due = saga.StatusCompensated, time.Time{}
 		}

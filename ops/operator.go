@@ -118,6 +118,16 @@ type Operator struct {
 	// Timeout overrides the definitions' saga timeout for the sagas Accept
 	// records (0: the definition's).
 	Timeout time.Duration
+	// Nudge is how long a saga may wait on an event before the sweeper
+	// sends it again (0: saga.NudgeAfter).
+	Nudge time.Duration
+}
+
+func (o *Operator) nudge() time.Duration {
+	if o.Nudge > 0 {
+		return o.Nudge
+	}
+	return saga.NudgeAfter
 }
 
 // Errors of operator actions, which an API maps to HTTP statuses.
@@ -234,7 +244,7 @@ func (o *Operator) Abort(ctx context.Context, sagaID string, cause Cause, actor 
 		in := saga.EventRef{Source: o.Source, ID: cause.Name + "-" + sagaID, Type: cause.Type}
 		now := o.now()
 		why := reason(s.Name)
-		m := saga.Move{Outcome: cause.Outcome, Status: saga.StatusCompensating, Reason: why, Due: now.Add(saga.NudgeAfter)}
+		m := saga.Move{Outcome: cause.Outcome, Status: saga.StatusCompensating, Reason: why, Due: now.Add(o.nudge())}
 		if len(rec.Compensate) == 0 {
 			m.Status, m.Due = saga.StatusCompensated, time.Time{}
 		}
@@ -296,7 +306,7 @@ func (o *Operator) Redrive(ctx context.Context, sagaID, actor string) (*saga.Emi
 		Version: rec.Version, Allow: []saga.Status{saga.StatusCompensationFailed}, Step: f.Step,
 		Success: saga.Move{Outcome: OutcomeRedriven, Status: saga.StatusCompensating, Reason: reason, FailedStep: failedStep,
 			Emit: &saga.Emit{Type: f.EventType, ID: saga.ReplyID(in.Source, in.ID, f.EventType), Source: o.Source},
-			Due:  o.now().Add(saga.NudgeAfter)}})
+			Due:  o.now().Add(o.nudge())}})
 	if err != nil {
 		return nil, err
 	}
@@ -361,7 +371,7 @@ func (o *Operator) Accept(ctx context.Context, def *saga.Definition, sagaID, key
 	res, err := o.Store.Apply(ctx, saga.Change{SagaID: sagaID, Saga: def.Name, Key: key, Event: in,
 		Create: &saga.Create{Saga: def.Name, Key: key, Data: data, Deadline: deadline, Accept: true},
 		Step:   def.Steps[0].Name,
-		Success: saga.Move{Outcome: "accepted", Status: saga.StatusAccepted, Due: saga.DueAwaiting(def, 0, deadline, now),
+		Success: saga.Move{Outcome: "accepted", Status: saga.StatusAccepted, Due: saga.DueAwaiting(def, 0, deadline, now, o.Nudge),
 			Emit: &saga.Emit{Type: start.Type(), ID: start.ID(), Source: start.Source(), Data: data}}})
 	if err == nil && res.Reply != nil {
 		start.SetExtension(saga.ExtSagaVersion, strconv.FormatInt(res.Reply.Version, 10))

@@ -157,13 +157,13 @@ func (s *Sweeper) sweepOne(ctx context.Context, id string, now time.Time) (bool,
 		if err := s.op.Resend(ctx, rec); err != nil {
 			return false, err
 		}
-		due := now.Add(saga.NudgeAfter)
+		due := now.Add(s.op.nudge())
 		if rec.Status == saga.StatusRunning || rec.Status == saga.StatusAccepted {
 			i, _ := d.Awaited(rec.Compensate)
 			if rec.Status == saga.StatusAccepted {
 				i = 0
 			}
-			due = saga.DueAwaiting(d, i, rec.Deadline, now)
+			due = saga.DueAwaiting(d, i, rec.Deadline, now, s.op.Nudge)
 			if sd := saga.StepDeadline(d, i, rec.UpdatedAt); !sd.IsZero() && sd.Before(due) {
 				due = sd
 			}

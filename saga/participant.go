@@ -40,6 +40,7 @@ type Participant struct {
 	logger  *slog.Logger
 	now     func() time.Time
 	timeout time.Duration
+	nudge   time.Duration
 	before  func(ctx context.Context, in Input) error
 }
 
@@ -52,7 +53,10 @@ type ParticipantOptions struct {
 	// Timeout overrides the Definition's saga timeout for sagas this
 	// participant starts (0: the Definition's).
 	Timeout time.Duration
-	Now     func() time.Time // nil: time.Now
+	// Nudge is how long a saga may wait on an event before the deadline
+	// sweeper sends it again (0: NudgeAfter).
+	Nudge time.Duration
+	Now   func() time.Time // nil: time.Now
 	// Before, if set, runs once an event is admitted, before its action:
 	// an error fails the delivery as the action's would (knfunc's fault
 	// injection uses it, so that forged events are still refused).
@@ -83,7 +87,7 @@ func NewParticipant(def *Definition, actions Actions, o ParticipantOptions) (*Pa
 	if o.Source == "" || o.Store == nil {
 		return nil, errors.New("saga: a participant needs a Source and a Store")
 	}
-	p := &Participant{def: def, actions: actions, source: o.Source, store: o.Store, logger: o.Logger, now: o.Now, timeout: o.Timeout, before: o.Before}
+	p := &Participant{def: def, actions: actions, source: o.Source, store: o.Store, logger: o.Logger, now: o.Now, timeout: o.Timeout, nudge: o.Nudge, before: o.Before}
 	if p.logger == nil {
 		p.logger = slog.Default()
 	}
@@ -92,6 +96,9 @@ func NewParticipant(def *Definition, actions Actions, o ParticipantOptions) (*Pa
 	}
 	if p.timeout <= 0 {
 		p.timeout = time.Duration(def.Timeout)
+	}
+	if p.nudge <= 0 {
+		p.nudge = NudgeAfter
 	}
 	return p, nil
 }
@@ -388,7 +395,7 @@ func (p *Participant) change(rec State, e event.Event, route Route, t Transition
 		}
 		// A failure leaves the completed steps to undo: with none, the
 		// saga has compensated at once.
-		fail := Move{Outcome: failOutcome, Status: StatusCompensating, Reason: t.Fail, Emit: emit(s.Failed), Due: now.Add(NudgeAfter)}
+		fail := Move{Outcome: failOutcome, Status: StatusCompensating, Reason: t.Fail, Emit: emit(s.Failed), Due: now.Add(p.nudge)}
 		if len(rec.Compensate) == 0 {
 			fail.Status, fail.Due = StatusCompensated, time.Time{}
 		}
@@ -399,7 +406,7 @@ func (p *Participant) change(rec State, e event.Event, route Route, t Transition
 			return Change{}, fmt.Errorf("saga %q step %s: a compensation cannot fail; return an error to have it retried", p.def.Name, s.Name)
 		}
 		c.Allow = []Status{StatusCompensating}
-		c.Success = Move{Outcome: t.Outcome, Pop: s.Name, Status: StatusCompensating, Output: out, Emit: emit(s.Compensated), Due: now.Add(NudgeAfter)}
+		c.Success = Move{Outcome: t.Outcome, Pop: s.Name, Status: StatusCompensating, Output: out, Emit: emit(s.Compensated), Due: now.Add(p.nudge)}
 		if len(rec.Compensate) == 1 {
 			c.Success.Status, c.Success.Due = StatusCompensated, time.Time{}
 		}
@@ -413,23 +420,26 @@ func (p *Participant) change(rec State, e event.Event, route Route, t Transition
 	return c, nil
 }
 
-// NudgeAfter is how long a compensating saga may wait on its next event
-// before the deadline sweeper sends it again (a reply lost between a step
-// and the broker).
+// NudgeAfter is how long a saga may wait on its next event before the
+// deadline sweeper sends it again (an event or a reply lost between a step
+// and the broker), unless configured otherwise (KSAGA_NUDGE_AFTER).
 const NudgeAfter = 30 * time.Second
 
 // dueAwaiting is when the deadline sweeper should look at a running saga
 // that waits on step i from now.
 func (p *Participant) dueAwaiting(i int, deadline, now time.Time) time.Time {
-	return DueAwaiting(p.def, i, deadline, now)
+	return DueAwaiting(p.def, i, deadline, now, p.nudge)
 }
 
 // DueAwaiting is when the deadline sweeper should look at a running saga
-// of def that waits on step i from now: NudgeAfter from now (to send the
-// awaited event again if it was lost), or earlier at the saga's deadline or
-// the step's own timeout.
-func DueAwaiting(def *Definition, i int, deadline, now time.Time) time.Time {
-	due := now.Add(NudgeAfter)
+// of def that waits on step i from now: nudge from now (to send the
+// awaited event again if it was lost; 0 means NudgeAfter), or earlier at
+// the saga's deadline or the step's own timeout.
+func DueAwaiting(def *Definition, i int, deadline, now time.Time, nudge time.Duration) time.Time {
+	if nudge <= 0 {
+		nudge = NudgeAfter
+	}
+	due := now.Add(nudge)
 	if i >= 0 && i < len(def.Steps) {
 		if t := time.Duration(def.Steps[i].Timeout); t > 0 && now.Add(t).Before(due) {
 			due = now.Add(t)

@@ -25,10 +25,7 @@ func setup(_ context.Context, env *knfunc.Env) (*knfunc.Function, error) {
 	if err != nil {
 		return nil, err
 	}
-	op := &ops.Operator{Sagas: sagas, Store: env.Store, Source: env.Source(), Logger: env.Logger}
-	if env.Sink != nil {
-		op.Sink = env.Sink
-	}
+	op := env.Operator(sagas)
 	api := &ops.API{Op: op, TraceURL: env.Getenv("KSAGA_TRACE_URL")}
 	if token := env.Getenv("KSAGA_CONSOLE_TOKEN"); token != "" {
 		api.Authorize = tokenAuth(token)

@@ -18,27 +18,13 @@ import (
 func main() { knfunc.Main(setup) }
 
 func setup(_ context.Context, env *knfunc.Env) (*knfunc.Function, error) {
-	op, err := operator(env)
-	if err != nil {
-		return nil, err
-	}
-	dl, err := ops.NewDeadLetters(op)
-	if err != nil {
-		return nil, err
-	}
-	return &knfunc.Function{Step: dl}, nil
-}
-
-// operator is the generic operations of the configured sagas, publishing
-// to the Broker.
-func operator(env *knfunc.Env) (*ops.Operator, error) {
 	sagas, err := ops.RegistryFromEnv(env.Getenv)
 	if err != nil {
 		return nil, err
 	}
-	op := &ops.Operator{Sagas: sagas, Store: env.Store, Source: env.Source(), Logger: env.Logger}
-	if env.Sink != nil {
-		op.Sink = env.Sink
+	dl, err := ops.NewDeadLetters(env.Operator(sagas))
+	if err != nil {
+		return nil, err
 	}
-	return op, nil
+	return &knfunc.Function{Step: dl}, nil
 }

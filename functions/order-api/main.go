@@ -33,10 +33,7 @@ func setup(_ context.Context, env *knfunc.Env) (*knfunc.Function, error) {
 	if err != nil {
 		return nil, err
 	}
-	op := &ops.Operator{Sagas: sagas, Store: env.Store, Source: env.Source(), Logger: env.Logger, Timeout: env.Config.SagaTimeout}
-	if env.Sink != nil {
-		op.Sink = env.Sink
-	}
+	op := env.Operator(sagas)
 	a := &api{orders: o, op: op, rdb: env.Redis, sink: env.Sink, logger: env.Logger, maxBody: env.Config.MaxBodyBytes, now: time.Now}
 	env.Logger.Info("REST API authentication is off: any caller may place and cancel orders for any user")
 	return &knfunc.Function{Routes: a.routes(), Close: o.Close}, nil

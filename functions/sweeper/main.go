@@ -21,10 +21,7 @@ func setup(_ context.Context, env *knfunc.Env) (*knfunc.Function, error) {
 	if err != nil {
 		return nil, err
 	}
-	op := &ops.Operator{Sagas: sagas, Store: env.Store, Source: env.Source(), Logger: env.Logger}
-	if env.Sink != nil {
-		op.Sink = env.Sink
-	}
+	op := env.Operator(sagas)
 	sw, err := ops.NewSweeper(op)
 	if err != nil {
 		return nil, err
