@@ -20,8 +20,8 @@ import (
 //
 //	GET  /api/v1/definitions                 the definitions served
 //	GET  /api/v1/overview                    per definition: counts by status, overdue, dead letters, throughput, p50/p99 duration
-//	GET  /api/v1/sagas                       a page of sagas: saga, status, overdue, from, to (RFC 3339), q (a saga id or business key), limit, cursor
-//	GET  /api/v1/sagas/{id}                  one saga's record, with its dead letters
+//	GET  /api/v1/sagas                       a page of sagas: saga, status, overdue, from, to (RFC 3339), q (a saga id or business key), limit, cursor; summary=true leaves out each saga's history, data, outputs and awaited event
+//	GET  /api/v1/sagas/{id}                  one saga's record, with its dead letters and what each history entry ran and was caused by
 //	GET  /api/v1/sagas/{id}/watch            the record again on every change (server-sent events)
 //	POST /api/v1/sagas/{id}/abort            fail a running saga into compensation (actions)
 //	POST /api/v1/sagas/{id}/redrive          resume a failed compensation (actions)
@@ -135,6 +135,33 @@ type SagaView struct {
 	Overdue     bool              `json:"overdue"`
 	TraceURL    string            `json:"trace_url,omitempty"`
 	DeadLetters []saga.DeadLetter `json:"dead_letters,omitempty"`
+	// Kinds and Causes go with Steps, entry by entry (one saga's view
+	// only): what the entry's event ran in the saga's definition
+	// ("forward", "compensate", "final"; "" for an operator action or a
+	// note), and the id of the event that caused the entry's event, where
+	// the record tells ("" for a command a client sent).
+	Kinds  []string `json:"kinds,omitempty"`
+	Causes []string `json:"causes,omitempty"`
+}
+
+// annotate fills v's Kinds and Causes from its history and definition.
+// An event a transition emits has the id saga.ReplyID derives from the
+// event it handled, its cause: the cause of an entry's event is the
+// earlier entry whose handled event that id derives from.
+func annotate(v *SagaView, d *saga.Definition) {
+	v.Kinds, v.Causes = make([]string, len(v.Steps)), make([]string, len(v.Steps))
+	for i, e := range v.Steps {
+		if r, ok := d.Route(e.EventType); ok && !e.Note {
+			v.Kinds[i] = r.Kind.String()
+		}
+		for j := i - 1; j >= 0; j-- {
+			p := v.Steps[j]
+			if !p.Note && p.Emitted == e.EventType && p.EventID != "" && saga.ReplyID(p.EventSource, p.EventID, p.Emitted) == e.EventID {
+				v.Causes[i] = p.EventID
+				break
+			}
+		}
+	}
 }
 
 func (a *API) view(st saga.State, now time.Time) SagaView {
@@ -154,8 +181,13 @@ type SagaPage struct {
 func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	now := a.Op.now()
+	summary, err := boolParam(q.Get("summary"))
+	if err != nil {
+		WriteJSON(w, http.StatusBadRequest, Error{"summary: " + err.Error()})
+		return
+	}
 	if term := strings.TrimSpace(q.Get("q")); term != "" {
-		a.search(w, r, term, q.Get("saga"), now)
+		a.search(w, r, term, q.Get("saga"), summary, now)
 		return
 	}
 	query := saga.Query{Saga: q.Get("saga"), Cursor: q.Get("cursor"), Now: now}
@@ -172,7 +204,6 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		}
 		query.Status = []saga.Status{saga.Status(v)}
 	}
-	var err error
 	if query.Limit, err = intParam(q.Get("limit"), 50, 1, 1000); err != nil {
 		WriteJSON(w, http.StatusBadRequest, Error{"limit: " + err.Error()})
 		return
@@ -197,14 +228,23 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	out := SagaPage{Sagas: make([]SagaView, 0, len(page.Sagas)), Next: page.Next}
 	for _, st := range page.Sagas {
 		if _, ok := a.Op.Sagas.Get(st.Saga); ok {
-			out.Sagas = append(out.Sagas, a.view(st, now))
+			out.Sagas = append(out.Sagas, a.listed(st, now, summary))
 		}
 	}
 	WriteJSON(w, http.StatusOK, out)
 }
 
+// listed is a saga as a list shows it: with summary, without its history,
+// data, outputs and awaited event.
+func (a *API) listed(st saga.State, now time.Time, summary bool) SagaView {
+	if summary {
+		st.Steps, st.Data, st.Outputs, st.Next = nil, nil, nil, nil
+	}
+	return a.view(st, now)
+}
+
 // search finds sagas by id or business key.
-func (a *API) search(w http.ResponseWriter, r *http.Request, term, def string, now time.Time) {
+func (a *API) search(w http.ResponseWriter, r *http.Request, term, def string, summary bool, now time.Time) {
 	out := SagaPage{Sagas: []SagaView{}}
 	seen := map[string]bool{}
 	add := func(id string) error {
@@ -220,7 +260,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request, term, def string, n
 			return err
 		}
 		if _, ok := a.Op.Sagas.Get(st.Saga); ok && (def == "" || st.Saga == def) {
-			out.Sagas = append(out.Sagas, a.view(st, now))
+			out.Sagas = append(out.Sagas, a.listed(st, now, summary))
 		}
 		return nil
 	}
@@ -249,8 +289,10 @@ func (a *API) search(w http.ResponseWriter, r *http.Request, term, def string, n
 
 func (a *API) load(w http.ResponseWriter, r *http.Request) (SagaView, bool) {
 	st, err := a.Op.Store.Get(r.Context(), r.PathValue("id"))
+	var d *saga.Definition
 	if err == nil {
-		if _, ok := a.Op.Sagas.Get(st.Saga); !ok {
+		var ok bool
+		if d, ok = a.Op.Sagas.Get(st.Saga); !ok {
 			err = saga.ErrNotFound // another definition's: not this API's to show
 		}
 	}
@@ -259,6 +301,7 @@ func (a *API) load(w http.ResponseWriter, r *http.Request) (SagaView, bool) {
 		return SagaView{}, false
 	}
 	v := a.view(st, a.Op.now())
+	annotate(&v, d)
 	dls, err := a.Op.Store.DeadLetters(r.Context(), saga.DeadLetterQuery{SagaID: st.ID, Limit: 100})
 	if err != nil {
 		a.fail(w, r, err)

@@ -1,18 +1,18 @@
 // Command console is the operators' view of the sagas it is configured
-// with (KSAGA_SAGAS): the admin API (ops.API: sagas by definition, status,
-// due time and creation time, one saga's record and history, dead letters,
-// abort, redrive, replay) and the fleet's saga gauges on /metrics. Reads
-// need no credentials; actions need Authorization: Bearer
-// $KSAGA_CONSOLE_TOKEN (and are turned off without it). Cluster-local by
-// default.
+// with (KSAGA_SAGAS): the web console at / (package console: overview,
+// sagas, one saga's live timeline, dead letters, domain views from
+// KSAGA_CONSOLE_VIEWS), the admin API under /api/v1 (ops.API) and the
+// fleet's saga gauges on /metrics. Reads need no credentials; actions need
+// Authorization: Bearer $KSAGA_CONSOLE_TOKEN (and are turned off without
+// it). KSAGA_TRACE_URL (e.g. http://jaeger:16686/trace/{trace_id}) links
+// each traced saga to its trace. Cluster-local by default.
 package main
 
 import (
 	"context"
-	"crypto/subtle"
-	"net/http"
-	"strings"
+	"time"
 
+	"github.com/ksaga/ksaga/console"
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ops"
 	"github.com/ksaga/ksaga/telemetry"
@@ -27,42 +27,24 @@ func setup(_ context.Context, env *knfunc.Env) (*knfunc.Function, error) {
 	}
 	op := env.Operator(sagas)
 	api := &ops.API{Op: op, TraceURL: env.Getenv("KSAGA_TRACE_URL")}
+	// OIDC (a verifier's subject as the actor) joins the token here:
+	// console.AnyOf(oidc, console.TokenAuth(token)).
 	if token := env.Getenv("KSAGA_CONSOLE_TOKEN"); token != "" {
-		api.Authorize = tokenAuth(token)
+		api.Authorize = console.TokenAuth(token)
 	} else {
 		env.Logger.Warn("console actions are off: KSAGA_CONSOLE_TOKEN is not set (reads work without it)")
+	}
+	views, err := console.ParseViews(env.Getenv(console.EnvViews), env.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	c, err := console.New(console.Options{API: api, Views: views, Logger: env.Logger,
+		Transport: knfunc.NewHTTPClient(5 * time.Second).Transport})
+	if err != nil {
+		return nil, err
 	}
 	env.Metrics.Registry.MustRegister(telemetry.NewSagaCollector(env.Store, func(context.Context) ([]string, error) {
 		return sagas.Names(), nil
 	}, env.Logger))
-	return &knfunc.Function{Routes: api.Routes()}, nil
-}
-
-// tokenAuth authorizes requests bearing token; the actor is the
-// Ksaga-Actor header's name (who is acting), or "token".
-func tokenAuth(token string) func(r *http.Request) (string, error) {
-	return func(r *http.Request) (string, error) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-			return "", ops.ErrUnauthenticated
-		}
-		return actorName(r.Header.Get("Ksaga-Actor")), nil
-	}
-}
-
-// actorName keeps a printable, short actor name ("token" if none).
-func actorName(s string) string {
-	var b strings.Builder
-	for _, c := range s {
-		if b.Len() >= 64 {
-			break
-		}
-		if c > ' ' && c < 0x7f || c == ' ' {
-			b.WriteRune(c)
-		}
-	}
-	if n := strings.TrimSpace(b.String()); n != "" {
-		return n + " (token)"
-	}
-	return "token"
+	return &knfunc.Function{Routes: c.Routes()}, nil
 }

@@ -1,0 +1,125 @@
+package console_test
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/ksaga/ksaga/internal/browsertest"
+	"github.com/ksaga/ksaga/ops"
+	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/sagatest"
+)
+
+// xss is what an attacker puts wherever the outside world reaches a saga
+// (start data, a failure reason, a dead letter's body): the page must
+// show it as text and run none of it.
+const xss = `<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>"'><svg onload="window.__xss=3">`
+
+// deadLetter hands the event a saga waits on to the dead-letter sink, as
+// a Broker does once its retries ran out.
+func deadLetter(t *testing.T, f *fixture, e sagatest.Received, body string) {
+	t.Helper()
+	dls, err := ops.NewDeadLetters(f.Op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := e.Event.Clone()
+	ev.SetExtension(ops.ExtErrorDest, "http://hotel.trip.svc.cluster.local")
+	ev.SetExtension(ops.ExtErrorCode, "503")
+	ev.SetExtension(ops.ExtErrorData, base64.StdEncoding.EncodeToString([]byte(body)))
+	if _, err := dls.Handle(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBrowserSagaPages drives the console in Chromium: the list, a
+// compensated saga's timeline read in order, hostile data shown as text,
+// then a compensation_failed saga's dead letter replayed and the saga
+// redriven, each seen live, with no browser error.
+func TestBrowserSagaPages(t *testing.T) {
+	f := newFixture(t, nil)
+	k := f.Kit
+	k.Run("done-1", map[string]any{"who": "alice"}, "test.mail.sent")
+	k.Run("comp-1", map[string]any{"who": xss}, "test.mail.sent", sagatest.Fail("hotel", xss))
+	waits := k.Run("cf-1", map[string]any{"who": "bob"}, "test.car.failed", sagatest.Fail("car", "no cars"))
+	deadLetter(t, f, sagatest.Received{Event: waits}, xss)
+	if st := f.record(t, "cf-1"); st.Status != saga.StatusCompensationFailed {
+		t.Fatalf("cf-1 is %s", st.Status)
+	}
+
+	b := browsertest.Start(t)
+	tab := b.Tab(t)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// the list shows the three sagas, newest first
+	must(tab.Do(20*time.Second, chromedp.Navigate(f.URL+"/sagas")))
+	must(tab.Poll(10*time.Second, `document.querySelectorAll('table.sagas tbody tr').length === 3`))
+	ids, err := browsertest.Eval[[]string](tab, `[...document.querySelectorAll('table.sagas tbody tr')].map(r => r.dataset.id)`)
+	must(err)
+	if strings.Join(ids, " ") != "cf-1 comp-1 done-1" {
+		t.Fatalf("list %v", ids)
+	}
+
+	// the compensated saga: its steps in order on the timeline
+	must(tab.Do(10*time.Second, chromedp.Click(chromedp.CSS(`tr[data-id="comp-1"] td.id a`))))
+	must(tab.Poll(10*time.Second, `document.querySelectorAll('svg.timeline g.row').length > 0 && document.querySelector('.sagaid').textContent === 'comp-1'`))
+	rows, err := browsertest.Eval[[]string](tab, `[...document.querySelectorAll('svg.timeline g.row')].map(g => g.dataset.kind + ':' + g.dataset.step + '/' + g.dataset.outcome)`)
+	must(err)
+	want := "forward:flight/succeeded forward:hotel/failed compensate:flight/compensated final:mail/succeeded"
+	if strings.Join(rows, " ") != want {
+		t.Fatalf("timeline rows\n got %s\nwant %s", strings.Join(rows, " "), want)
+	}
+	// hostile text is shown as text, and ran nowhere
+	shown, err := browsertest.Eval[bool](tab, fmt.Sprintf(`document.body.textContent.includes(%q) && window.__xss === undefined && document.querySelectorAll('main img, main script, main svg[onload]').length === 0`, xss))
+	must(err)
+	if !shown {
+		t.Fatal("the hostile reason is not shown as text, or it ran")
+	}
+
+	// a compensation_failed saga: sign in, replay its dead letter, redrive
+	must(tab.Do(10*time.Second, chromedp.Navigate(f.URL+"/sagas/cf-1")))
+	must(tab.Poll(10*time.Second, `!!document.querySelector('button[data-action="redrive"]') && document.querySelector('.live.on') !== null`))
+	must(tab.Do(10*time.Second,
+		chromedp.Click(chromedp.CSS(`#who`)),
+		chromedp.SendKeys(chromedp.CSS(`#identity input[name="actor"]`), "Ada"),
+		chromedp.SendKeys(chromedp.CSS(`#identity input[name="token"]`), token),
+		chromedp.Click(chromedp.CSS(`#identity button[value="save"]`))))
+	inPage, err := browsertest.Eval[bool](tab, fmt.Sprintf(`document.documentElement.outerHTML.includes(%q)`, token))
+	must(err)
+	if inPage {
+		t.Fatal("the token is in the page")
+	}
+	must(tab.Do(10*time.Second,
+		chromedp.Click(chromedp.CSS(`#saga-deadletters button[data-action="replay"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
+		chromedp.Click(chromedp.CSS(`#confirm button[value="yes"]`))))
+	must(tab.Poll(10*time.Second, `[...document.querySelectorAll('svg.timeline g.row')].some(g => g.dataset.outcome === 'dead_letter_replayed' && g.textContent.includes('Ada (token)'))`))
+
+	must(tab.Do(10*time.Second,
+		chromedp.Click(chromedp.CSS(`button[data-action="redrive"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
+		chromedp.Click(chromedp.CSS(`#confirm button[value="yes"]`))))
+	must(tab.Poll(10*time.Second, `document.querySelector('.sagahead .badge').textContent === 'compensating'`))
+	// the compensation resumes (the redriven event, delivered) and ends
+	k.Run("cf-1", nil, "test.mail.sent", sagatest.Continue())
+	must(tab.Poll(10*time.Second, `document.querySelector('.sagahead .badge').textContent === 'compensated'`))
+	hist, err := browsertest.Eval[[]string](tab, `[...document.querySelectorAll('table.history tbody tr')].map(r => r.children[1].textContent + '/' + r.children[2].textContent + (r.children[10].textContent.includes('Ada (token)') ? ' by Ada' : ''))`)
+	must(err)
+	if got := strings.Join(hist, " "); !strings.Contains(got, "car/failed hotel/compensation_failed /dead_letter_replayed by Ada hotel/redriven by Ada hotel/compensated flight/compensated mail/succeeded") {
+		t.Fatalf("history: %s", got)
+	}
+	if n := len(f.Broker.Events()); n != 2 {
+		t.Fatalf("the broker got %d events, want the replayed and the redriven one", n)
+	}
+}
