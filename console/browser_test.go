@@ -21,6 +21,18 @@ import (
 // show it as text and run none of it.
 const xss = `<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>"'><svg onload="window.__xss=3">`
 
+// Timeouts of the browser tests.
+const (
+	navTimeout  = 20 * time.Second
+	pollTimeout = 10 * time.Second
+)
+
+// startTab starts a browser for the test and opens a tab.
+func startTab(t *testing.T) *browsertest.Tab {
+	t.Helper()
+	return browsertest.Start(t).Tab(t)
+}
+
 // deadLetter hands the event a saga waits on to the dead-letter sink, as
 // a Broker does once its retries ran out.
 func deadLetter(t *testing.T, f *fixture, e sagatest.Received, body string) {

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"net/http"
 
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ordersaga"
@@ -14,5 +15,10 @@ import (
 func main() { knfunc.Main(setup) }
 
 func setup(_ context.Context, env *knfunc.Env) (*knfunc.Function, error) {
-	return env.Step(ordersaga.Saga, saga.Actions{ordersaga.ReserveStock: reserve, ordersaga.ReleaseStock: release})
+	fn, err := env.Step(ordersaga.Saga, saga.Actions{ordersaga.ReserveStock: reserve, ordersaga.ReleaseStock: release})
+	if err != nil {
+		return nil, err
+	}
+	fn.Routes = map[string]http.Handler{"GET /stock/{sku}": stock(env.Redis)} // read by the console's views
+	return fn, nil
 }

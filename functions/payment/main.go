@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"net/http"
 
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ordersaga"
@@ -15,5 +16,10 @@ import (
 func main() { knfunc.Main(setup) }
 
 func setup(_ context.Context, env *knfunc.Env) (*knfunc.Function, error) {
-	return env.Step(ordersaga.Saga, saga.Actions{ordersaga.AuthorizePay: authorize, ordersaga.RefundPay: refund})
+	fn, err := env.Step(ordersaga.Saga, saga.Actions{ordersaga.AuthorizePay: authorize, ordersaga.RefundPay: refund})
+	if err != nil {
+		return nil, err
+	}
+	fn.Routes = map[string]http.Handler{"GET /balances/{user}": balances(env.Redis)} // read by the console's views
+	return fn, nil
 }
