@@ -1,7 +1,9 @@
 // Command ksaga is the developer tool of ksaga: `ksaga dev` runs a project's
 // Knative manifests on one machine (functions, broker, ingress), `ksaga
-// validate` checks them as a cluster and `ksaga dev` would, `ksaga bench`
-// measures the reference saga against this machine's floor.
+// validate` checks them as a cluster and `ksaga dev` would, `ksaga sagas`
+// and `ksaga deadletters` see and operate sagas through a console's admin
+// API, `ksaga bench` measures the reference saga against this machine's
+// floor.
 package main
 
 import (
@@ -57,11 +59,17 @@ Usage:
                              every ko:// Knative Service as a process, the Broker
                              on Redis, one ingress on 127.0.0.1
   ksaga validate [-f PATH]   check the manifests as Knative and ksaga dev would
+  ksaga sagas list|show|abort|redrive
+                             see and operate sagas through a console (ksaga dev's
+                             by default: --console, $KSAGA_CONSOLE_URL)
+  ksaga deadletters list|replay
+                             see and replay dead letters through a console
   ksaga bench [flags]        measure the reference saga through ksaga dev, a real
                              redis-server and every function, against this
                              machine's floor measured in the same run
 
-Run 'ksaga <command> -h' for the flags of a command.
+Run 'ksaga <command> -h' for the flags of a command; 'ksaga --version' for
+the version.
 `
 
 // run is the whole program; main only maps its error to an exit status.
@@ -76,6 +84,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runDev(ctx, args[1:], getenv, stdout, stderr)
 	case "validate":
 		return runValidate(args[1:], stdout, stderr)
+	case "sagas":
+		return runSagas(ctx, args[1:], getenv, stdout, stderr)
+	case "deadletters":
+		return runDeadLetters(ctx, args[1:], getenv, stdout, stderr)
+	case "version", "-version", "--version":
+		_, err := fmt.Fprintln(stdout, version())
+		return err
 	case "bench":
 		self, err := os.Executable()
 		if err != nil {
