@@ -603,6 +603,9 @@ func (rt *devRuntime) banner(set *manifest.Set, addrs *Addresses, info *runtimeI
 	}
 	fmt.Fprintf(&b, "  index                         http://localhost:%d/\n", addrs.Port())
 	br := info.brokers[0]
+	if c := set.Service(br.nn.Namespace, "console"); c != nil {
+		fmt.Fprintf(&b, "\nConsole: %s/\n", addrs.ServiceURL(c.Namespace, c.Name))
+	}
 	data := `{"user_id":1,"items":[{"sku":"book","qty":1}]}`
 	if order := set.Service(br.nn.Namespace, "order"); order != nil {
 		ou := addrs.ServiceURL(order.Namespace, order.Name)
