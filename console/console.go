@@ -26,11 +26,13 @@ import (
 	"embed"
 	"encoding/hex"
 	"fmt"
+	"html"
 	"io/fs"
 	"log/slog"
 	"mime"
 	"net/http"
 	"path"
+	"regexp"
 	"strings"
 	"time"
 
@@ -149,9 +151,28 @@ func secure(h http.Handler) http.Handler {
 	})
 }
 
+// page serves the document, with preload links for the API reads its
+// route starts with, so they run while the scripts load.
 func (c *Console) page(w http.ResponseWriter, r *http.Request) {
-	c.serveAsset(w, r, "index.html")
+	var reads []string
+	switch id := r.PathValue("id"); {
+	case r.URL.Path == "/":
+		reads = []string{"/api/v1/overview", "/api/v1/sagas?summary=true&limit=15"}
+	case id != "" && plainID.MatchString(id):
+		reads = []string{"/api/v1/definitions", "/console/v1/config", "/api/v1/sagas/" + id}
+	}
+	var links strings.Builder
+	for _, u := range reads {
+		links.WriteString(`<link rel="preload" href="` + html.EscapeString(u) + `" as="fetch" crossorigin="anonymous">` + "\n")
+	}
+	body := bytes.Replace(c.files["index.html"].body, []byte("<!--preload-->\n"), []byte(links.String()), 1)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(body)
 }
+
+// plainID is a saga id whose path the pages spell as the server does.
+var plainID = regexp.MustCompile(`^[A-Za-z0-9._~-]{1,200}$`)
 
 func (c *Console) asset(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("file")

@@ -23,9 +23,10 @@ async function answer(resp) {
   return body;
 }
 
-// get reads a path of the console's origin.
+// get reads a path of the console's origin (a plain request, so a read
+// the document preloaded is used).
 export async function get(path, signal) {
-  return answer(await fetch(path, {headers: {Accept: 'application/json'}, signal, credentials: 'omit'}));
+  return answer(await fetch(path, {signal}));
 }
 
 // query builds a path with the non-empty parameters.
@@ -67,5 +68,5 @@ export async function act(path) {
   if (token) headers.Authorization = 'Bearer ' + token;
   const actor = identity.actor;
   if (actor) headers['Ksaga-Actor'] = actor;
-  return answer(await fetch(path, {method: 'POST', headers, credentials: 'omit'}));
+  return answer(await fetch(path, {method: 'POST', headers}));
 }

@@ -50,12 +50,12 @@ async function route() {
 
 async function overviewPage(signal) {
   const [ov, recent] = await Promise.all([get('/api/v1/overview', signal), get(query('/api/v1/sagas', {summary: true, limit: 15}), signal)]);
-  const cards = (ov.sagas || []).map((o) => {
+  const cards = (ov.sagas || []).map((o, i) => {
     const total = STATUSES.reduce((n, st) => n + (o.by_status[st] || 0), 0);
     const link = (label, n, params, cls) =>
       h('a', {class: 'stat ' + (cls || '') + (n > 0 && cls ? ' hot' : ''), href: query('/sagas', {saga: o.saga, ...params})}, h('span', {class: 'n'}, n.toLocaleString()), h('span', {class: 'l'}, label));
     return h('section', {class: 'card', 'data-saga': o.saga},
-      h('h2', {}, h('a', {href: query('/sagas', {saga: o.saga})}, o.saga), h('span', {class: 'total'}, `${total.toLocaleString()} sagas`)),
+      h('h2', {}, h('a', {href: query('/sagas', {saga: o.saga}), elementtiming: i === 0 ? 'overview' : null}, o.saga), h('span', {class: 'total'}, `${total.toLocaleString()} sagas`)),
       statusBar(o, total),
       h('div', {class: 'stats'},
         link('in flight', o.in_flight, {}, ''),
@@ -97,7 +97,7 @@ function sagaTable(sagas) {
     h('tbody', {}, sagas.map((v, i) => {
       const end = ['completed', 'compensated', 'compensation_failed'].includes(v.status) ? ms(v.updated_at) : now;
       return h('tr', {'data-id': v.id, 'data-status': v.status},
-        h('td', {class: 'id'}, h('a', {href: '/sagas/' + encodeURIComponent(v.id), elementtiming: i === 0 ? 'saga-list' : null}, v.id)),
+        h('td', {class: 'id', elementtiming: i === 0 ? 'saga-list' : null}, h('a', {href: '/sagas/' + encodeURIComponent(v.id)}, v.id)),
         h('td', {}, v.saga),
         h('td', {class: 'key'}, v.key || ''),
         h('td', {}, statusBadge(v.status)),

@@ -71,7 +71,8 @@ export function timeline(v, now) {
       const x1 = x(r.from);
       const w = Math.max(x(r.to) - x1, 3);
       g.append(s('rect', {class: 'bar', x: x1, y: y + 5, width: w, height: ROW - 10, rx: 3}, s('title', {}, tip.filter(Boolean).join('\n'))));
-      g.append(s('text', {class: 'took', x: x1 + w + 5, y: y + 16}, fmtDur(r.to - r.from)));
+      const marked = dls.some((d) => d.d.event_id && d.d.event_id === r.e.event_id);
+      g.append(s('text', {class: 'took', x: x1 + w + (marked ? 16 : 5), y: y + 16}, fmtDur(r.to - r.from)));
     }
     if (r.e.redelivered > 0) {
       g.append(s('text', {class: 'retry', x: W - RIGHT + 8, y: y + 16}, `↻${r.e.redelivered}`, s('title', {}, `delivered ${r.e.redelivered} more time(s): each got the stored reply`)));
