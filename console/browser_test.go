@@ -124,7 +124,7 @@ func TestBrowserSagaPages(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`#confirm button[value="yes"]`))))
 	must(tab.Poll(10*time.Second, `document.querySelector('.sagahead .badge').textContent === 'compensating'`))
 	// the compensation resumes (the redriven event, delivered) and ends
-	k.Run("cf-1", nil, "test.mail.sent", sagatest.Continue())
+	k.Resume("cf-1", "test.mail.sent")
 	must(tab.Poll(10*time.Second, `document.querySelector('.sagahead .badge').textContent === 'compensated'`))
 	hist, err := browsertest.Eval[[]string](tab, `[...document.querySelectorAll('table.history tbody tr')].map(r => r.children[1].textContent + '/' + r.children[2].textContent + (r.children[10].textContent.includes('Ada (token)') ? ' by Ada' : ''))`)
 	must(err)

@@ -9,8 +9,14 @@
 package main
 
 import (
-	"github.com/ksaga/ksaga/console"
+	"context"
+
+	webconsole "github.com/ksaga/ksaga/console"
 	"github.com/ksaga/ksaga/knfunc"
 )
 
-func main() { knfunc.Main(console.Setup) }
+func main() { knfunc.Main(setup) }
+
+func setup(ctx context.Context, env *knfunc.Env) (*knfunc.Function, error) {
+	return webconsole.Setup(ctx, env)
+}
