@@ -35,7 +35,7 @@ run: ksaga ## Run the whole order saga locally (ksaga dev; embedded Redis unless
 	$(KSAGA) dev --port $(PORT) --mode $(MODE) $(if $(REDIS_URL),--redis-url $(REDIS_URL)) $(DEVFLAGS)
 
 .PHONY: test
-test: redis-server ## go vet, all tests with the race detector, a short fuzz of each decoder
+test: redis-server chromium ## go vet, all tests with the race detector, a short fuzz of each decoder
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 	@set -e; for f in $(FUZZ); do pkg=$${f%%:*}; target=$${f##*:}; \
@@ -53,9 +53,23 @@ redis-server: # make sure redis-server is on PATH (tests start their own on free
 	    echo "redis-server is required: install it (Debian/Ubuntu: sudo apt-get install -y redis-server; macOS: brew install redis)"; exit 1; \
 	  fi; }
 
+.PHONY: chromium
+chromium: # the console's browser tests drive chromium headless (outside CI they skip without it)
+	@[ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is not installed: the console's browser tests will skip (Debian/Ubuntu: sudo apt-get install -y chromium)"; \
+	  fi; }
+
 .PHONY: bench
 bench: redis-server ksaga ## Saga throughput/latency vs this machine's floor (writes bench/results)
 	$(KSAGA) bench $(BENCHFLAGS)
+
+.PHONY: bench-console
+bench-console: redis-server ## The console's first meaningful paint with 100,000 sagas stored (headless chromium)
+	$(GO) test -run '^$$' -bench FirstPaint -benchtime 20x -timeout 30m ./console
 
 .PHONY: lint
 lint: ## gofmt, go vet, staticcheck, errcheck
