@@ -10,8 +10,10 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	tripsaga "github.com/ksaga/ksaga/examples/trip"
 	"github.com/ksaga/ksaga/internal/browsertest"
 	"github.com/ksaga/ksaga/ops"
+	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/saga"
 	"github.com/ksaga/ksaga/sagatest"
 )
@@ -133,5 +135,73 @@ func TestBrowserSagaPages(t *testing.T) {
 	}
 	if n := len(f.Broker.Events()); n != 2 {
 		t.Fatalf("the broker got %d events, want the replayed and the redriven one", n)
+	}
+
+	// the dead letters page: filtered by saga, every match replayed at once
+	must(tab.Do(navTimeout, chromedp.Navigate(f.URL+"/deadletters?saga=cf-1")))
+	must(tab.Poll(pollTimeout, `document.querySelectorAll('table.deadletters tbody tr').length === 1 && document.querySelector('table.deadletters tbody tr').textContent.includes('Ada (token)')`))
+	body, err := browsertest.Eval[string](tab, `document.querySelector('table.deadletters tbody tr td.body pre').textContent`)
+	must(err)
+	if body != xss {
+		t.Fatalf("the dead letter's body shown as %q", body)
+	}
+	must(tab.Do(navTimeout,
+		chromedp.Click(chromedp.CSS(`.toolbar button.action`)),
+		chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
+		chromedp.Click(chromedp.CSS(`#confirm button[value="yes"]`))))
+	must(tab.Poll(pollTimeout, `[...document.querySelectorAll('.toast.ok')].some(t => t.textContent === 'replayed 1')`))
+	if n := len(f.Broker.Events()); n != 3 {
+		t.Fatalf("the broker got %d events after replaying all, want 3", n)
+	}
+}
+
+// TestBrowserAnyDefinition: the console shows the order saga and the trip
+// saga, side by side, from their definitions alone.
+func TestBrowserAnyDefinition(t *testing.T) {
+	f := newFixture(t, nil, ordersaga.Saga, tripsaga.Saga)
+	order := sagatest.New(t, ordersaga.Saga, f.RDB)
+	order.Run("order-1", map[string]any{"user_id": 1, "items": []map[string]any{{"sku": "book", "qty": 1}}}, ordersaga.NotificationSent, sagatest.Fail(ordersaga.StepPayment, "insufficient funds"))
+	trips := sagatest.New(t, tripsaga.Saga, f.RDB)
+	trips.Run("trip-1", map[string]any{"city": "Lyon"}, tripsaga.Saga.Steps[1].Succeeded)
+
+	tab := startTab(t)
+	if err := tab.Do(navTimeout, chromedp.Navigate(f.URL+"/")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tab.Poll(pollTimeout, `document.querySelectorAll('section.card').length === 2 && !!document.querySelector('section.card[data-saga="order"]') && !!document.querySelector('section.card[data-saga="trip"]')`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		id   string
+		def  *saga.Definition
+		rows string
+	}{
+		{"order-1", ordersaga.Saga, "forward:order/succeeded forward:payment/failed compensate:order/compensated final:notification/succeeded"},
+		{"trip-1", tripsaga.Saga, "forward:flight/succeeded forward:hotel/succeeded"},
+	} {
+		if err := tab.Do(navTimeout, chromedp.Navigate(f.URL+"/sagas/"+tc.id)); err != nil {
+			t.Fatal(err)
+		}
+		if err := tab.Poll(pollTimeout, fmt.Sprintf(`document.querySelector('.sagaid')?.textContent === %q && !!document.querySelector('svg.graph')`, tc.id)); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := browsertest.Eval[[]string](tab, `[...document.querySelectorAll('svg.timeline g.row:not(.waiting)')].map(g => g.dataset.kind + ':' + g.dataset.step + '/' + g.dataset.outcome)`)
+		if err != nil || strings.Join(rows, " ") != tc.rows {
+			t.Errorf("%s timeline %q %v, want %q", tc.id, strings.Join(rows, " "), err, tc.rows)
+		}
+		var want []string
+		for i, s := range tc.def.Steps {
+			want = append(want, fmt.Sprintf("f%d:%s", i, s.Name))
+			if s.Compensable() {
+				want = append(want, fmt.Sprintf("c%d:undo %s", i, s.Name))
+			}
+		}
+		if tc.def.Finally != nil {
+			want = append(want, "final:"+tc.def.Finally.Name)
+		}
+		nodes, err := browsertest.Eval[[]string](tab, `[...document.querySelectorAll('svg.graph g.node')].map(g => g.dataset.node + ':' + g.querySelector('.name').textContent)`)
+		if err != nil || strings.Join(nodes, " ") != strings.Join(want, " ") {
+			t.Errorf("%s graph %q %v, want %q", tc.id, nodes, err, want)
+		}
 	}
 }

@@ -49,20 +49,24 @@ type fixture struct {
 	Op     *ops.Operator
 }
 
-func newFixture(t testing.TB, views []console.View) *fixture {
+func newFixture(t testing.TB, views []console.View, defs ...*saga.Definition) *fixture {
 	t.Helper()
 	rdb := sagatest.Redis(t)
-	return serve(t, rdb, views)
+	return serve(t, rdb, views, defs...)
 }
 
-// serve runs a console on rdb as functions/console wires it.
-func serve(t testing.TB, rdb *redis.Client, views []console.View) *fixture {
+// serve runs a console on rdb as functions/console wires it, for defs
+// (default: trip); its Kit walks the first.
+func serve(t testing.TB, rdb *redis.Client, views []console.View, defs ...*saga.Definition) *fixture {
 	t.Helper()
+	if len(defs) == 0 {
+		defs = []*saga.Definition{trip}
+	}
 	store, err := redisstore.New(rdb, redisstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := ops.NewRegistry(trip)
+	reg, err := ops.NewRegistry(defs...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +84,7 @@ func serve(t testing.TB, rdb *redis.Client, views []console.View) *fixture {
 	}
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	kit := sagatest.New(t, trip, rdb)
+	kit := sagatest.New(t, defs[0], rdb)
 	return &fixture{URL: srv.URL, RDB: rdb, Store: store, Kit: kit, Broker: broker, Op: op}
 }
 

@@ -53,22 +53,17 @@ func Start(t testing.TB) *Browser {
 		}
 		t.Skip("chromium is not installed (Debian: apt-get install chromium; or set KSAGA_CHROMIUM): the browser tests need it")
 	}
-	opts := []chromedp.ExecAllocatorOption{
+	// chromedp's defaults (Puppeteer's: headless, no first run, no
+	// background networking or throttling, …) and what the tests need.
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
 		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Headless,
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-default-apps", true),
 		chromedp.Flag("no-proxy-server", true),
 		chromedp.WindowSize(1280, 900),
-	}
+	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	if err := chromedp.Do(ctx); err != nil { // starts the browser
