@@ -66,7 +66,10 @@ export function timeline(v, now) {
     if (r.kind === 'operator' || r.kind === 'note') {
       const cx = x(r.to);
       g.append(s('path', {class: 'mark', d: `M${cx} ${y + 4} l7 8 l-7 8 l-7 -8 z`}, s('title', {}, tip.filter(Boolean).join('\n'))));
-      if (r.e.actor) g.append(s('text', {class: 'actor', x: cx + 10, y: y + 16}, r.e.actor));
+      if (r.e.actor) {
+        const left = cx > W - RIGHT - 110; // near the right edge: the name goes before the mark
+        g.append(s('text', {class: 'actor', x: left ? cx - 10 : cx + 10, y: y + 16, 'text-anchor': left ? 'end' : 'start'}, r.e.actor));
+      }
     } else {
       const x1 = x(r.from);
       const w = Math.max(x(r.to) - x1, 3);
