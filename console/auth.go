@@ -3,9 +3,11 @@ package console
 import (
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
+	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ops"
 )
 
@@ -31,6 +33,31 @@ func TokenAuth(token string) Authorize {
 			return n + " (token)", nil
 		}
 		return "token", nil
+	}
+}
+
+// EnvOIDCPrefix prefixes the OIDC settings of the console's operators
+// (knfunc.OIDCConfigFromEnv): KSAGA_CONSOLE_OIDC_ISSUER, _AUDIENCE,
+// _SUBJECTS (who may act), ….
+const EnvOIDCPrefix = "KSAGA_CONSOLE_OIDC_"
+
+// OIDCAuth authorizes requests bearing an ID token v accepts; the actor
+// is the token's subject. A request without one is unauthenticated (so
+// AnyOf tries the next way); a token of a subject v does not allow is
+// refused. Nil v: nil (OIDC off).
+func OIDCAuth(v *knfunc.Verifier) Authorize {
+	if v == nil {
+		return nil
+	}
+	return func(r *http.Request) (string, error) {
+		c, err := v.Verify(r)
+		if err != nil {
+			if knfunc.AuthStatus(err) == http.StatusUnauthorized {
+				return "", fmt.Errorf("%w: %v", ops.ErrUnauthenticated, err)
+			}
+			return "", err
+		}
+		return c.Subject, nil
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/ksaga/ksaga/console"
+	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ops"
 	"github.com/ksaga/ksaga/saga"
 	"github.com/ksaga/ksaga/sagatest"
@@ -232,4 +233,34 @@ func (d *domain) asked() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return append([]string(nil), d.paths...)
+}
+
+// TestOIDCAuth: with OIDC on, a request without a bearer token is
+// unauthenticated, one with the console token still acts (compared first),
+// and what is neither is refused.
+func TestOIDCAuth(t *testing.T) {
+	if console.OIDCAuth(nil) != nil {
+		t.Fatal("OIDC off must add no way to act")
+	}
+	v, err := knfunc.NewVerifier(knfunc.OIDCConfig{Issuer: "http://127.0.0.1:1/issuer", Audience: "console"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := console.AnyOf(console.TokenAuth("tok"), console.OIDCAuth(v))
+	req := func(authz string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		if authz != "" {
+			r.Header.Set("Authorization", authz)
+		}
+		return r
+	}
+	if _, err := auth(req("")); !errors.Is(err, ops.ErrUnauthenticated) {
+		t.Fatalf("no credentials: %v", err)
+	}
+	if actor, err := auth(req("Bearer tok")); err != nil || actor != "token" {
+		t.Fatalf("the token with OIDC on: %q %v", actor, err)
+	}
+	if actor, err := auth(req("Bearer not.a.jwt")); err == nil {
+		t.Fatalf("a bad ID token acted as %q", actor)
+	}
 }

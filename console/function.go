@@ -10,7 +10,8 @@ import (
 
 // Setup builds the console function (functions/console) from its
 // environment: the definitions of KSAGA_SAGAS, the action token
-// KSAGA_CONSOLE_TOKEN (actions are off without it), the views of
+// KSAGA_CONSOLE_TOKEN and operators' OIDC (KSAGA_CONSOLE_OIDC_*; actions
+// are off without either), the views of
 // KSAGA_CONSOLE_VIEWS, the trace link KSAGA_TRACE_URL, and the fleet's saga
 // gauges on /metrics.
 func Setup(_ context.Context, env *knfunc.Env) (*knfunc.Function, error) {
@@ -19,12 +20,19 @@ func Setup(_ context.Context, env *knfunc.Env) (*knfunc.Function, error) {
 		return nil, err
 	}
 	api := &ops.API{Op: env.Operator(sagas), TraceURL: env.Getenv("KSAGA_TRACE_URL")}
-	// OIDC joins the token here, its subject as the actor:
-	// AnyOf(oidcAuthorize, TokenAuth(token)).
-	if token := env.Getenv("KSAGA_CONSOLE_TOKEN"); token != "" {
-		api.Authorize = TokenAuth(token)
-	} else {
-		env.Logger.Warn("console actions are off: KSAGA_CONSOLE_TOKEN is not set (reads work without it)")
+	// Operators act with the token, or with an ID token of their own
+	// (OIDC: the token's subject is the actor): the token is compared
+	// first, so an unreachable issuer never locks it out.
+	oidc, err := knfunc.VerifierFromEnv(env.Getenv, EnvOIDCPrefix, "console operators", env.Logger)
+	if err != nil {
+		return nil, err
+	}
+	var token Authorize
+	if t := env.Getenv("KSAGA_CONSOLE_TOKEN"); t != "" {
+		token = TokenAuth(t)
+	}
+	if api.Authorize = AnyOf(token, OIDCAuth(oidc)); api.Authorize == nil {
+		env.Logger.Warn("console actions are off: KSAGA_CONSOLE_TOKEN is not set, nor " + EnvOIDCPrefix + "ISSUER (reads work without them)")
 	}
 	views, err := ParseViews(env.Getenv(EnvViews), env.Getenv)
 	if err != nil {
