@@ -172,6 +172,9 @@ type brokerState struct {
 	ingressURL *apis.URL
 	triggers   []*triggerState
 	appender   *appender // ingress writes
+	// reclaimIdle: a pending entry idle longer than this that no delivery
+	// holds is claimed back (reclaim.go).
+	reclaimIdle time.Duration
 }
 
 // triggerState is one Trigger, resolved and with its retry policies built.
@@ -305,6 +308,9 @@ func New(cfg Config) (*Broker, error) {
 		}
 		b.triggers = append(b.triggers, ts)
 		ts.broker.triggers = append(ts.broker.triggers, ts)
+	}
+	for _, bs := range b.order {
+		bs.reclaimIdle = idleThreshold(bs.triggers)
 	}
 	return b, nil
 }

@@ -37,19 +37,27 @@ type runState struct {
 // brokerRun is one broker stream while Run is active:
 //
 //	fetcher    ─ XREADGROUP BLOCK ─────────────┐
-//	committer  ─ MULTI … XREADGROUP > … EXEC ──┼─► dispatcher ─► worker pool ─► deliver ─► committer
+//	committer  ─ MULTI … XREADGROUP > … EXEC ──┤
+//	reclaimer  ─ XPENDING IDLE, XCLAIM ────────┼─► dispatcher ─► worker pool ─► deliver ─► committer
 //
 // The committer reads new entries inside the transaction that stores a
 // reply, so a reply is stored, acknowledged and claimed for delivery in
-// one round trip; the blocking fetcher mostly sees what the ingress adds.
+// one round trip; the blocking fetcher mostly sees what the ingress adds;
+// the reclaimer finds entries that were read for this consumer but never
+// reached it (reclaim.go).
 type brokerRun struct {
 	*brokerState
-	rs        *runState
-	commits   chan *commitOp
-	fetched   chan []redis.XMessage // from the fetcher; closed when it stops
-	recovered chan []redis.XMessage // pending entries of this consumer, at start
-	committed chan []redis.XMessage // from the committer; it is the only sender
-	reading   atomic.Bool           // the committer may read new entries
+	rs           *runState
+	commits      chan *commitOp
+	fetched      chan []redis.XMessage // from the fetcher; closed when it stops
+	recovered    chan []redis.XMessage // pending entries of this consumer, at start
+	recoveryDone chan struct{}         // closed when the fetcher has read the pending list
+	reclaimed    chan []redis.XMessage // from the reclaimer
+	committed    chan []redis.XMessage // from the committer; it is the only sender
+	reading      atomic.Bool           // the committer may read new entries
+	// held holds every entry read by this Run from its read until its
+	// acknowledgement was attempted; the reclaimer leaves them alone.
+	held heldSet
 }
 
 // entry is one stream entry being delivered.
@@ -120,18 +128,21 @@ func (b *Broker) Run(ctx context.Context) error {
 	runs := make([]*brokerRun, 0, len(b.order))
 	for _, bs := range b.order {
 		br := &brokerRun{
-			brokerState: bs,
-			rs:          rs,
-			commits:     make(chan *commitOp, commitQueue),
-			fetched:     make(chan []redis.XMessage, 1),
-			recovered:   make(chan []redis.XMessage, 1),
-			committed:   make(chan []redis.XMessage, committedQueue),
+			brokerState:  bs,
+			rs:           rs,
+			commits:      make(chan *commitOp, commitQueue),
+			fetched:      make(chan []redis.XMessage, 1),
+			recovered:    make(chan []redis.XMessage, 1),
+			recoveryDone: make(chan struct{}),
+			reclaimed:    make(chan []redis.XMessage, 1),
+			committed:    make(chan []redis.XMessage, committedQueue),
 		}
 		runs = append(runs, br)
 		c := &committer{rdb: b.rdb, log: b.log, br: br, consumer: b.consumer}
 		committers.Go(func() { c.run(context.WithoutCancel(ctx)) })
 		readers.Go(func() { b.fetch(ctx, br) })
 		readers.Go(func() { b.dispatchLoop(ctx, br) })
+		readers.Go(func() { b.reclaimLoop(ctx, br) })
 	}
 	b.log.Info("devbroker: dispatching", slog.Int("brokers", len(b.order)), slog.Int("triggers", len(b.triggers)), slog.String("consumer", b.consumer))
 
@@ -177,6 +188,8 @@ func (b *Broker) dispatchLoop(ctx context.Context, br *brokerRun) {
 			b.dispatch(ctx, br, msgs, false)
 		case msgs := <-br.committed:
 			b.dispatch(ctx, br, msgs, false)
+		case msgs := <-br.reclaimed:
+			b.dispatch(ctx, br, msgs, true)
 		case <-ctx.Done():
 			return // entries not dispatched stay pending
 		}
@@ -215,12 +228,14 @@ func (b *Broker) fetch(ctx context.Context, br *brokerRun) {
 		}
 		log.Info("devbroker: redelivering pending entries", slog.Int("count", len(msgs)))
 		last = msgs[len(msgs)-1].ID
+		br.held.add(msgs)
 		select {
 		case br.recovered <- msgs:
 		case <-ctx.Done():
 		}
 	}
 	close(br.recovered)
+	close(br.recoveryDone)
 	br.reading.Store(ctx.Err() == nil)
 	// New entries.
 	for ctx.Err() == nil {
@@ -233,6 +248,7 @@ func (b *Broker) fetch(ctx context.Context, br *brokerRun) {
 		if len(msgs) == 0 {
 			continue
 		}
+		br.held.add(msgs)
 		select {
 		case br.fetched <- msgs:
 		case <-ctx.Done():
