@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -67,8 +68,32 @@ type entry struct {
 	event     *event.Event // knativebrokerttl removed; shared read-only by deliveries
 	ttl       int32        // the removed TTL, or noTTL
 	headers   http.Header  // stored headers (pass-through + trace)
-	multi     bool         // matched more than one trigger
+	multi     bool         // has more than one delivery (triggers, duplicates)
 	remaining atomic.Int32 // deliveries of a multi entry not yet recorded done
+
+	mu      sync.Mutex
+	replies map[string]bool // source + id of the replies stored for a multi entry
+}
+
+// firstReply reports whether reply is the first reply with its source and
+// id among the deliveries of the entry; a later one is a duplicate
+// delivery's copy of a reply that is already stored (or being stored), and
+// publishing it again would double every event downstream.
+func (e *entry) firstReply(reply *event.Event) bool {
+	if !e.multi {
+		return true
+	}
+	k := reply.Source() + "\x00" + reply.ID()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.replies[k] {
+		return false
+	}
+	if e.replies == nil {
+		e.replies = make(map[string]bool, 2)
+	}
+	e.replies[k] = true
+	return true
 }
 
 // addHeaders sets what every request for the entry carries: the stored
@@ -317,6 +342,7 @@ func (b *Broker) dispatch(ctx context.Context, br *brokerRun, msgs []redis.XMess
 		done = b.loadDone(ctx, bs, msgs)
 	}
 	matched := make([]*triggerState, 0, len(bs.triggers))
+	copiesBuf := make([]int, 0, len(bs.triggers))
 	for i := range msgs {
 		m := &msgs[i]
 		if len(m.Values) == 0 { // deleted but still pending: nothing left to deliver
@@ -347,10 +373,9 @@ func (b *Broker) dispatch(ctx context.Context, br *brokerRun, msgs []redis.XMess
 			acks = append(acks, m.ID)
 			continue
 		}
-		e := &entry{id: m.ID, br: br, event: ev, ttl: ttl, headers: hdr, multi: len(matched)*b.copies > 1}
-
 		todo := matched
-		if recovered && e.multi && len(done[m.ID]) > 0 {
+		progress := recovered && len(done[m.ID]) > 0 // some deliveries finished before
+		if progress {
 			todo = make([]*triggerState, 0, len(matched))
 			for _, t := range matched {
 				if !done[m.ID][t.name.Name] {
@@ -362,9 +387,22 @@ func (b *Broker) dispatch(ctx context.Context, br *brokerRun, msgs []redis.XMess
 				continue
 			}
 		}
-		e.remaining.Store(int32(len(todo) * b.copies))
-		for _, t := range todo {
-			for range b.copies {
+		// copies[i] is the number of deliveries to todo[i]: 2 for a
+		// duplicate delivery.
+		copies, total := copiesBuf[:0], 0
+		for range todo {
+			n := 1
+			if b.duplicates > 0 && (b.duplicates >= 1 || rand.Float64() < b.duplicates) {
+				n = 2
+			}
+			copies = append(copies, n)
+			total += n
+		}
+		copiesBuf = copies
+		e := &entry{id: m.ID, br: br, event: ev, ttl: ttl, headers: hdr, multi: len(matched) > 1 || total > 1 || progress}
+		e.remaining.Store(int32(total))
+		for i, t := range todo {
+			for range copies[i] {
 				rs.inflight.Add(1)
 				if !rs.pool.submit(ctx, task{e: e, t: t}) {
 					rs.inflight.Done()

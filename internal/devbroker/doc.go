@@ -136,6 +136,13 @@
 // event is dropped, logged at error level with the Trigger and code, and
 // counted (Observer.Dropped).
 //
+// Duplicate deliveries (Config.DuplicateDeliveries, a test aid). A chosen
+// rate of the matching deliveries is made twice, concurrently. Of the
+// replies to the deliveries of one entry only the first with a given
+// source and id is stored: a step that answers a redelivery with the same
+// reply (as ksaga's steps do) would otherwise double every event after it,
+// 2^n entries for a chain of n replies.
+//
 // Delivery format comes from the Trigger's delivery.format only, as in
 // broker-filter.
 //

@@ -329,13 +329,14 @@ func TestReplyIDsAreUnique(t *testing.T) {
 	e.waitIdle()
 }
 
-// TestDuplicateDeliveries: with the option on, every matching event reaches
-// its subscriber twice and both replies are republished, like at-least-once
-// delivery at its worst; the entry is acknowledged after both.
+// TestDuplicateDeliveries: at rate 1 every matching event reaches its
+// subscriber twice, concurrently, like at-least-once delivery at its
+// worst; the two identical replies (same source and id) are stored once,
+// and the entry is acknowledged after both deliveries.
 func TestDuplicateDeliveries(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config(brokers(nil), []*eventingv1.Trigger{trigger("svc", onType("order")), trigger("done", onType("order.done"))})
-	cfg.DuplicateDeliveries = true
+	cfg.DuplicateDeliveries = 1
 	e.start(cfg)
 	e.sink.on("/svc", func(w http.ResponseWriter, r rec, _ int) {
 		reply := newEvent("order.done")
@@ -345,7 +346,7 @@ func TestDuplicateDeliveries(t *testing.T) {
 	for range 3 {
 		e.send(newEvent("order"))
 	}
-	e.sink.wait(t, "/done", 12) // 3 events × 2 deliveries × 2 deliveries of each reply
+	e.sink.wait(t, "/done", 6) // 3 events → 3 stored replies × 2 deliveries each
 	e.waitIdle()
 	perID := map[string]int{}
 	for _, r := range e.sink.got("/svc") {
@@ -359,8 +360,76 @@ func TestDuplicateDeliveries(t *testing.T) {
 			t.Errorf("event %s delivered %d times, want 2", id, n)
 		}
 	}
-	if n := len(e.sink.got("/done")); n != 12 {
-		t.Errorf("%d reply deliveries, want 12", n)
+	if n := len(e.sink.got("/done")); n != 6 {
+		t.Errorf("%d reply deliveries, want 6 (each stored once, delivered twice)", n)
+	}
+	if n := e.obs.get("received"); n != 6 {
+		t.Errorf("%d events stored, want 6 (3 sent, 3 replies)", n)
+	}
+}
+
+// TestDuplicateChainGrowsLinearly (issue 19 A3): a chain of N replies under
+// duplicate rate 1 stores N+1 events, not 2^(N+1)-1: the duplicate
+// delivery's copy of a reply is not published again.
+func TestDuplicateChainGrowsLinearly(t *testing.T) {
+	const n = 8
+	e := newEnv(t)
+	cfg := e.config(brokers(nil), []*eventingv1.Trigger{trigger("step", onType("step"))})
+	cfg.DuplicateDeliveries = 1
+	e.start(cfg)
+	e.sink.on("/step", func(w http.ResponseWriter, r rec, _ int) {
+		k, _ := strconv.Atoi(ext(t, r, "k"))
+		if k == n {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		reply := newEvent("step", "k", strconv.Itoa(k+1))
+		reply.SetID("step-" + strconv.Itoa(k+1))
+		replyWith(w, reply, http.StatusOK)
+	})
+	e.send(newEvent("step", "k", "0"))
+	e.sink.wait(t, "/step", 2*(n+1))
+	e.waitIdle()
+	if got := e.obs.get("received"); got != n+1 {
+		t.Errorf("%d events stored for a chain of %d replies, want %d", got, n, n+1)
+	}
+	if got := len(e.sink.got("/step")); got != 2*(n+1) {
+		t.Errorf("%d deliveries, want %d (each event twice)", got, 2*(n+1))
+	}
+}
+
+// TestDuplicateRate: at rate 0.3 about 30% of the deliveries are made
+// twice, none more than twice, none lost. The bounds are six standard
+// deviations wide.
+func TestDuplicateRate(t *testing.T) {
+	const events = 300
+	e := newEnv(t)
+	cfg := e.config(brokers(nil), []*eventingv1.Trigger{trigger("svc")})
+	cfg.DuplicateDeliveries = 0.3
+	e.start(cfg)
+	for range events {
+		e.send(newEvent("t"))
+	}
+	e.waitIdle()
+	perID := map[string]int{}
+	for _, r := range e.sink.got("/svc") {
+		perID[r.Event.ID()]++
+	}
+	twice := 0
+	for id, k := range perID {
+		switch k {
+		case 1:
+		case 2:
+			twice++
+		default:
+			t.Errorf("event %s delivered %d times", id, k)
+		}
+	}
+	if len(perID) != events {
+		t.Errorf("%d events delivered, want %d", len(perID), events)
+	}
+	if twice < 42 || twice > 138 {
+		t.Errorf("%d of %d events delivered twice at rate 0.3, want about 90", twice, events)
 	}
 }
 
