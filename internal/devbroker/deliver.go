@@ -198,6 +198,9 @@ func (b *Broker) admitReply(e *entry, reply *event.Event, info *sendResult) ([]a
 	if err := reply.Validate(); err != nil {
 		return nil, http.StatusBadRequest, fmt.Errorf("invalid reply event: %w", err)
 	}
+	if err := checkUTF8(reply); err != nil {
+		return nil, http.StatusBadRequest, fmt.Errorf("invalid reply event: %w", err)
+	}
 	if code, err := b.admit(reply); err != nil {
 		return nil, code, fmt.Errorf("reply: %w", err)
 	}

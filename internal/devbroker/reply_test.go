@@ -266,6 +266,34 @@ func TestInvalidReply(t *testing.T) {
 	}
 }
 
+// TestInvalidUTF8Reply: a reply whose extension is not valid UTF-8 is
+// refused like one the ingress refuses: dead letter code 400, with the
+// reason.
+func TestInvalidUTF8Reply(t *testing.T) {
+	e := newEnv(t)
+	e.run(brokers(nil), trigger("step", onType("step"), withDelivery(delivery(0, "", "", "dls"))), trigger("next", onType("next")))
+	e.sink.on("/step", func(w http.ResponseWriter, _ rec, _ int) {
+		w.Header().Set("Ce-Specversion", "1.0")
+		w.Header().Set("Ce-Id", "r1")
+		w.Header().Set("Ce-Source", "/s")
+		w.Header().Set("Ce-Type", "next")
+		w.Header()["Ce-Correlationid"] = []string{"saga-\xc0\xa0"}
+		w.WriteHeader(http.StatusOK)
+	})
+	e.send(newEvent("step"))
+	got := e.sink.wait(t, "/dls", 1)
+	e.waitIdle()
+	if c := ext(t, got[0], "knativeerrorcode"); c != "400" {
+		t.Errorf("knativeerrorcode %s, want 400", c)
+	}
+	if reason, _ := base64.StdEncoding.DecodeString(ext(t, got[0], "knativeerrordata")); !strings.Contains(string(reason), "correlationid is not valid UTF-8") {
+		t.Errorf("knativeerrordata %q does not give the reason", reason)
+	}
+	if n := len(e.sink.got("/next")); n != 0 {
+		t.Errorf("the invalid reply was delivered %d times", n)
+	}
+}
+
 // TestReplyTraceHeaders: trace context and pass-through headers of the
 // subscriber's response travel with its reply; a response without trace
 // headers keeps the trace of the event it answers.
