@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -106,13 +107,14 @@ func Serve(ctx context.Context, addr string, h http.Handler, o ServeOptions) err
 // so a handler may take as long as it needs to answer; a body that is
 // still arriving at the deadline makes the handler's next read fail with
 // an error wrapping os.ErrDeadlineExceeded. It uses
-// http.ResponseController, so it works on HTTP/1.1 and HTTP/2 (a stream
-// whose client is still sending at the deadline is cut off too: a gRPC
-// client stream longer than d needs Serve's BodyReadTimeout raised).
-// Requests without a body are served as they are.
+// http.ResponseController, so it works on HTTP/1.1 and HTTP/2. Requests
+// without a body are served as they are, and so are gRPC and Connect
+// streams (content type application/grpc…, application/connect+…), whose
+// body may rightly last as long as the call: the same rule as the ksaga
+// dev ingress.
 func BodyDeadline(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body == nil || r.Body == http.NoBody {
+		if r.Body == nil || r.Body == http.NoBody || isStream(r) {
 			h.ServeHTTP(w, r)
 			return
 		}
@@ -128,6 +130,12 @@ func BodyDeadline(h http.Handler, d time.Duration) http.Handler {
 		r.Body = b
 		h.ServeHTTP(w, r)
 	})
+}
+
+// isStream reports a gRPC or Connect streaming request.
+func isStream(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	return strings.HasPrefix(ct, "application/grpc") || strings.HasPrefix(ct, "application/connect+")
 }
 
 // deadlineBody lifts the read deadline once the body is read to its end:

@@ -147,6 +147,39 @@ func TestSlowBodyIsCutOffH2C(t *testing.T) {
 	}
 }
 
+// TestGRPCStreamsHaveNoBodyDeadline: a gRPC or Connect stream's body may
+// last as long as the call, as at the ksaga dev ingress; its slow body is
+// read to the end.
+func TestGRPCStreamsHaveNoBodyDeadline(t *testing.T) {
+	got := make(chan string, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			got <- err.Error()
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		got <- string(b)
+	})
+	addr := serveOn(t, h, knfunc.ServeOptions{BodyReadTimeout: 100 * time.Millisecond, HTTP2: true})
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	sent := trickle(pw, "stream-messages", 20*time.Millisecond, nil) // 300 ms, thrice the deadline
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/user.v1.UserService/GetUser", pr)
+	req.Header.Set("Content-Type", "application/grpc")
+	resp, err := (&http.Client{Transport: tr, Timeout: time.Minute}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	<-sent
+	if b := <-got; b != "stream-messages" {
+		t.Errorf("the stream's handler read %q, want the whole body", b)
+	}
+}
+
 // TestBodyDeadlineEndsWithTheBody: once the body has arrived, the handler
 // may take longer than the body deadline: its request context is not
 // cancelled and its answer is delivered (HTTP/1.1 and h2c).
