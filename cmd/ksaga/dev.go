@@ -124,13 +124,14 @@ func parseDevFlags(args []string, stderr io.Writer) (devFlags, error) {
 
 // faultInjectionUsage documents the fault key where the flag is.
 var faultInjectionUsage = `set KSAGA_FAULT_INJECTION=true for every function (tests). A function then fails
-the events of a type it admits with 503 (retried, then dead-lettered; a forged or
-stale event is still refused as usual) while the Redis key
-  ` + knfunc.FaultKey("<service>", "<event type>") + `
-says so: an integer N > 0 fails the next N deliveries (the key counts down), -1
-fails every one until the key is deleted; no key or 0 fails nothing. E.g. three
-failed payment authorisations, then success:
-  redis-cli SET ` + knfunc.FaultKey("payment", "io.ksaga.order.created") + ` 3`
+the events it admits with 503 (retried, then dead-lettered; a forged or stale
+event is still refused as usual) while the Redis key
+  ` + knfunc.FaultKey("<service>", "<event type or command>") + `
+says so, for events of that type, or carrying that saga step's command (the
+same key in choreography and orchestration): an integer N > 0 fails the next N
+deliveries (the key counts down), -1 fails every one until the key is deleted;
+no key or 0 fails nothing. E.g. three failed payment authorisations, then success:
+  redis-cli SET ` + knfunc.FaultKey("payment", "io.ksaga.payment.authorize") + ` 3`
 
 // rateFlag is a probability flag that, given bare, means 1.
 type rateFlag struct{ v *float64 }

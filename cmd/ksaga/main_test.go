@@ -115,7 +115,7 @@ func TestFaultInjectionHelp(t *testing.T) {
 	var stderr bytes.Buffer
 	_, _ = parseDevFlags([]string{"-h"}, &stderr)
 	help := stderr.String()
-	for _, want := range []string{knfunc.FaultKey("<service>", "<event type>"), "N > 0 fails the next N deliveries", "-1", "503", "redis-cli SET ksaga:fault:"} {
+	for _, want := range []string{knfunc.FaultKey("<service>", "<event type or command>"), "N > 0 fails the next N", "-1", "503", "redis-cli SET ksaga:fault:"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("--fault-injection help lacks %q:\n%s", want, help)
 		}
