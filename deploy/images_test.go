@@ -21,7 +21,7 @@ import (
 // maxImageBinary bounds a function's stripped binary, a guard against
 // accidental growth (a knative.dev import would add tens of MB), not a
 // goal: OpenTelemetry's own OTLP exporter, which links gRPC, put every
-// function at about 25 MB. (Sender identity, go-oidc and go-jose, adds
+// function at about 26 MB. (Sender identity, go-oidc and go-jose, adds
 // about 0.45 MB to every function: docs/security.md.)
 const maxImageBinary = 30_000_000
 

@@ -232,7 +232,7 @@ func targets(res *Result) []Target {
 		add("function cold start, exec → first 2xx (median, slowest function)", "≤ 10 ms",
 			fmt.Sprintf("%.2f ms (%s)", worstCS.MedianMs, worstCS.Function), pass(okCS), "")
 		add("function idle RSS (largest)", "≤ 12 MB", fmt.Sprintf("%.1f MB (%s)", float64(worstRSS.IdleRSSBytes)/1e6, worstRSS.Function), pass(okRSS), rssNote(worstRSS, okRSS))
-		// Reported, no longer a target: the ≤ 15 MB goal was dropped for
+		// Reported, no longer a target: the size goal was dropped for
 		// OpenTelemetry's own OTLP exporter, which links gRPC.
 		add("function binary, stripped (largest)", "none (was ≤ 15 MB)", fmt.Sprintf("%.1f MB (%s)", float64(worstBin.BinaryBytes)/1e6, worstBin.Function), nil,
 			"the official OTLP exporter links gRPC: about 11 MB per binary")
