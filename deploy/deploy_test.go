@@ -148,7 +148,7 @@ func TestDevView(t *testing.T) {
 		for _, b := range brokers {
 			t.Run(m+"-"+b, func(t *testing.T) {
 				set := loadClean(t, "brokers/"+b, "triggers/"+m, "manifests")
-				for _, o := range append(set.Objects, set.Unknown...) {
+				for _, o := range append(set.Objects, set.Skipped...) {
 					covered[o.File] = true
 				}
 				bs := set.Brokers()
@@ -345,7 +345,7 @@ func checkBroker(t *testing.T, set *manifest.Set, broker string, componentsAppli
 		if cfg.APIVersion != "eventing.knative.dev/v1alpha1" || cfg.Kind != "RabbitmqBrokerConfig" || cfg.Name == "" || cfg.Namespace == "" {
 			t.Errorf("spec.config = %+v: want a RabbitmqBrokerConfig with a namespace", cfg)
 		}
-		rbc := unknown(set, "RabbitmqBrokerConfig", cfg.Namespace, cfg.Name)
+		rbc := skippedObject(set, "RabbitmqBrokerConfig", cfg.Namespace, cfg.Name)
 		if rbc == nil {
 			t.Fatalf("RabbitmqBrokerConfig %s/%s is not in the overlay", cfg.Namespace, cfg.Name)
 		}
@@ -354,7 +354,7 @@ func checkBroker(t *testing.T, set *manifest.Set, broker string, componentsAppli
 		}
 		name, _, _ := unstructured.NestedString(rbc.Object, "spec", "rabbitmqClusterReference", "name")
 		ns, _, _ := unstructured.NestedString(rbc.Object, "spec", "rabbitmqClusterReference", "namespace")
-		if unknown(set, "RabbitmqCluster", ns, name) == nil {
+		if skippedObject(set, "RabbitmqCluster", ns, name) == nil {
 			t.Errorf("the RabbitmqBrokerConfig names RabbitmqCluster %s/%s, which is not in the overlay", ns, name)
 		}
 		for _, tr := range set.Triggers() {
@@ -411,8 +411,8 @@ func positiveInt(t *testing.T, data map[string]string, key string) int {
 	return n
 }
 
-func unknown(set *manifest.Set, kind, ns, name string) *unstructured.Unstructured {
-	for _, o := range set.Unknown {
+func skippedObject(set *manifest.Set, kind, ns, name string) *unstructured.Unstructured {
+	for _, o := range set.Skipped {
 		if o.Kind == kind && o.Namespace == ns && o.Name == name {
 			u, _ := o.Value.(*unstructured.Unstructured)
 			return u
@@ -565,10 +565,10 @@ func TestAutoscaling(t *testing.T) {
 // the keys the functions read, with the Redis URL the functions use.
 func TestDemoData(t *testing.T) {
 	set, ps := load(t, "deploy/demo/seed-job.yaml")
-	if len(ps) > 0 || len(set.Unknown) != 1 {
-		t.Fatalf("deploy/demo/seed-job.yaml: %v, %d objects of unknown kind, want one Job", ps, len(set.Unknown))
+	if len(ps) > 0 || len(set.Skipped) != 1 {
+		t.Fatalf("deploy/demo/seed-job.yaml: %v, %d objects of skipped kinds, want one Job", ps, len(set.Skipped))
 	}
-	job := set.Unknown[0].Value.(*unstructured.Unstructured)
+	job := set.Skipped[0].Value.(*unstructured.Unstructured)
 	containers, _, _ := unstructured.NestedSlice(job.Object, "spec", "template", "spec", "containers")
 	if len(containers) != 1 {
 		t.Fatalf("%d containers, want 1", len(containers))

@@ -101,11 +101,11 @@ func emittedTypes(set *manifest.Set) map[string]bool {
 	return m
 }
 
-// objects returns the API objects of a set (known and unknown kinds, not the
+// objects returns the API objects of a set (decoded and skipped kinds, not the
 // Kustomization files), keyed by "Kind namespace/name".
 func objects(set *manifest.Set) map[string]*manifest.Object {
 	m := make(map[string]*manifest.Object)
-	for _, list := range [][]*manifest.Object{set.Objects, set.Unknown} {
+	for _, list := range [][]*manifest.Object{set.Objects, set.Skipped} {
 		for _, o := range list {
 			if o.Kind != "Kustomization" {
 				m[o.ID.String()] = o

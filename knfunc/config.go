@@ -5,6 +5,14 @@
 //
 // It is deliberately free of knative.dev packages: a function binary stays
 // small (sdk-go + go-redis) and starts in milliseconds.
+//
+// Limits of the HTTP server (Serve), so that a slow or stalled client
+// cannot hold a connection for long: the request line and headers must
+// arrive within 10 s (DefaultReadHeaderTimeout), the body within 10 s
+// after them (DefaultBodyReadTimeout; a body cut off is answered 408,
+// which Knative retries; gRPC and Connect streams are exempt), and at most
+// KSAGA_MAX_BODY_BYTES (4 MiB; 413); an idle keep-alive connection is
+// closed after 120 s.
 package knfunc
 
 import (

@@ -53,6 +53,11 @@ var malformed = []rawRequest{
 	{"a header named just CE-", with(validBinary, "CE-", "x"), `{}`},
 	{"a header named CE- only, no others", map[string]string{"CE-": "x", "Ce-Specversion": "1.0"}, `{}`},
 	{"empty body, no headers", map[string]string{}, ``},
+	{"binary: invalid UTF-8 correlationid", with(validBinary, "Ce-Correlationid", "\xc0\xa0"), `{}`},
+	{"binary: invalid UTF-8 id", with(validBinary, "Ce-Id", "\xff"), `{}`},
+	{"binary: invalid UTF-8 subject", with(validBinary, "Ce-Subject", "a\xc3"), `{}`},
+	{"structured: invalid UTF-8 extension", map[string]string{"Content-Type": "application/cloudevents+json"}, "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\",\"correlationid\":\"\xc0\xa0\"}"},
+	{"structured: invalid UTF-8 type", map[string]string{"Content-Type": "application/cloudevents+json"}, "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\xfe\"}"},
 }
 
 // echo replies with an event of its own, so a decodable request gets 200.
@@ -78,8 +83,12 @@ func TestMalformedInputIs400AndServingContinues(t *testing.T) {
 	h := knfunc.NewHandler(echo, knfunc.HandlerOptions{})
 	for _, tt := range malformed {
 		t.Run(tt.name, func(t *testing.T) {
-			if w := serve(h, tt); w.Code != http.StatusBadRequest {
+			w := serve(h, tt)
+			if w.Code != http.StatusBadRequest {
 				t.Fatalf("status %d (%s), want 400", w.Code, w.Body.String())
+			}
+			if strings.Contains(tt.name, "UTF-8") && !strings.Contains(w.Body.String(), "is not valid UTF-8") {
+				t.Errorf("body %q does not say what is not UTF-8", w.Body.String())
 			}
 			// and the next valid event is still served
 			if w := serve(h, rawRequest{"valid", validBinary, `{}`}); w.Code != http.StatusOK || w.Header().Get("Ce-Id") != "reply-1" {

@@ -9,11 +9,15 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/binding/spec"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	cetypes "github.com/cloudevents/sdk-go/v2/types"
 
 	"github.com/ksaga/ksaga/saga"
 	"github.com/ksaga/ksaga/telemetry"
@@ -135,8 +139,12 @@ func (h *handler) handle(ctx context.Context, e *event.Event) (reply *event.Even
 
 // Decode reads one CloudEvent from an HTTP request in binary or structured
 // mode and validates it. It never panics: hostile input (a header named
-// "CE-", bad data_base64, ...) is a 400. It returns the HTTP status to answer
-// with on error: 400, or 413 when the body exceeded a MaxBytesReader.
+// "CE-", bad data_base64, ...) is a 400, and so is an attribute or
+// extension that is not valid UTF-8 (sdk-go passes such bytes through; it
+// does not percent-decode header values, so "%C0%A0" is plain text). It
+// returns the HTTP status to answer with on error: 400, 413 when the body
+// exceeded a MaxBytesReader, or 408 when the body did not arrive before the
+// read deadline (Serve's BodyReadTimeout; retried by Knative).
 func Decode(r *http.Request) (e *event.Event, status int, err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -157,6 +165,9 @@ func Decode(r *http.Request) (e *event.Event, status int, err error) {
 		return nil, http.StatusBadRequest, errors.New("batched CloudEvents are not supported: send one event per request")
 	case binding.EncodingStructured:
 		body, err := io.ReadAll(r.Body)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, http.StatusRequestTimeout, fmt.Errorf("read event: the body did not arrive in time: %w", err)
+		}
 		if err != nil {
 			return nil, bodyErrorStatus(err), fmt.Errorf("read event: %w", err)
 		}
@@ -166,6 +177,9 @@ func Decode(r *http.Request) (e *event.Event, status int, err error) {
 		msg = cehttp.NewMessage(r.Header, io.NopCloser(bytes.NewReader(body)))
 	}
 	ev, err := binding.ToEvent(r.Context(), msg)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, http.StatusRequestTimeout, fmt.Errorf("read event: the body did not arrive in time: %w", err)
+	}
 	if err != nil {
 		if status := bodyErrorStatus(err); status != http.StatusBadRequest {
 			return nil, status, fmt.Errorf("event too large: %w", err)
@@ -174,6 +188,20 @@ func Decode(r *http.Request) (e *event.Event, status int, err error) {
 	}
 	if err := ev.Validate(); err != nil {
 		return nil, http.StatusBadRequest, fmt.Errorf("invalid CloudEvent: %w", err)
+	}
+	if sv := spec.VS.Version(ev.SpecVersion()); sv != nil {
+		for _, a := range sv.Attributes() {
+			if v := a.Get(ev.Context); v != nil {
+				if s, err := cetypes.Format(v); err == nil && !utf8.ValidString(s) {
+					return nil, http.StatusBadRequest, fmt.Errorf("invalid CloudEvent: attribute %s is not valid UTF-8", a.Name())
+				}
+			}
+		}
+	}
+	for k, v := range ev.Extensions() {
+		if s, err := cetypes.Format(v); err == nil && (!utf8.ValidString(s) || !utf8.ValidString(k)) {
+			return nil, http.StatusBadRequest, fmt.Errorf("invalid CloudEvent: extension %s is not valid UTF-8", strings.ToValidUTF8(k, "\uFFFD"))
+		}
 	}
 	return ev, 0, nil
 }

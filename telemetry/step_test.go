@@ -8,12 +8,9 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/ksaga/ksaga/saga"
 )
@@ -127,40 +124,5 @@ func TestParseHeaders(t *testing.T) {
 	got := parseHeaders("Authorization=Basic dXNlcjpw+YXNz, x-team = a%20b ,broken")
 	if got["Authorization"] != "Basic dXNlcjpw+YXNz" || got["x-team"] != "a b" || len(got) != 2 {
 		t.Fatalf("%q", got)
-	}
-}
-
-// Spans carry OTLP's flags (the W3C trace flags, and whether the parent came
-// from another hop: 0x100 known, 0x200 remote) and the dropped counts, as
-// the official exporter encodes them.
-func TestOTLPFlagsAndDroppedCounts(t *testing.T) {
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec),
-		sdktrace.WithRawSpanLimits(sdktrace.SpanLimits{EventCountLimit: 1, LinkCountLimit: 1, AttributeCountLimit: 8, AttributeValueLengthLimit: -1,
-			AttributePerEventCountLimit: 1, AttributePerLinkCountLimit: 1}))
-	remote := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsSampled, Remote: true})
-	ctx := trace.ContextWithRemoteSpanContext(context.Background(), remote)
-	ctx, step := tp.Tracer("t").Start(ctx, "step", trace.WithLinks(
-		trace.Link{SpanContext: remote},
-		trace.Link{SpanContext: remote, Attributes: []attribute.KeyValue{attribute.Int("a", 1), attribute.Int("b", 2)}}))
-	step.AddEvent("e1") // the limits keep the newest event and link
-	step.AddEvent("e2", trace.WithAttributes(attribute.Int("a", 1), attribute.Int("b", 2)))
-	_, child := tp.Tracer("t").Start(ctx, "child")
-	child.End()
-	step.End()
-
-	spans := tracesData(rec.Ended()).ResourceSpans[0].ScopeSpans[0].Spans
-	byName := map[string]*tracepb.Span{}
-	for _, s := range spans {
-		byName[s.Name] = s
-	}
-	s, c := byName["step"], byName["child"]
-	if s.Flags != 0x301 || c.Flags != 0x101 {
-		t.Errorf("flags: step %#x (remote parent), child %#x (local parent)", s.Flags, c.Flags)
-	}
-	if s.DroppedEventsCount != 1 || s.DroppedLinksCount != 1 || len(s.Events) != 1 || s.Events[0].DroppedAttributesCount != 1 ||
-		len(s.Links) != 1 || s.Links[0].DroppedAttributesCount != 1 || s.Links[0].Flags != 0x301 {
-		t.Errorf("dropped: events %d, links %d, event attrs %d, link attrs %d, link flags %#x", s.DroppedEventsCount, s.DroppedLinksCount,
-			s.Events[0].DroppedAttributesCount, s.Links[0].DroppedAttributesCount, s.Links[0].Flags)
 	}
 }

@@ -33,6 +33,10 @@ func TestNewTracingFromEnv(t *testing.T) {
 		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_TRACES_EXPORTER": "none"}, false},
 		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, false},
 		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_TRACES_EXPORTER": "zipkin"}, false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_COMPRESSION": "brotli"}, false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_CERTIFICATE": "/no/such/file.pem"}, false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, false},
 	}
 	for _, tt := range tests {
 		tr := telemetry.NewTracing(context.Background(), "svc", func(k string) string { return tt.env[k] }, quiet)
@@ -40,6 +44,60 @@ func TestNewTracingFromEnv(t *testing.T) {
 			t.Errorf("%v: enabled %v, want %v", tt.env, tr.Enabled, tt.want)
 		}
 		_ = tr.Shutdown(context.Background())
+	}
+	// The base endpoint's path is kept, "/v1/traces" appended; the
+	// per-signal endpoint is used as it is.
+	for env, want := range map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT":        "http://collector:4318/otlp/v1/traces",
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/otlp",
+	} {
+		var log bytes.Buffer
+		tr := telemetry.NewTracing(context.Background(), "svc", func(k string) string {
+			return map[string]string{env: "http://collector:4318/otlp"}[k]
+		}, slog.New(slog.NewTextHandler(&log, nil)))
+		_ = tr.Shutdown(context.Background())
+		if !strings.Contains(log.String(), "endpoint="+want) {
+			t.Errorf("%s: %s, want endpoint %s", env, log.String(), want)
+		}
+	}
+}
+
+// TestExporterRetriesCompressesAndSendsHeaders (issue 19 C): spans go out
+// through OpenTelemetry's own OTLP/HTTP exporter, configured from the
+// OTEL_EXPORTER_OTLP_* variables read with getenv: a 503 from the
+// collector is retried (after its Retry-After), the body is gzip when
+// asked, the headers are sent.
+func TestExporterRetriesCompressesAndSendsHeaders(t *testing.T) {
+	rcv := otlptest.Start(t)
+	rcv.Refuse(1, http.StatusServiceUnavailable, "1")
+	env := map[string]string{
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": rcv.URL + "/v1/traces",
+		"OTEL_EXPORTER_OTLP_HEADERS":         "authorization=Bearer%20t0ken,x-team=ksaga",
+		"OTEL_EXPORTER_OTLP_COMPRESSION":     "gzip",
+		"OTEL_SERVICE_NAME":                  "exporter-test",
+	}
+	tr := telemetry.NewTracing(context.Background(), "svc", func(k string) string { return env[k] }, quiet)
+	if !tr.Enabled {
+		t.Fatal("tracing off")
+	}
+	_, span := tr.Provider.Tracer("test").Start(context.Background(), "one")
+	span.End()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := tr.Shutdown(ctx); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	spans := rcv.Spans()
+	if len(spans) != 1 || spans[0].Name != "one" || spans[0].Service != "exporter-test" {
+		t.Fatalf("received %+v, want the one span", spans)
+	}
+	reqs := rcv.Requests()
+	if len(reqs) != 2 || reqs[0].Status != http.StatusServiceUnavailable || reqs[1].Status != http.StatusOK {
+		t.Fatalf("requests %+v, want a refused one, then the retry", reqs)
+	}
+	h := reqs[1].Header
+	if h.Get("Content-Encoding") != "gzip" || h.Get("Authorization") != "Bearer t0ken" || h.Get("X-Team") != "ksaga" {
+		t.Errorf("export headers %v: want gzip and the OTEL_EXPORTER_OTLP_HEADERS", h)
 	}
 }
 
@@ -108,7 +166,9 @@ func TestStepTracesAndMetrics(t *testing.T) {
 		if first == nil || finish == nil {
 			return fmt.Errorf("spans %v", spans)
 		}
-		if first.TraceID != "4bf92f3577b34da6a3ce929d0e0e4736" || first.Parent != "00f067aa0ba902b7" || first.Service != "tracer" {
+		// flags: sampled, and its parent came from another hop (OTLP's
+		// "parent is remote" bits), which is how a backend sees the hop
+		if first.TraceID != "4bf92f3577b34da6a3ce929d0e0e4736" || first.Parent != "00f067aa0ba902b7" || first.Service != "tracer" || first.Flags != 0x301 {
 			return fmt.Errorf("start span %+v", first)
 		}
 		if finish.TraceID != first.TraceID || finish.Parent != first.SpanID || finish.Attributes["ksaga.saga_id"] != "s1" ||

@@ -2,16 +2,21 @@ package telemetry
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"path"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -60,18 +65,32 @@ type Tracing struct {
 }
 
 // NewTracing sets up tracing from the standard OTEL_* variables read with
-// getenv: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (a full URL) or
-// OTEL_EXPORTER_OTLP_ENDPOINT (+ "/v1/traces"), OTEL_EXPORTER_OTLP_HEADERS,
-// OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
-// OTEL_TRACES_EXPORTER (otlp or none); the SDK itself reads
-// OTEL_TRACES_SAMPLER and OTEL_BSP_*. The exporter speaks OTLP/HTTP with
-// protobuf. Without an endpoint, the provider is a no-op: spans cost
-// nothing, but trace context still flows from each request to its reply.
+// getenv, exporting spans with OpenTelemetry's own OTLP/HTTP exporter
+// (otlptracehttp: protobuf, retries with backoff on 429, 502, 503 and 504
+// honouring Retry-After, gzip on request). Tracing is on when an endpoint
+// is set: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the full URL) or
+// OTEL_EXPORTER_OTLP_ENDPOINT (a base URL, "/v1/traces" appended), and
+// off with OTEL_TRACES_EXPORTER=none or a protocol other than
+// http/protobuf (OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL). The exporter's
+// other variables, each also in an OTEL_EXPORTER_OTLP_TRACES_* form that
+// wins, are read through getenv too: OTEL_EXPORTER_OTLP_HEADERS,
+// _TIMEOUT (ms), _COMPRESSION (gzip), _INSECURE, _CERTIFICATE,
+// _CLIENT_CERTIFICATE and _CLIENT_KEY. OTEL_SERVICE_NAME and
+// OTEL_RESOURCE_ATTRIBUTES name the resource; the SDK itself reads
+// OTEL_TRACES_SAMPLER and OTEL_BSP_*. Without an endpoint, the provider is
+// a no-op: spans cost nothing, but trace context still flows from each
+// request to its reply.
 func NewTracing(ctx context.Context, service string, getenv func(string) string, logger *slog.Logger) Tracing {
 	off := Tracing{Provider: noop.NewTracerProvider(), Shutdown: func(context.Context) error { return nil }}
 	endpoint := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 	if endpoint == "" && getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" {
-		endpoint = strings.TrimSuffix(getenv("OTEL_EXPORTER_OTLP_ENDPOINT"), "/") + "/v1/traces"
+		u, err := url.Parse(getenv("OTEL_EXPORTER_OTLP_ENDPOINT"))
+		if err != nil {
+			logger.Warn("tracing off: bad OTLP endpoint", "endpoint", getenv("OTEL_EXPORTER_OTLP_ENDPOINT"), "error", err.Error())
+			return off
+		}
+		u.Path = path.Join("/", u.Path, "v1", "traces")
+		endpoint = u.String()
 	}
 	switch exp := getenv("OTEL_TRACES_EXPORTER"); {
 	case exp == "none" || endpoint == "":
@@ -86,17 +105,19 @@ func NewTracing(ctx context.Context, service string, getenv func(string) string,
 			return off
 		}
 	}
-	if _, err := url.ParseRequestURI(endpoint); err != nil {
-		logger.Warn("tracing off: bad OTLP endpoint", "endpoint", endpoint, "error", err.Error())
+	if u, err := url.ParseRequestURI(endpoint); err != nil || u.Host == "" {
+		logger.Warn("tracing off: bad OTLP endpoint", "endpoint", endpoint, "error", fmt.Sprint(err))
 		return off
 	}
-	headers := parseHeaders(getenv("OTEL_EXPORTER_OTLP_HEADERS"))
-	for k, v := range parseHeaders(getenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS")) {
-		headers[k] = v
+	opts, err := exporterOptions(endpoint, getenv)
+	if err != nil {
+		logger.Warn("tracing off", "error", err.Error())
+		return off
 	}
-	timeout := 10 * time.Second
-	if ms, err := strconv.Atoi(getenv("OTEL_EXPORTER_OTLP_TIMEOUT")); err == nil && ms > 0 {
-		timeout = time.Duration(ms) * time.Millisecond
+	exp, err := otlptracehttp.New(ctx, opts...)
+	if err != nil {
+		logger.Warn("tracing off: OTLP exporter", "error", err.Error())
+		return off
 	}
 	if name := getenv("OTEL_SERVICE_NAME"); name != "" {
 		service = name
@@ -107,13 +128,70 @@ func NewTracing(ctx context.Context, service string, getenv func(string) string,
 			attrs = append(attrs, attribute.String(k, v))
 		}
 	}
-	exp := newOTLPExporter(endpoint, headers, timeout)
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithResource(resource.NewWithAttributes("", attrs...)),
 	)
 	logger.Info("tracing on", "endpoint", endpoint)
 	return Tracing{Provider: tp, Shutdown: tp.Shutdown, Enabled: true}
+}
+
+// exporterOptions turns the exporter's OTEL_EXPORTER_OTLP_* variables, read
+// through getenv, into otlptracehttp options, with the exporter's own
+// precedence (the TRACES_ form wins) and meaning. The exporter reads the
+// same variables from the process environment; reading them through getenv
+// keeps NewTracing's contract (a function's run gets its environment as
+// getenv) and lets an explicit option win.
+func exporterOptions(endpoint string, getenv func(string) string) ([]otlptracehttp.Option, error) {
+	get := func(name string) string {
+		if v := getenv("OTEL_EXPORTER_OTLP_TRACES_" + name); v != "" {
+			return v
+		}
+		return getenv("OTEL_EXPORTER_OTLP_" + name)
+	}
+	opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(endpoint)} // http:// is insecure, https:// is TLS
+	if strings.EqualFold(get("INSECURE"), "true") {
+		opts = append(opts, otlptracehttp.WithInsecure())
+	}
+	if v := get("HEADERS"); v != "" {
+		opts = append(opts, otlptracehttp.WithHeaders(parseHeaders(v)))
+	}
+	if v := get("TIMEOUT"); v != "" {
+		ms, err := strconv.Atoi(v)
+		if err != nil || ms <= 0 {
+			return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_TIMEOUT=%q: want milliseconds", v)
+		}
+		opts = append(opts, otlptracehttp.WithTimeout(time.Duration(ms)*time.Millisecond))
+	}
+	switch v := get("COMPRESSION"); v {
+	case "gzip":
+		opts = append(opts, otlptracehttp.WithCompression(otlptracehttp.GzipCompression))
+	case "", "none":
+	default:
+		return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_COMPRESSION=%q: want gzip or none", v)
+	}
+	var tlsCfg tls.Config
+	if f := get("CERTIFICATE"); f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_CERTIFICATE: %w", err)
+		}
+		tlsCfg.RootCAs = x509.NewCertPool()
+		if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_CERTIFICATE %s: no PEM certificate", f)
+		}
+	}
+	if cert, key := get("CLIENT_CERTIFICATE"), get("CLIENT_KEY"); cert != "" || key != "" {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and _CLIENT_KEY: %w", err)
+		}
+		tlsCfg.Certificates = []tls.Certificate{pair}
+	}
+	if tlsCfg.RootCAs != nil || len(tlsCfg.Certificates) > 0 {
+		opts = append(opts, otlptracehttp.WithTLSClientConfig(&tlsCfg))
+	}
+	return opts, nil
 }
 
 // parseHeaders reads "k1=v1,k2=v2" with URL-encoded values (the OTEL_*
@@ -131,9 +209,4 @@ func parseHeaders(s string) map[string]string {
 		out[strings.TrimSpace(k)] = v
 	}
 	return out
-}
-
-// describe is a short description of an exporter failure.
-func describe(resp *http.Response) string {
-	return fmt.Sprintf("OTLP endpoint answered %s", resp.Status)
 }

@@ -11,12 +11,14 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/ksaga/ksaga/internal/dev"
 	"github.com/ksaga/ksaga/internal/devoidc"
+	"github.com/ksaga/ksaga/knfunc"
 )
 
 const devUsage = `Usage: ksaga dev [flags]
@@ -69,10 +71,12 @@ func parseDevFlags(args []string, stderr io.Writer) (devFlags, error) {
 	fs.StringVar(&d.cfg.BrokerClass, "broker", dev.DefaultBrokerClass, "the broker class: the folder under brokers/ (mt-channel, kafka or rabbitmq; all run on the same local data plane)")
 	fs.StringVar(&d.cfg.RedisURL, "redis-url", "", "a real Redis `URL`, e.g. redis://127.0.0.1:6379/0 (default: embedded miniredis, not durable)")
 	fs.StringVar(&d.cfg.Seed, "seed", "", "a `FILE` of Redis commands to run at start, one per line (demo data, e.g. deploy/demo/seed.redis)")
-	fs.BoolVar(&d.cfg.FaultInjection, "fault-injection", false, "set KSAGA_FAULT_INJECTION=true for every function (tests; see knfunc.FaultKey)")
-	fs.BoolVar(&d.cfg.DuplicateDeliveries, "duplicate-deliveries", false, "deliver every event twice, concurrently, to show the steps are idempotent (tests)")
 	fs.BoolVar(&d.cfg.RedisACL, "redis-acl", true, "with --redis-url: every function connects as its own Redis ACL user, allowed only the saga store's keys and its own (ksaga.io/redis-keys); needs Redis 7 and ACL rights for ksaga")
 	fs.BoolVar(&d.cfg.OIDC, "oidc", true, "sender identity, as Knative's authentication-oidc: tokens on every delivery, verified by the functions, and the EventPolicies of policies/ enforced by the broker; a request without a token is the outside producer "+devoidc.ProducerServiceAccount+" (docs/security.md)")
+	fs.BoolVar(&d.cfg.FaultInjection, "fault-injection", false, faultInjectionUsage)
+	fs.Var(rateFlag{&d.cfg.DuplicateDeliveries}, "duplicate-deliveries", "deliver this `RATE` (0 to 1) of the events twice, concurrently, to show the steps are idempotent;\n"+
+		"bare --duplicate-deliveries is 1 (every event), --duplicate-deliveries=0.3 three in ten (write the =).\n"+
+		"Of the identical replies (same source and id) to one event, the broker stores one (tests)")
 	scale := string(dev.ScaleKnative)
 	fs.StringVar(&scale, "scale", scale, "knative: scale every Service as Knative's autoscaler would; always-on: one process per Service, always, no containerConcurrency limit (benchmarks)")
 	fs.DurationVar(&d.cfg.ScaleWindow, "scale-window", 0, "shorten every stable window to this `DURATION` (e.g. 6s) and cap scale-to-zero retention, grace period and scale-down delay by it, for demos and tests (default: the manifests' and Knative's, 60s)")
@@ -117,6 +121,47 @@ func parseDevFlags(args []string, stderr io.Writer) (devFlags, error) {
 	}
 	return d, nil
 }
+
+// faultInjectionUsage documents the fault key where the flag is.
+var faultInjectionUsage = `set KSAGA_FAULT_INJECTION=true for every function (tests). A function then fails
+the events it admits with 503 (retried, then dead-lettered; a forged or stale
+event is still refused as usual) while the Redis key
+  ` + knfunc.FaultKey("<service>", "<event type or command>") + `
+says so, for events of that type, or carrying that saga step's command (the
+same key in choreography and orchestration): an integer N > 0 fails the next N
+deliveries (the key counts down), -1 fails every one until the key is deleted;
+no key or 0 fails nothing. E.g. three failed payment authorisations, then success:
+  redis-cli SET ` + knfunc.FaultKey("payment", "io.ksaga.payment.authorize") + ` 3`
+
+// rateFlag is a probability flag that, given bare, means 1.
+type rateFlag struct{ v *float64 }
+
+func (f rateFlag) String() string {
+	if f.v == nil {
+		return "0"
+	}
+	return strconv.FormatFloat(*f.v, 'g', -1, 64)
+}
+
+func (f rateFlag) Set(s string) error {
+	switch s {
+	case "true":
+		*f.v = 1
+		return nil
+	case "false":
+		*f.v = 0
+		return nil
+	}
+	r, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(r >= 0 && r <= 1) {
+		return fmt.Errorf("want a rate from 0 to 1, e.g. 0.3")
+	}
+	*f.v = r
+	return nil
+}
+
+// IsBoolFlag lets the flag stand alone (flag.Value's boolFlag).
+func (rateFlag) IsBoolFlag() bool { return true }
 
 // runDev is `ksaga dev`.
 func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ksaga/ksaga/internal/dev"
+	"github.com/ksaga/ksaga/knfunc"
 )
 
 func TestParseDevFlagsDefaults(t *testing.T) {
@@ -26,7 +27,7 @@ func TestParseDevFlagsDefaults(t *testing.T) {
 	}
 	c := d.cfg
 	if c.Port != 8080 || c.Mode != "choreography" || c.BrokerClass != "mt-channel" || c.RedisURL != "" ||
-		c.Seed != "" || c.FaultInjection || len(c.Paths) != 0 || len(c.Env) != 0 || d.logLevel != slog.LevelInfo ||
+		c.Seed != "" || c.FaultInjection || c.DuplicateDeliveries != 0 || len(c.Paths) != 0 || len(c.Env) != 0 || d.logLevel != slog.LevelInfo ||
 		c.Scale != dev.ScaleKnative || c.ScaleWindow != 0 {
 		t.Errorf("defaults: %+v, level %v", c, d.logLevel)
 	}
@@ -72,6 +73,10 @@ func TestParseDevFlagsErrors(t *testing.T) {
 		{[]string{"--scale", "hpa"}, `--scale "hpa": want knative or always-on`},
 		{[]string{"--scale-window", "500ms"}, `--scale-window 500ms: want at least 1s`},
 		{[]string{"--scale-window", "-1s"}, `want at least 1s`},
+		{[]string{"--duplicate-deliveries=1.5"}, `want a rate from 0 to 1`},
+		{[]string{"--duplicate-deliveries=-1"}, `want a rate from 0 to 1`},
+		{[]string{"--duplicate-deliveries=often"}, `want a rate from 0 to 1`},
+		{[]string{"--duplicate-deliveries", "0.3"}, `unexpected arguments ["0.3"]`}, // a rate needs the =
 	} {
 		var stderr bytes.Buffer
 		_, err := parseDevFlags(tc.args, &stderr)
@@ -79,6 +84,44 @@ func TestParseDevFlagsErrors(t *testing.T) {
 		if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: err = %v, want exit 2 with %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestDuplicateDeliveriesRate: the flag is a rate; bare, it is 1.
+func TestDuplicateDeliveriesRate(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want float64
+	}{
+		{nil, 0},
+		{[]string{"--duplicate-deliveries"}, 1},
+		{[]string{"-duplicate-deliveries=0.3"}, 0.3},
+		{[]string{"--duplicate-deliveries=0"}, 0},
+		{[]string{"--duplicate-deliveries=1"}, 1},
+		{[]string{"--duplicate-deliveries=false"}, 0},
+		{[]string{"--duplicate-deliveries=true"}, 1},
+	} {
+		var stderr bytes.Buffer
+		d, err := parseDevFlags(tc.args, &stderr)
+		if err != nil || d.cfg.DuplicateDeliveries != tc.want {
+			t.Errorf("%q: rate %v, err %v; want %v", tc.args, d.cfg.DuplicateDeliveries, err, tc.want)
+		}
+	}
+}
+
+// TestFaultInjectionHelp: the flag's help says which key to set and what
+// its values do, without sending the reader to the source.
+func TestFaultInjectionHelp(t *testing.T) {
+	var stderr bytes.Buffer
+	_, _ = parseDevFlags([]string{"-h"}, &stderr)
+	help := stderr.String()
+	for _, want := range []string{knfunc.FaultKey("<service>", "<event type or command>"), "N > 0 fails the next N", "-1", "503", "redis-cli SET ksaga:fault:"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("--fault-injection help lacks %q:\n%s", want, help)
+		}
+	}
+	if strings.Contains(help, "see knfunc") {
+		t.Error("--fault-injection help still sends the reader to knfunc")
 	}
 }
 

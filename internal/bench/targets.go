@@ -18,7 +18,6 @@ const (
 	targetBrokerVsPlain = 1.5
 	targetColdStartMs   = 10.0
 	targetIdleRSS       = 12e6
-	targetBinary        = 15e6
 	targetSagaMemory    = 1024
 )
 
@@ -213,7 +212,7 @@ func targets(res *Result) []Target {
 	}
 	if len(res.ColdStart) > 0 {
 		worstCS, worstRSS, worstBin := res.ColdStart[0], res.ColdStart[0], res.ColdStart[0]
-		okCS, okRSS, okBin := true, true, true
+		okCS, okRSS := true, true
 		for _, c := range res.ColdStart {
 			if c.Error != "" || c.Runs == 0 {
 				okCS = false
@@ -230,13 +229,15 @@ func targets(res *Result) []Target {
 		}
 		okCS = okCS && worstCS.MedianMs <= targetColdStartMs
 		okRSS = worstRSS.IdleRSSBytes <= targetIdleRSS
-		okBin = worstBin.BinaryBytes <= targetBinary
 		add("function cold start, exec → first 2xx (median, slowest function)", "≤ 10 ms",
 			fmt.Sprintf("%.2f ms (%s)", worstCS.MedianMs, worstCS.Function), pass(okCS), "")
 		add("function idle RSS (largest)", "≤ 12 MB", fmt.Sprintf("%.1f MB (%s)", float64(worstRSS.IdleRSSBytes)/1e6, worstRSS.Function), pass(okRSS), rssNote(worstRSS, okRSS))
-		add("function binary, stripped (largest)", "≤ 15 MB", fmt.Sprintf("%.1f MB (%s)", float64(worstBin.BinaryBytes)/1e6, worstBin.Function), pass(okBin), "")
+		// Reported, no longer a target: the size goal was dropped for
+		// OpenTelemetry's own OTLP exporter, which links gRPC.
+		add("function binary, stripped (largest)", "none (was ≤ 15 MB)", fmt.Sprintf("%.1f MB (%s)", float64(worstBin.BinaryBytes)/1e6, worstBin.Function), nil,
+			"the official OTLP exporter links gRPC: about 11 MB per binary")
 	} else {
-		add("function cold start / idle RSS / binary size", "≤ 10 ms / 12 MB / 15 MB", "not measured", nil, "")
+		add("function cold start / idle RSS", "≤ 10 ms / 12 MB", "not measured", nil, "")
 	}
 	if m := res.Memory; m != nil && m.Sampled > 0 {
 		noExp := m.HashTTL.NoExpiry

@@ -69,9 +69,9 @@ type Config struct {
 	Seed string
 	// FaultInjection sets KSAGA_FAULT_INJECTION=true for every function.
 	FaultInjection bool
-	// DuplicateDeliveries makes the broker deliver every event twice
-	// (devbroker.Config.DuplicateDeliveries).
-	DuplicateDeliveries bool
+	// DuplicateDeliveries is the rate, 0 to 1, of the matching deliveries
+	// the broker makes twice (devbroker.Config.DuplicateDeliveries).
+	DuplicateDeliveries float64
 	// OIDC plays a cluster with Knative's sender identity
 	// (authentication-oidc): an issuer on the ingress port, tokens for the
 	// Triggers and SinkBindings, functions that verify them, and a broker

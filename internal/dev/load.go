@@ -25,7 +25,8 @@ type loaded struct {
 	set *manifest.Set
 	// problems are Load's and Check's problems, errors and warnings.
 	problems manifest.Problems
-	// skipped describes each object `ksaga dev` does not run, one line each.
+	// skipped is one line summing up the objects `ksaga dev` does not run
+	// (none when it runs everything).
 	skipped []string
 }
 
@@ -62,19 +63,51 @@ func load(paths []string, checkEmitted, oidc bool) (*loaded, error) {
 	l := &loaded{set: set}
 	l.problems = append(l.problems, set.Problems...)
 	l.problems = append(l.problems, manifest.Check(set, manifest.CheckOptions{EmittedTypes: emitted})...)
+	if s := skippedSummary(set); s != "" {
+		l.skipped = []string{s}
+	}
+	return l, nil
+}
+
+// skippedSummary is one line counting the objects `ksaga dev` loads but
+// does not run, by kind: the kustomization files, and the cluster-only
+// kinds (checked, like core Services and StatefulSets, or skipped
+// undecoded, like a PodMonitor: manifest.SkippedKinds). Objects of kinds
+// ksaga does not know are errors, not in this line.
+func skippedSummary(set *manifest.Set) string {
+	kustomizations := 0
+	n := map[string]int{}
 	for _, o := range set.Objects {
 		switch {
 		case used(o.Group(), o.Kind):
 		case o.Kind == "Kustomization":
-			l.skipped = append(l.skipped, fmt.Sprintf("%s: Kustomization: skipped (ksaga dev reads folders, not kustomize)", o.Source))
+			kustomizations++
 		default:
-			l.skipped = append(l.skipped, fmt.Sprintf("%s: %s: skipped (ksaga dev does not run this kind)", o.Source, o.ID))
+			n[o.Kind]++
 		}
 	}
-	for _, o := range set.Unknown {
-		l.skipped = append(l.skipped, fmt.Sprintf("%s: %s (%s): skipped (unknown kind)", o.Source, o.ID, o.APIVersion))
+	for _, o := range set.Skipped {
+		n[o.Kind]++
 	}
-	return l, nil
+	var parts []string
+	if kustomizations > 0 {
+		parts = append(parts, plural(kustomizations, "Kustomization")+" (ksaga dev reads folders, not kustomize)")
+	}
+	if len(n) > 0 {
+		kinds := make([]string, 0, len(n))
+		for k := range n {
+			kinds = append(kinds, k)
+		}
+		sort.Strings(kinds)
+		for i, k := range kinds {
+			kinds[i] = plural(n[k], k)
+		}
+		parts = append(parts, strings.Join(kinds, ", ")+" (cluster-only kinds)")
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "not run by ksaga dev: " + strings.Join(parts, "; ")
 }
 
 // EmittedTypes is the union of the EmitsAnnotation of every Knative

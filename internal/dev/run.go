@@ -240,8 +240,8 @@ func (rt *devRuntime) run(ctx context.Context) error {
 		bcfg.Auth = devoidc.NewBrokerAuth(rt.oidc.issuer, rt.oidc.policies, set.Brokers())
 	}
 	br, err := devbroker.New(bcfg)
-	if cfg.DuplicateDeliveries {
-		log.Warn("duplicate deliveries: the broker delivers every event twice (--duplicate-deliveries)")
+	if cfg.DuplicateDeliveries > 0 {
+		log.Warn("duplicate deliveries: the broker delivers events twice (--duplicate-deliveries)", "rate", cfg.DuplicateDeliveries)
 	}
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)

@@ -2,6 +2,7 @@ package dev
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,6 +109,58 @@ func TestValidateShippedManifests(t *testing.T) {
 		} else if len(r.Problems.Warnings()) > 0 {
 			t.Logf("%s:\n%s", c.Name, b.String())
 		}
+	}
+}
+
+// TestSkippedSummary (issue 19 B6): what ksaga dev loads but does not run
+// is one summary line, not a line per kustomization file and object.
+func TestSkippedSummary(t *testing.T) {
+	r, err := Validate("", []string{filepath.Join(repoRoot, "brokers", "rabbitmq"), filepath.Join(repoRoot, "triggers", "choreography"), filepath.Join(repoRoot, ManifestsDir)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "not run by ksaga dev: 4 Kustomizations (ksaga dev reads folders, not kustomize); " +
+		"1 PodMonitor, 1 PrometheusRule, 1 RabbitmqBrokerConfig, 1 RabbitmqCluster, 2 Services, 1 StatefulSet (cluster-only kinds)"
+	if len(r.Skipped) != 1 || r.Skipped[0] != want {
+		t.Errorf("skipped lines:\n%s\nwant one:\n%s", strings.Join(r.Skipped, "\n"), want)
+	}
+}
+
+// TestUnknownKindFails (issue 19 B6): an object of a kind ksaga does not
+// know fails validation and stops ksaga dev before anything starts,
+// instead of being skipped.
+func TestUnknownKindFails(t *testing.T) {
+	dir := copyProject(t)
+	write(t, filepath.Join(dir, "triggers", "choreography", "99-typo.yaml"), `apiVersion: eventing.knative.dev/v1
+kind: Triger
+metadata:
+  name: typo
+  namespace: saga
+spec:
+  broker: default
+  subscriber:
+    ref:
+      apiVersion: serving.knative.dev/v1
+      kind: Service
+      name: order
+`)
+	paths, err := DefaultPaths(dir, DefaultBrokerClass, DefaultMode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Validate("", paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	r.Write(&out)
+	if r.Errors() != 1 || !strings.Contains(out.String(), "99-typo.yaml:2: Triger saga/typo: kind: unknown kind eventing.knative.dev/v1 Triger (did you mean Trigger?)") {
+		t.Errorf("report:\n%s\nwant one error for the unknown kind", out.String())
+	}
+	err = Run(t.Context(), Config{Dir: dir, Port: 0, BinDir: t.TempDir()})
+	var ps manifest.Problems
+	if !errors.As(err, &ps) || len(ps) != 1 || ps[0].Code != manifest.CodeUnknownKind {
+		t.Errorf("ksaga dev with an unknown kind: %v, want it refused", err)
 	}
 }
 

@@ -103,10 +103,13 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Observer receives counters. Defaults to NopObserver.
 	Observer Observer
-	// DuplicateDeliveries delivers every matching event twice, concurrently,
-	// and republishes both replies: at-least-once delivery made visible, to
-	// test that subscribers are idempotent. Off in normal use.
-	DuplicateDeliveries bool
+	// DuplicateDeliveries is the probability, in [0, 1], that a matching
+	// delivery is made twice, concurrently: at-least-once delivery made
+	// visible, to test that subscribers are idempotent. 0 (off) in normal
+	// use. Of the replies to the deliveries of one entry, only the first
+	// with a given source and id is stored (see entry.firstReply), so a
+	// chain of replies grows linearly, not exponentially.
+	DuplicateDeliveries float64
 	// TracerProvider traces each delivery (a client span, whose context is
 	// sent to the subscriber); it and MeterProvider are also handed to
 	// kncloudevents for dead letters. They default to no-op providers, not
@@ -143,7 +146,7 @@ type Broker struct {
 	log         *slog.Logger
 	obs         Observer
 	consumer    string
-	copies      int // deliveries per match: 2 with DuplicateDeliveries
+	duplicates  float64 // Config.DuplicateDeliveries
 	maxBody     int64
 	drain       time.Duration
 	zlog        *zap.Logger
@@ -172,6 +175,9 @@ type brokerState struct {
 	ingressURL *apis.URL
 	triggers   []*triggerState
 	appender   *appender // ingress writes
+	// reclaimIdle: a pending entry idle longer than this that no delivery
+	// holds is claimed back (reclaim.go).
+	reclaimIdle time.Duration
 }
 
 // triggerState is one Trigger, resolved and with its retry policies built.
@@ -216,13 +222,13 @@ func New(cfg Config) (*Broker, error) {
 		drain:    cfg.DrainTimeout,
 		zlog:     zap.NewNop(),
 		brokers:  make(map[types.NamespacedName]*brokerState, len(cfg.Brokers)),
-		copies:   1,
 		auth:     cfg.Auth,
 		endpoint: cfg.Endpoint,
 	}
-	if cfg.DuplicateDeliveries {
-		b.copies = 2
+	if r := cfg.DuplicateDeliveries; !(r >= 0 && r <= 1) {
+		return nil, fmt.Errorf("devbroker: DuplicateDeliveries %v: want a probability in [0, 1]", r)
 	}
+	b.duplicates = cfg.DuplicateDeliveries
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -305,6 +311,9 @@ func New(cfg Config) (*Broker, error) {
 		}
 		b.triggers = append(b.triggers, ts)
 		ts.broker.triggers = append(ts.broker.triggers, ts)
+	}
+	for _, bs := range b.order {
+		bs.reclaimIdle = idleThreshold(bs.triggers)
 	}
 	return b, nil
 }

@@ -118,16 +118,23 @@ func (c *committer) exec(ctx context.Context, batch []*commitOp) {
 			}
 		}
 		start = ends[i]
+		// An acknowledged entry is no longer held. One whose
+		// acknowledgement failed is released too unless the caller
+		// retries it (op.done): the reclaimer then finds it pending.
+		if len(op.ack) > 0 && (opErr == nil || op.done == nil) {
+			c.br.held.remove(op.ack)
+		}
 		if op.done != nil {
 			op.done <- opErr
 		} else if opErr != nil {
-			c.log.Warn("devbroker: acknowledge entries (they stay pending until the next Run)", slog.String("stream", key), slog.Any("error", opErr))
+			c.log.Warn("devbroker: acknowledge entries (they stay pending and are reclaimed)", slog.String("stream", key), slog.Any("error", opErr))
 		}
 	}
 	if read != nil {
 		// Entries read here are pending for this consumer; if they cannot be
 		// handed on (error), the next Run redelivers them.
 		if res, rerr := read.Result(); rerr == nil && len(res) > 0 && len(res[0].Messages) > 0 {
+			c.br.held.add(res[0].Messages)
 			c.br.committed <- res[0].Messages
 		}
 	}

@@ -2,6 +2,7 @@ package devbroker_test
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 
@@ -76,6 +77,11 @@ func TestDefaultResolver(t *testing.T) {
 	}
 }
 
+func withRate(c devbroker.Config, rate float64) devbroker.Config {
+	c.DuplicateDeliveries = rate
+	return c
+}
+
 func TestNewRejects(t *testing.T) {
 	rdb := testredis.Start(t).Client(t)
 	resolve := devbroker.DefaultResolver(map[types.NamespacedName]*apis.URL{
@@ -98,6 +104,9 @@ func TestNewRejects(t *testing.T) {
 		}), "invalid filters"},
 		"duplicate trigger": {devbroker.Config{Redis: rdb, Brokers: brokers(nil), Resolve: resolve,
 			Triggers: []*eventingv1.Trigger{trigger("sub"), trigger("sub")}}, "duplicate"},
+		"duplicate rate above 1":  {withRate(cfg(), 1.5), "probability"},
+		"negative duplicate rate": {withRate(cfg(), -0.1), "probability"},
+		"NaN duplicate rate":      {withRate(cfg(), math.NaN()), "probability"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -165,6 +165,12 @@ func (b *Broker) deliver(rs *runState, e *entry, t *triggerState) {
 			}
 			break
 		}
+		if !e.firstReply(a.reply) {
+			b.log.Debug("devbroker: dropping a duplicate delivery's reply: the same reply of this entry is already stored",
+				slog.String("trigger", t.name.String()), slog.String("entry", e.id),
+				slog.String("source", a.reply.Source()), slog.String("id", a.reply.ID()))
+			break
+		}
 		reply, replyType = vals, a.reply.Type()
 	default:
 		b.obs.Delivered(l, info.code)
@@ -190,6 +196,9 @@ func (b *Broker) admitReply(e *entry, reply *event.Event, info *sendResult) ([]a
 		}
 	}
 	if err := reply.Validate(); err != nil {
+		return nil, http.StatusBadRequest, fmt.Errorf("invalid reply event: %w", err)
+	}
+	if err := checkUTF8(reply); err != nil {
 		return nil, http.StatusBadRequest, fmt.Errorf("invalid reply event: %w", err)
 	}
 	if code, err := b.admit(reply); err != nil {

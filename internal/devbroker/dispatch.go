@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -37,19 +38,27 @@ type runState struct {
 // brokerRun is one broker stream while Run is active:
 //
 //	fetcher    ─ XREADGROUP BLOCK ─────────────┐
-//	committer  ─ MULTI … XREADGROUP > … EXEC ──┼─► dispatcher ─► worker pool ─► deliver ─► committer
+//	committer  ─ MULTI … XREADGROUP > … EXEC ──┤
+//	reclaimer  ─ XPENDING IDLE, XCLAIM ────────┼─► dispatcher ─► worker pool ─► deliver ─► committer
 //
 // The committer reads new entries inside the transaction that stores a
 // reply, so a reply is stored, acknowledged and claimed for delivery in
-// one round trip; the blocking fetcher mostly sees what the ingress adds.
+// one round trip; the blocking fetcher mostly sees what the ingress adds;
+// the reclaimer finds entries that were read for this consumer but never
+// reached it (reclaim.go).
 type brokerRun struct {
 	*brokerState
-	rs        *runState
-	commits   chan *commitOp
-	fetched   chan []redis.XMessage // from the fetcher; closed when it stops
-	recovered chan []redis.XMessage // pending entries of this consumer, at start
-	committed chan []redis.XMessage // from the committer; it is the only sender
-	reading   atomic.Bool           // the committer may read new entries
+	rs           *runState
+	commits      chan *commitOp
+	fetched      chan []redis.XMessage // from the fetcher; closed when it stops
+	recovered    chan []redis.XMessage // pending entries of this consumer, at start
+	recoveryDone chan struct{}         // closed when the fetcher has read the pending list
+	reclaimed    chan []redis.XMessage // from the reclaimer
+	committed    chan []redis.XMessage // from the committer; it is the only sender
+	reading      atomic.Bool           // the committer may read new entries
+	// held holds every entry read by this Run from its read until its
+	// acknowledgement was attempted; the reclaimer leaves them alone.
+	held heldSet
 }
 
 // entry is one stream entry being delivered.
@@ -59,8 +68,32 @@ type entry struct {
 	event     *event.Event // knativebrokerttl removed; shared read-only by deliveries
 	ttl       int32        // the removed TTL, or noTTL
 	headers   http.Header  // stored headers (pass-through + trace)
-	multi     bool         // matched more than one trigger
+	multi     bool         // has more than one delivery (triggers, duplicates)
 	remaining atomic.Int32 // deliveries of a multi entry not yet recorded done
+
+	mu      sync.Mutex
+	replies map[string]bool // source + id of the replies stored for a multi entry
+}
+
+// firstReply reports whether reply is the first reply with its source and
+// id among the deliveries of the entry; a later one is a duplicate
+// delivery's copy of a reply that is already stored (or being stored), and
+// publishing it again would double every event downstream.
+func (e *entry) firstReply(reply *event.Event) bool {
+	if !e.multi {
+		return true
+	}
+	k := reply.Source() + "\x00" + reply.ID()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.replies[k] {
+		return false
+	}
+	if e.replies == nil {
+		e.replies = make(map[string]bool, 2)
+	}
+	e.replies[k] = true
+	return true
 }
 
 // addHeaders sets what every request for the entry carries: the stored
@@ -120,18 +153,21 @@ func (b *Broker) Run(ctx context.Context) error {
 	runs := make([]*brokerRun, 0, len(b.order))
 	for _, bs := range b.order {
 		br := &brokerRun{
-			brokerState: bs,
-			rs:          rs,
-			commits:     make(chan *commitOp, commitQueue),
-			fetched:     make(chan []redis.XMessage, 1),
-			recovered:   make(chan []redis.XMessage, 1),
-			committed:   make(chan []redis.XMessage, committedQueue),
+			brokerState:  bs,
+			rs:           rs,
+			commits:      make(chan *commitOp, commitQueue),
+			fetched:      make(chan []redis.XMessage, 1),
+			recovered:    make(chan []redis.XMessage, 1),
+			recoveryDone: make(chan struct{}),
+			reclaimed:    make(chan []redis.XMessage, 1),
+			committed:    make(chan []redis.XMessage, committedQueue),
 		}
 		runs = append(runs, br)
 		c := &committer{rdb: b.rdb, log: b.log, br: br, consumer: b.consumer}
 		committers.Go(func() { c.run(context.WithoutCancel(ctx)) })
 		readers.Go(func() { b.fetch(ctx, br) })
 		readers.Go(func() { b.dispatchLoop(ctx, br) })
+		readers.Go(func() { b.reclaimLoop(ctx, br) })
 	}
 	b.log.Info("devbroker: dispatching", slog.Int("brokers", len(b.order)), slog.Int("triggers", len(b.triggers)), slog.String("consumer", b.consumer))
 
@@ -177,6 +213,8 @@ func (b *Broker) dispatchLoop(ctx context.Context, br *brokerRun) {
 			b.dispatch(ctx, br, msgs, false)
 		case msgs := <-br.committed:
 			b.dispatch(ctx, br, msgs, false)
+		case msgs := <-br.reclaimed:
+			b.dispatch(ctx, br, msgs, true)
 		case <-ctx.Done():
 			return // entries not dispatched stay pending
 		}
@@ -215,12 +253,14 @@ func (b *Broker) fetch(ctx context.Context, br *brokerRun) {
 		}
 		log.Info("devbroker: redelivering pending entries", slog.Int("count", len(msgs)))
 		last = msgs[len(msgs)-1].ID
+		br.held.add(msgs)
 		select {
 		case br.recovered <- msgs:
 		case <-ctx.Done():
 		}
 	}
 	close(br.recovered)
+	close(br.recoveryDone)
 	br.reading.Store(ctx.Err() == nil)
 	// New entries.
 	for ctx.Err() == nil {
@@ -233,6 +273,7 @@ func (b *Broker) fetch(ctx context.Context, br *brokerRun) {
 		if len(msgs) == 0 {
 			continue
 		}
+		br.held.add(msgs)
 		select {
 		case br.fetched <- msgs:
 		case <-ctx.Done():
@@ -301,6 +342,7 @@ func (b *Broker) dispatch(ctx context.Context, br *brokerRun, msgs []redis.XMess
 		done = b.loadDone(ctx, bs, msgs)
 	}
 	matched := make([]*triggerState, 0, len(bs.triggers))
+	copiesBuf := make([]int, 0, len(bs.triggers))
 	for i := range msgs {
 		m := &msgs[i]
 		if len(m.Values) == 0 { // deleted but still pending: nothing left to deliver
@@ -331,10 +373,9 @@ func (b *Broker) dispatch(ctx context.Context, br *brokerRun, msgs []redis.XMess
 			acks = append(acks, m.ID)
 			continue
 		}
-		e := &entry{id: m.ID, br: br, event: ev, ttl: ttl, headers: hdr, multi: len(matched)*b.copies > 1}
-
 		todo := matched
-		if recovered && e.multi && len(done[m.ID]) > 0 {
+		progress := recovered && len(done[m.ID]) > 0 // some deliveries finished before
+		if progress {
 			todo = make([]*triggerState, 0, len(matched))
 			for _, t := range matched {
 				if !done[m.ID][t.name.Name] {
@@ -346,9 +387,22 @@ func (b *Broker) dispatch(ctx context.Context, br *brokerRun, msgs []redis.XMess
 				continue
 			}
 		}
-		e.remaining.Store(int32(len(todo) * b.copies))
-		for _, t := range todo {
-			for range b.copies {
+		// copies[i] is the number of deliveries to todo[i]: 2 for a
+		// duplicate delivery.
+		copies, total := copiesBuf[:0], 0
+		for range todo {
+			n := 1
+			if b.duplicates > 0 && (b.duplicates >= 1 || rand.Float64() < b.duplicates) {
+				n = 2
+			}
+			copies = append(copies, n)
+			total += n
+		}
+		copiesBuf = copies
+		e := &entry{id: m.ID, br: br, event: ev, ttl: ttl, headers: hdr, multi: len(matched) > 1 || total > 1 || progress}
+		e.remaining.Store(int32(total))
+		for i, t := range todo {
+			for range copies[i] {
 				rs.inflight.Add(1)
 				if !rs.pool.submit(ctx, task{e: e, t: t}) {
 					rs.inflight.Done()

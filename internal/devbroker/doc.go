@@ -67,7 +67,11 @@
 // when every delivery of the entry has finished: delivered, dead-lettered
 // or dropped. Run redelivers the pending entries of its consumer name
 // (Config.Consumer) when it starts, so events accepted before a crash or a
-// shutdown are delivered by the next Run. Pending entries of other
+// shutdown are delivered by the next Run. While it runs it also claims
+// back (XCLAIM) pending entries that no delivery of its own holds once
+// they have been idle longer than the longest delivery their Broker's
+// Triggers can make: reads whose reply was lost when redis-server died
+// after executing them (reclaim.go has the rule). Pending entries of other
 // consumer names are not claimed: two dev brokers must not share a Redis
 // database with the same broker names. A reply is stored in the same
 // MULTI/EXEC that acknowledges the delivered entry, so a crash cannot lose
@@ -131,6 +135,13 @@
 // retry policy. Without a dead letter sink, or when it fails too, the
 // event is dropped, logged at error level with the Trigger and code, and
 // counted (Observer.Dropped).
+//
+// Duplicate deliveries (Config.DuplicateDeliveries, a test aid). A chosen
+// rate of the matching deliveries is made twice, concurrently. Of the
+// replies to the deliveries of one entry only the first with a given
+// source and id is stored: a step that answers a redelivery with the same
+// reply (as ksaga's steps do) would otherwise double every event after it,
+// 2^n entries for a chain of n replies.
 //
 // Delivery format comes from the Trigger's delivery.format only, as in
 // broker-filter.

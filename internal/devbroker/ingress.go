@@ -9,10 +9,13 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/binding/spec"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	cetypes "github.com/cloudevents/sdk-go/v2/types"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -28,7 +31,9 @@ const maxPooledBuffer = 256 << 10
 //   - the raw request URI is split: "/" → 404, not exactly /<ns>/<name> → 400
 //     (one trailing slash is trimmed; a query string stays in the name);
 //   - body larger than MaxBodyBytes → 413 (Knative has no limit);
-//   - not a CloudEvent, batch mode, invalid event → 400;
+//   - not a CloudEvent, batch mode, invalid event → 400, and so is a
+//     string attribute or extension that is not valid UTF-8 (Knative
+//     stores it as it is);
 //   - unknown broker → 404;
 //   - knativearrivaltime stamped, knativebrokerttl defaulted to 255 or
 //     decremented, TTL ≤ 0 → 400;
@@ -38,6 +43,10 @@ const maxPooledBuffer = 256 << 10
 //
 // The 202 is asynchronous like the Kafka broker's (stored, not yet
 // delivered), not synchronous like InMemoryChannel's.
+//
+// Every refusal has a text/plain body saying why, the reason the log line
+// gives (Knative's ingress answers with an empty body); the status codes
+// are Knative's.
 func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Allow", "POST, OPTIONS")
 	if r.Method == http.MethodOptions {
@@ -47,7 +56,7 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method != http.MethodPost {
-		w.WriteHeader(http.StatusMethodNotAllowed)
+		refuse(w, http.StatusMethodNotAllowed, "method %s not allowed: POST a CloudEvent to /<namespace>/<broker>", r.Method)
 		return
 	}
 	uri := r.RequestURI
@@ -55,13 +64,13 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		uri = r.URL.RequestURI()
 	}
 	if uri == "/" {
-		w.WriteHeader(http.StatusNotFound)
+		refuse(w, http.StatusNotFound, "no broker at /: POST CloudEvents to /<namespace>/<broker>")
 		return
 	}
 	parts := strings.Split(strings.TrimSuffix(uri, "/"), "/")
 	if len(parts) != 3 || parts[0] != "" {
 		b.log.Info("ingress: malformed path", slog.String("uri", uri))
-		w.WriteHeader(http.StatusBadRequest)
+		refuse(w, http.StatusBadRequest, "malformed path %q: want /<namespace>/<broker>", uri)
 		return
 	}
 	nn := types.NamespacedName{Namespace: parts[1], Name: parts[2]}
@@ -70,13 +79,13 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		b.log.Info("ingress: rejected request", slog.String("broker", nn.String()), slog.Int("code", code), slog.Any("error", err))
 		b.obs.Rejected(Labels{Namespace: nn.Namespace, Broker: nn.Name}, code)
-		w.WriteHeader(code)
+		refuse(w, code, "%v", err)
 		return
 	}
 	bs, ok := b.brokers[nn]
 	if !ok {
 		b.obs.Rejected(Labels{Namespace: nn.Namespace, Broker: nn.Name, EventType: ev.Type()}, http.StatusNotFound)
-		w.WriteHeader(http.StatusNotFound)
+		refuse(w, http.StatusNotFound, "no broker %s", nn)
 		return
 	}
 	if code, err := b.authorizeRequest(r, bs, ev); err != nil {
@@ -88,13 +97,13 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if code, err := b.admit(ev); err != nil {
 		b.log.Info("ingress: rejected event", slog.String("broker", nn.String()), slog.String("id", ev.ID()), slog.Int("code", code), slog.Any("error", err))
 		b.obs.Rejected(labelsFor(bs, nil, ev.Type()), code)
-		w.WriteHeader(code)
+		refuse(w, code, "%v", err)
 		return
 	}
 	vals, err := encodeEntry(ev, storedHeaders(r.Header))
 	if err != nil {
 		b.log.Error("ingress: encode event", slog.String("broker", nn.String()), slog.Any("error", err))
-		w.WriteHeader(http.StatusInternalServerError)
+		refuse(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	// The store must not be cut short by the producer going away: once
@@ -103,11 +112,16 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := bs.appender.add(ctx, vals); err != nil {
 		b.log.Error("ingress: store event", slog.String("broker", nn.String()), slog.String("id", ev.ID()), slog.Any("error", err))
 		b.obs.Rejected(labelsFor(bs, nil, ev.Type()), http.StatusServiceUnavailable)
-		w.WriteHeader(http.StatusServiceUnavailable)
+		refuse(w, http.StatusServiceUnavailable, "event not stored (Redis: %v); send it again", err)
 		return
 	}
 	b.obs.Received(labelsFor(bs, nil, ev.Type()))
 	w.WriteHeader(http.StatusAccepted)
+}
+
+// refuse answers code with a one-line text/plain body saying why.
+func refuse(w http.ResponseWriter, code int, format string, args ...any) {
+	http.Error(w, strings.TrimSpace(fmt.Sprintf(format, args...)), code)
 }
 
 // readEvent reads the body (bounded) and parses the CloudEvent with sdk-go.
@@ -138,12 +152,50 @@ func (b *Broker) readEvent(w http.ResponseWriter, r *http.Request) (ev *event.Ev
 	// The buffer is reused, so the message reads a copy-on-read view of it;
 	// sdk-go copies the data into the event.
 	msg := cehttp.NewMessage(r.Header, io.NopCloser(bytes.NewReader(buf.Bytes())))
+	switch msg.ReadEncoding() {
+	case binding.EncodingUnknown:
+		return nil, http.StatusBadRequest, errors.New("not a CloudEvent: want binary mode (ce-specversion, ce-id, ce-source, ce-type headers) " +
+			"or structured mode (content-type application/cloudevents+json)")
+	case binding.EncodingBatch:
+		return nil, http.StatusBadRequest, errors.New("batched CloudEvents are not supported: send one event per request")
+	}
 	ev, err = binding.ToEvent(r.Context(), msg)
 	if err != nil {
-		return nil, http.StatusBadRequest, fmt.Errorf("not a CloudEvent: %w", err)
+		return nil, http.StatusBadRequest, fmt.Errorf("malformed CloudEvent: %w", err)
 	}
 	if err := ev.Validate(); err != nil {
 		return nil, http.StatusBadRequest, fmt.Errorf("invalid event: %w", err)
 	}
+	if err := checkUTF8(ev); err != nil {
+		return nil, http.StatusBadRequest, fmt.Errorf("invalid event: %w", err)
+	}
 	return ev, 0, nil
+}
+
+// checkUTF8 refuses an event whose attributes or extensions, in their
+// string form, are not valid UTF-8: a CloudEvents String is a sequence of
+// Unicode characters. sdk-go (v2.16.2) takes binary-mode header values
+// byte for byte (it does not percent-decode them, so "%C0%A0" is six
+// characters of text and passes) and keeps invalid bytes of a structured
+// event's JSON strings; stored raw, they would reach every subscriber and
+// the saga's state.
+func checkUTF8(ev *event.Event) error {
+	if sv := spec.VS.Version(ev.SpecVersion()); sv != nil {
+		for _, a := range sv.Attributes() {
+			if v := a.Get(ev.Context); v != nil {
+				if s, err := cetypes.Format(v); err == nil && !utf8.ValidString(s) {
+					return fmt.Errorf("attribute %s is not valid UTF-8", a.Name())
+				}
+			}
+		}
+	}
+	for k, v := range ev.Extensions() {
+		if !utf8.ValidString(k) {
+			return errors.New("an extension name is not valid UTF-8")
+		}
+		if s, err := cetypes.Format(v); err == nil && !utf8.ValidString(s) {
+			return fmt.Errorf("extension %s is not valid UTF-8", k)
+		}
+	}
+	return nil
 }

@@ -67,49 +67,61 @@ func TestIngressContract(t *testing.T) {
 		name string
 		req  func() *http.Request
 		want int
+		body string // for a refusal: what its body must say
 	}{
-		{"OPTIONS is 200", raw(http.MethodOptions, "/saga/default", "", ""), 200},
-		{"OPTIONS on any path is 200", raw(http.MethodOptions, "/", "", ""), 200},
-		{"GET is 405", raw(http.MethodGet, "/saga/default", "", ""), 405},
-		{"PUT is 405", raw(http.MethodPut, "/saga/default", "", ""), 405},
-		{"root is 404", binaryAt("/", nil, "{}"), 404},
-		{"one segment is 400", binaryAt("/saga", nil, "{}"), 400},
-		{"four segments is 400", binaryAt("/saga/default/x", nil, "{}"), 400},
-		{"unknown broker is 404", binaryAt("/saga/nope", nil, "{}"), 404},
-		{"unknown namespace is 404", binaryAt("/other/default", nil, "{}"), 404},
-		{"query string stays in the name: 404", binaryAt("/saga/default?x=1", nil, "{}"), 404},
-		{"trailing slash is trimmed", binaryAt("/saga/default/", nil, "{}"), 202},
-		{"binary mode is 202", binary(nil, `{"a":1}`), 202},
-		{"binary mode without data is 202", binary(map[string]string{"Content-Type": ""}, ""), 202},
-		{"structured mode is 202", structured(`{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{"a":1}}`), 202},
-		{"structured data_base64 is 202", structured(`{"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":"aGVsbG8="}`), 202},
-		{"specversion 0.3 is 202", binary(map[string]string{"Ce-Specversion": "0.3"}, "{}"), 202},
-		{"not a CloudEvent is 400", raw(http.MethodPost, "/saga/default", "application/json", `{"a":1}`), 400},
-		{"no body, no headers is 400", raw(http.MethodPost, "/saga/default", "", ""), 400},
-		{"missing id is 400", binary(map[string]string{"Ce-Id": ""}, "{}"), 400},
-		{"missing source is 400", binary(map[string]string{"Ce-Source": ""}, "{}"), 400},
-		{"missing type is 400", binary(map[string]string{"Ce-Type": ""}, "{}"), 400},
-		{"relative dataschema is 400", binary(map[string]string{"Ce-Dataschema": "rel/x"}, "{}"), 400},
-		{"unknown specversion is 400", binary(map[string]string{"Ce-Specversion": "9.9"}, "{}"), 400},
-		{"structured without id is 400", structured(`{"specversion":"1.0","source":"/s","type":"t"}`), 400},
-		{"structured garbage is 400", structured(`{"specversion":`), 400},
+		{"OPTIONS is 200", raw(http.MethodOptions, "/saga/default", "", ""), 200, ""},
+		{"OPTIONS on any path is 200", raw(http.MethodOptions, "/", "", ""), 200, ""},
+		{"GET is 405", raw(http.MethodGet, "/saga/default", "", ""), 405, "method GET not allowed"},
+		{"PUT is 405", raw(http.MethodPut, "/saga/default", "", ""), 405, "method PUT not allowed"},
+		{"root is 404", binaryAt("/", nil, "{}"), 404, "POST CloudEvents to /<namespace>/<broker>"},
+		{"one segment is 400", binaryAt("/saga", nil, "{}"), 400, "want /<namespace>/<broker>"},
+		{"four segments is 400", binaryAt("/saga/default/x", nil, "{}"), 400, "want /<namespace>/<broker>"},
+		{"unknown broker is 404", binaryAt("/saga/nope", nil, "{}"), 404, "no broker saga/nope"},
+		{"unknown namespace is 404", binaryAt("/other/default", nil, "{}"), 404, "no broker other/default"},
+		{"query string stays in the name: 404", binaryAt("/saga/default?x=1", nil, "{}"), 404, "no broker saga/default?x=1"},
+		{"trailing slash is trimmed", binaryAt("/saga/default/", nil, "{}"), 202, ""},
+		{"binary mode is 202", binary(nil, `{"a":1}`), 202, ""},
+		{"binary mode without data is 202", binary(map[string]string{"Content-Type": ""}, ""), 202, ""},
+		{"structured mode is 202", structured(`{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{"a":1}}`), 202, ""},
+		{"structured data_base64 is 202", structured(`{"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":"aGVsbG8="}`), 202, ""},
+		{"specversion 0.3 is 202", binary(map[string]string{"Ce-Specversion": "0.3"}, "{}"), 202, ""},
+		{"not a CloudEvent is 400", raw(http.MethodPost, "/saga/default", "application/json", `{"a":1}`), 400, "not a CloudEvent: want binary mode"},
+		{"no body, no headers is 400", raw(http.MethodPost, "/saga/default", "", ""), 400, "not a CloudEvent"},
+		{"missing id is 400", binary(map[string]string{"Ce-Id": ""}, "{}"), 400, "id: MUST be a non-empty string"},
+		{"missing source is 400", binary(map[string]string{"Ce-Source": ""}, "{}"), 400, "source: REQUIRED"},
+		{"missing type is 400", binary(map[string]string{"Ce-Type": ""}, "{}"), 400, "type: MUST be a non-empty string"},
+		{"relative dataschema is 400", binary(map[string]string{"Ce-Dataschema": "rel/x"}, "{}"), 400, "dataschema"},
+		{"unknown specversion is 400", binary(map[string]string{"Ce-Specversion": "9.9"}, "{}"), 400, "specversion"},
+		{"structured without id is 400", structured(`{"specversion":"1.0","source":"/s","type":"t"}`), 400, "id"},
+		{"structured garbage is 400", structured(`{"specversion":`), 400, "malformed CloudEvent"},
 		// The JSON format forbids data + data_base64, but sdk-go (and so
 		// Knative's ingress) accepts it; the dev broker matches Knative.
-		{"structured data and data_base64 is 202 as in Knative", structured(`{"specversion":"1.0","id":"1","source":"/s","type":"t","data":1,"data_base64":"aGVsbG8="}`), 202},
+		{"structured data and data_base64 is 202 as in Knative", structured(`{"specversion":"1.0","id":"1","source":"/s","type":"t","data":1,"data_base64":"aGVsbG8="}`), 202, ""},
 		{"batch mode is 400", raw(http.MethodPost, "/saga/default", "application/cloudevents-batch+json",
-			`[{"specversion":"1.0","id":"1","source":"/s","type":"t"}]`), 400},
-		{"header named CE- is 400, no panic", binary(map[string]string{"CE-": "x"}, "{}"), 400}, // sdk-go panics
-		{"invalid data_base64 is 400", structured(`{"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":"!!!"}`), 400},
+			`[{"specversion":"1.0","id":"1","source":"/s","type":"t"}]`), 400, "batched CloudEvents are not supported"},
+		{"header named CE- is 400, no panic", binary(map[string]string{"CE-": "x"}, "{}"), 400, "malformed CloudEvent"}, // sdk-go panics
+		{"invalid data_base64 is 400", structured(`{"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":"!!!"}`), 400, "malformed CloudEvent"},
 		// sdk-go v2.16.2 panics on this one too; the ingress recovers.
-		{"numeric data_base64 is 400, no panic", structured(`{"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":5}`), 400},
-		{"TTL 0 is 400", binary(map[string]string{"Ce-Knativebrokerttl": "0"}, "{}"), 400},
-		{"TTL 1 is 400 (decremented to 0)", binary(map[string]string{"Ce-Knativebrokerttl": "1"}, "{}"), 400},
-		{"TTL -5 is 400", binary(map[string]string{"Ce-Knativebrokerttl": "-5"}, "{}"), 400},
-		{"TTL 2 is 202", binary(map[string]string{"Ce-Knativebrokerttl": "2"}, "{}"), 202},
-		{"non-integer TTL is defaulted: 202", binary(map[string]string{"Ce-Knativebrokerttl": "abc"}, "{}"), 202},
-		{"body over the limit is 413", binary(nil, `"`+big+`"`), 413},
-		{"chunked body over the limit is 413", chunked, 413},
-		{"body at the limit is 202", binary(nil, `"`+big[:64<<10-2]+`"`), 202},
+		{"numeric data_base64 is 400, no panic", structured(`{"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":5}`), 400, "malformed CloudEvent"},
+		{"TTL 0 is 400", binary(map[string]string{"Ce-Knativebrokerttl": "0"}, "{}"), 400, "knativebrokerttl is 0"},
+		{"TTL 1 is 400 (decremented to 0)", binary(map[string]string{"Ce-Knativebrokerttl": "1"}, "{}"), 400, "knativebrokerttl is 0"},
+		{"TTL -5 is 400", binary(map[string]string{"Ce-Knativebrokerttl": "-5"}, "{}"), 400, "knativebrokerttl is"},
+		{"TTL 2 is 202", binary(map[string]string{"Ce-Knativebrokerttl": "2"}, "{}"), 202, ""},
+		{"non-integer TTL is defaulted: 202", binary(map[string]string{"Ce-Knativebrokerttl": "abc"}, "{}"), 202, ""},
+		{"body over the limit is 413", binary(nil, `"`+big+`"`), 413, "exceeds the 65536 byte limit"},
+		{"chunked body over the limit is 413", chunked, 413, "exceeds the 65536 byte limit"},
+		{"body at the limit is 202", binary(nil, `"`+big[:64<<10-2]+`"`), 202, ""},
+		// Invalid UTF-8 is refused wherever a string attribute can carry it.
+		// A percent-encoded sequence is text to sdk-go and Knative: stored.
+		{"percent-encoded correlationid is text: 202", binary(map[string]string{"Ce-Correlationid": "%C0%A0"}, "{}"), 202, ""},
+		{"invalid UTF-8 correlationid is 400", binary(map[string]string{"Ce-Correlationid": "\xc0\xa0"}, "{}"), 400, "extension correlationid is not valid UTF-8"},
+		{"invalid UTF-8 id is 400", binary(map[string]string{"Ce-Id": "\xff"}, "{}"), 400, "attribute id is not valid UTF-8"},
+		{"invalid UTF-8 type is 400", binary(map[string]string{"Ce-Type": "t\xfe"}, "{}"), 400, "attribute type is not valid UTF-8"},
+		{"invalid UTF-8 subject is 400", binary(map[string]string{"Ce-Subject": "\xc3"}, "{}"), 400, "attribute subject is not valid UTF-8"},
+		{"structured invalid UTF-8 extension is 400", structured("{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\",\"correlationid\":\"\xc0\xa0\"}"), 400, "extension correlationid is not valid UTF-8"},
+		{"structured invalid UTF-8 id is 400", structured("{\"specversion\":\"1.0\",\"id\":\"\xff\",\"source\":\"/s\",\"type\":\"t\"}"), 400, "attribute id is not valid UTF-8"},
+		// JSON's \ud800 is decoded to U+FFFD, which is valid.
+		{"structured lone surrogate escape is 202", structured(`{"specversion":"1.0","id":"1","source":"/s","type":"t","correlationid":"\ud800"}`), 202, ""},
 	}
 
 	for _, tc := range cases {
@@ -119,9 +131,13 @@ func TestIngressContract(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			body, _ := io.ReadAll(resp.Body)
 			_ = resp.Body.Close()
 			if resp.StatusCode != tc.want {
-				t.Fatalf("status %d, want %d", resp.StatusCode, tc.want)
+				t.Fatalf("status %d, want %d (%s)", resp.StatusCode, tc.want, body)
+			}
+			if tc.want >= 400 && (len(body) == 0 || !strings.Contains(string(body), tc.body)) {
+				t.Errorf("body %q, want one that says why (%q)", body, tc.body)
 			}
 			if got := resp.Header.Get("Allow"); got != "POST, OPTIONS" {
 				t.Errorf("Allow = %q, want %q", got, "POST, OPTIONS")

@@ -266,6 +266,34 @@ func TestInvalidReply(t *testing.T) {
 	}
 }
 
+// TestInvalidUTF8Reply: a reply whose extension is not valid UTF-8 is
+// refused like one the ingress refuses: dead letter code 400, with the
+// reason.
+func TestInvalidUTF8Reply(t *testing.T) {
+	e := newEnv(t)
+	e.run(brokers(nil), trigger("step", onType("step"), withDelivery(delivery(0, "", "", "dls"))), trigger("next", onType("next")))
+	e.sink.on("/step", func(w http.ResponseWriter, _ rec, _ int) {
+		w.Header().Set("Ce-Specversion", "1.0")
+		w.Header().Set("Ce-Id", "r1")
+		w.Header().Set("Ce-Source", "/s")
+		w.Header().Set("Ce-Type", "next")
+		w.Header()["Ce-Correlationid"] = []string{"saga-\xc0\xa0"}
+		w.WriteHeader(http.StatusOK)
+	})
+	e.send(newEvent("step"))
+	got := e.sink.wait(t, "/dls", 1)
+	e.waitIdle()
+	if c := ext(t, got[0], "knativeerrorcode"); c != "400" {
+		t.Errorf("knativeerrorcode %s, want 400", c)
+	}
+	if reason, _ := base64.StdEncoding.DecodeString(ext(t, got[0], "knativeerrordata")); !strings.Contains(string(reason), "correlationid is not valid UTF-8") {
+		t.Errorf("knativeerrordata %q does not give the reason", reason)
+	}
+	if n := len(e.sink.got("/next")); n != 0 {
+		t.Errorf("the invalid reply was delivered %d times", n)
+	}
+}
+
 // TestReplyTraceHeaders: trace context and pass-through headers of the
 // subscriber's response travel with its reply; a response without trace
 // headers keeps the trace of the event it answers.
@@ -329,13 +357,14 @@ func TestReplyIDsAreUnique(t *testing.T) {
 	e.waitIdle()
 }
 
-// TestDuplicateDeliveries: with the option on, every matching event reaches
-// its subscriber twice and both replies are republished, like at-least-once
-// delivery at its worst; the entry is acknowledged after both.
+// TestDuplicateDeliveries: at rate 1 every matching event reaches its
+// subscriber twice, concurrently, like at-least-once delivery at its
+// worst; the two identical replies (same source and id) are stored once,
+// and the entry is acknowledged after both deliveries.
 func TestDuplicateDeliveries(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config(brokers(nil), []*eventingv1.Trigger{trigger("svc", onType("order")), trigger("done", onType("order.done"))})
-	cfg.DuplicateDeliveries = true
+	cfg.DuplicateDeliveries = 1
 	e.start(cfg)
 	e.sink.on("/svc", func(w http.ResponseWriter, r rec, _ int) {
 		reply := newEvent("order.done")
@@ -345,7 +374,7 @@ func TestDuplicateDeliveries(t *testing.T) {
 	for range 3 {
 		e.send(newEvent("order"))
 	}
-	e.sink.wait(t, "/done", 12) // 3 events × 2 deliveries × 2 deliveries of each reply
+	e.sink.wait(t, "/done", 6) // 3 events → 3 stored replies × 2 deliveries each
 	e.waitIdle()
 	perID := map[string]int{}
 	for _, r := range e.sink.got("/svc") {
@@ -359,8 +388,76 @@ func TestDuplicateDeliveries(t *testing.T) {
 			t.Errorf("event %s delivered %d times, want 2", id, n)
 		}
 	}
-	if n := len(e.sink.got("/done")); n != 12 {
-		t.Errorf("%d reply deliveries, want 12", n)
+	if n := len(e.sink.got("/done")); n != 6 {
+		t.Errorf("%d reply deliveries, want 6 (each stored once, delivered twice)", n)
+	}
+	if n := e.obs.get("received"); n != 6 {
+		t.Errorf("%d events stored, want 6 (3 sent, 3 replies)", n)
+	}
+}
+
+// TestDuplicateChainGrowsLinearly (issue 19 A3): a chain of N replies under
+// duplicate rate 1 stores N+1 events, not 2^(N+1)-1: the duplicate
+// delivery's copy of a reply is not published again.
+func TestDuplicateChainGrowsLinearly(t *testing.T) {
+	const n = 8
+	e := newEnv(t)
+	cfg := e.config(brokers(nil), []*eventingv1.Trigger{trigger("step", onType("step"))})
+	cfg.DuplicateDeliveries = 1
+	e.start(cfg)
+	e.sink.on("/step", func(w http.ResponseWriter, r rec, _ int) {
+		k, _ := strconv.Atoi(ext(t, r, "k"))
+		if k == n {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		reply := newEvent("step", "k", strconv.Itoa(k+1))
+		reply.SetID("step-" + strconv.Itoa(k+1))
+		replyWith(w, reply, http.StatusOK)
+	})
+	e.send(newEvent("step", "k", "0"))
+	e.sink.wait(t, "/step", 2*(n+1))
+	e.waitIdle()
+	if got := e.obs.get("received"); got != n+1 {
+		t.Errorf("%d events stored for a chain of %d replies, want %d", got, n, n+1)
+	}
+	if got := len(e.sink.got("/step")); got != 2*(n+1) {
+		t.Errorf("%d deliveries, want %d (each event twice)", got, 2*(n+1))
+	}
+}
+
+// TestDuplicateRate: at rate 0.3 about 30% of the deliveries are made
+// twice, none more than twice, none lost. The bounds are six standard
+// deviations wide.
+func TestDuplicateRate(t *testing.T) {
+	const events = 300
+	e := newEnv(t)
+	cfg := e.config(brokers(nil), []*eventingv1.Trigger{trigger("svc")})
+	cfg.DuplicateDeliveries = 0.3
+	e.start(cfg)
+	for range events {
+		e.send(newEvent("t"))
+	}
+	e.waitIdle()
+	perID := map[string]int{}
+	for _, r := range e.sink.got("/svc") {
+		perID[r.Event.ID()]++
+	}
+	twice := 0
+	for id, k := range perID {
+		switch k {
+		case 1:
+		case 2:
+			twice++
+		default:
+			t.Errorf("event %s delivered %d times", id, k)
+		}
+	}
+	if len(perID) != events {
+		t.Errorf("%d events delivered, want %d", len(perID), events)
+	}
+	if twice < 42 || twice > 138 {
+		t.Errorf("%d of %d events delivered twice at rate 0.3, want about 90", twice, events)
 	}
 }
 

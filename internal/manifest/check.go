@@ -151,7 +151,7 @@ func filteredTypes(t *eventingv1.Trigger) []filteredType {
 
 // ref checks that a reference to a kind this package loads names an object
 // of the set. References to other kinds (a KafkaSink, a Channel) cannot be
-// checked and are skipped, unless the object is in Set.Unknown.
+// checked and are skipped.
 func (c *checker) ref(r *duckv1.KReference, fld string) {
 	if r == nil {
 		return

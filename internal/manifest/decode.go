@@ -5,19 +5,15 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
-	eventingv1alpha1 "knative.dev/eventing/pkg/apis/eventing/v1alpha1"
-	sourcesv1 "knative.dev/eventing/pkg/apis/sources/v1"
-	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
@@ -33,42 +29,6 @@ type kindInfo struct {
 	// noMeta: the document is not a real API object (Kustomization): no
 	// name, namespace or duplicate checks.
 	noMeta bool
-}
-
-// lookupKind returns what to do with apiVersion/kind, or false if this
-// package does not know the kind.
-func lookupKind(apiVersion, kind string) (kindInfo, bool) {
-	switch apiVersion + " " + kind {
-	case "eventing.knative.dev/v1 Broker":
-		return kindInfo{namespaced: true, newValue: func() any { return &eventingv1.Broker{} }}, true
-	case "eventing.knative.dev/v1 Trigger":
-		return kindInfo{namespaced: true, newValue: func() any { return &eventingv1.Trigger{} }}, true
-	case "serving.knative.dev/v1 Service":
-		return kindInfo{namespaced: true, newValue: func() any { return &servingv1.Service{} }}, true
-	case "sources.knative.dev/v1 SinkBinding":
-		return kindInfo{namespaced: true, newValue: func() any { return &sourcesv1.SinkBinding{} }}, true
-	case "sources.knative.dev/v1 PingSource":
-		return kindInfo{namespaced: true, newValue: func() any { return &sourcesv1.PingSource{} }}, true
-	case "eventing.knative.dev/v1alpha1 EventPolicy":
-		return kindInfo{namespaced: true, newValue: func() any { return &eventingv1alpha1.EventPolicy{} }}, true
-	case "v1 ConfigMap":
-		return kindInfo{namespaced: true, newValue: func() any { return &corev1.ConfigMap{} }, check: checkConfigMap}, true
-	case "v1 Secret":
-		return kindInfo{namespaced: true, newValue: func() any { return &corev1.Secret{} }, check: checkSecret}, true
-	case "v1 Namespace":
-		return kindInfo{newValue: func() any { return &corev1.Namespace{} }}, true
-	case "v1 Service":
-		return kindInfo{namespaced: true, newValue: func() any { return &corev1.Service{} }, check: checkCoreService}, true
-	case "apps/v1 Deployment":
-		return kindInfo{namespaced: true, newValue: func() any { return &appsv1.Deployment{} }, check: checkDeployment}, true
-	case "apps/v1 StatefulSet":
-		return kindInfo{namespaced: true, newValue: func() any { return &appsv1.StatefulSet{} }, check: checkStatefulSet}, true
-	case "monitoring.coreos.com/v1 PrometheusRule":
-		return kindInfo{namespaced: true, check: checkPrometheusRule}, true
-	case "kustomize.config.k8s.io/v1beta1 Kustomization":
-		return kindInfo{noMeta: true}, true
-	}
-	return kindInfo{}, false
 }
 
 // loader accumulates a Set from documents.
@@ -92,7 +52,25 @@ func (l *loader) addFile(file string, data []byte) {
 
 // problem records a problem about document d.
 func (l *loader) problem(d document, obj string, sev Severity, code Code, fld, msg string) {
-	l.set.Problems = append(l.set.Problems, Problem{Source: d.Source, Object: obj, Field: fld, Message: msg, Severity: sev, Code: code})
+	l.problemAt(d, d.Line, obj, sev, code, fld, msg)
+}
+
+// problemAt records a problem about line of document d's file.
+func (l *loader) problemAt(d document, line int, obj string, sev Severity, code Code, fld, msg string) {
+	src := d.Source
+	src.Line = line
+	l.set.Problems = append(l.set.Problems, Problem{Source: src, Object: obj, Field: fld, Message: msg, Severity: sev, Code: code})
+}
+
+// keyLine is the file line of the document's top-level key (e.g. "kind"),
+// or the document's first line.
+func keyLine(d document, key string) int {
+	for i, line := range strings.Split(string(d.data), "\n") {
+		if rest, ok := strings.CutPrefix(line, key); ok && strings.HasPrefix(strings.TrimLeft(rest, " \t"), ":") {
+			return d.Line + i
+		}
+	}
+	return d.Line
 }
 
 // addDocument decodes, checks and records one document. It never panics: a
@@ -117,6 +95,11 @@ func (l *loader) addDocument(d document) {
 		return
 	}
 	ki, known := lookupKind(id.APIVersion, id.Kind)
+	if !known && !skipped(id.Group(), id.Kind) {
+		fld, msg := unknownKind(id)
+		l.problemAt(d, keyLine(d, fld), id.String(), SeverityError, CodeUnknownKind, fld, msg)
+		return
+	}
 	if !known {
 		var u map[string]any
 		if err := kjson.UnmarshalCaseSensitivePreserveInts(j, &u); err != nil {
@@ -124,7 +107,7 @@ func (l *loader) addDocument(d document) {
 			return
 		}
 		o := &Object{Source: d.Source, ID: id, Value: &unstructured.Unstructured{Object: u}}
-		l.set.Unknown = append(l.set.Unknown, o)
+		l.set.Skipped = append(l.set.Skipped, o)
 		l.checkDuplicate(o)
 		return
 	}
@@ -186,8 +169,44 @@ func (l *loader) toJSON(d document) ([]byte, bool) {
 	if lerr != nil {
 		code = CodeSyntax
 	}
-	l.problem(d, "", SeverityError, code, "", fileLines(d, trimYAMLError(err.Error())))
+	// The problem is placed at the line the YAML error names (the first,
+	// when it names several), not at the document's start.
+	msg, line := fileLines(d, parserErrorLine(trimYAMLError(err.Error())))
+	if line > 0 {
+		msg = strings.Replace(msg, fmt.Sprintf("line %d: ", line), "", 1)
+		line = min(line, d.Line+strings.Count(strings.TrimRight(string(d.data), "\n"), "\n"))
+	} else {
+		line = d.Line
+	}
+	l.problemAt(d, line, "", SeverityError, code, "", msg)
 	return lenient, lerr == nil
+}
+
+// yamlParserProblems are the messages of the YAML parser's (not its
+// scanner's) errors in go.yaml.in/yaml/v2, which sigs.k8s.io/yaml uses.
+// The parser reports the 0-based line of the token it stopped at as if it
+// were 1-based, one line early ("did not find expected key" on the line
+// above the misindented one); parserErrorLine adds the missing line.
+var yamlParserProblems = []string{
+	"did not find expected ',' or ']'", "did not find expected ',' or '}'", "did not find expected '-' indicator",
+	"did not find expected <document start>", "did not find expected <stream-start>", "did not find expected key",
+	"did not find expected node content", "found duplicate %TAG directive", "found duplicate %YAML directive",
+	"found incompatible YAML document", "found undefined tag handle",
+}
+
+// parserErrorLine corrects the line of a "yaml: line N: <parser problem>"
+// message.
+func parserErrorLine(msg string) string {
+	rest, ok := strings.CutPrefix(msg, "yaml: line ")
+	if !ok {
+		return msg
+	}
+	num, problem, ok := strings.Cut(rest, ": ")
+	n, err := strconv.Atoi(num)
+	if !ok || err != nil || !slices.Contains(yamlParserProblems, problem) {
+		return msg
+	}
+	return fmt.Sprintf("yaml: line %d: %s", n+1, problem)
 }
 
 // trimYAMLError drops the wrapping that sigs.k8s.io/yaml adds.
@@ -197,14 +216,16 @@ func trimYAMLError(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// fileLines rewrites "line N" (relative to the document) to the line of the file.
-func fileLines(d document, msg string) string {
+// fileLines rewrites "line N" (relative to the document) to the line of
+// the file, and returns the first such line (0 if there is none).
+func fileLines(d document, msg string) (string, int) {
 	var b strings.Builder
+	first := 0
 	for {
 		before, after, found := strings.Cut(msg, "line ")
 		b.WriteString(before)
 		if !found {
-			return b.String()
+			return b.String(), first
 		}
 		digits := len(after) - len(strings.TrimLeft(after, "0123456789"))
 		n, err := strconv.Atoi(after[:digits])
@@ -213,7 +234,11 @@ func fileLines(d document, msg string) string {
 			msg = after
 			continue
 		}
-		fmt.Fprintf(&b, "line %d", n+d.Line-1)
+		line := n + d.Line - 1
+		if first == 0 {
+			first = line
+		}
+		fmt.Fprintf(&b, "line %d", line)
 		msg = after[digits:]
 	}
 }

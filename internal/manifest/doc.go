@@ -5,7 +5,10 @@
 // document strictly into its Go type (Broker, Trigger, Knative Service,
 // SinkBinding, ConfigMap, Secret, ...), then runs the admission webhooks'
 // SetDefaults and Validate with the context Knative's webhooks build for a
-// CREATE (feature flags, config-br-defaults, serving defaults). Check adds
+// CREATE (feature flags, config-br-defaults, serving defaults). Objects of
+// the cluster-only kinds listed in SkippedKinds are kept undecoded in
+// Set.Skipped; any other kind is an error, so that a misspelt kind or API
+// version cannot silently drop an object from what `ksaga dev` runs. Check adds
 // the cross-object checks of `ksaga validate` (dangling references, missing
 // ConfigMap keys, images `ksaga dev` cannot build). ResolveEnv and the ksvc
 // helpers give `ksaga dev` what it needs to run a Knative Service locally.

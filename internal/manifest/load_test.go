@@ -2,6 +2,7 @@ package manifest_test
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -66,8 +67,8 @@ func TestLoadValid(t *testing.T) {
 			t.Errorf("object %d = %s#%d line %d %q, want %s#%d line %d %q", i, got, o.Index, o.Line, o.ID, w.file, w.index, w.line, w.id)
 		}
 	}
-	if len(set.Unknown) != 0 {
-		t.Errorf("Unknown = %v, want none", set.Unknown)
+	if len(set.Skipped) != 0 {
+		t.Errorf("Skipped = %v, want none", set.Skipped)
 	}
 
 	// Serving warns about the container without a securityContext, and only there.
@@ -158,46 +159,53 @@ func TestLoadBroken(t *testing.T) {
 		message  string // substring of Problem.Message
 		code     manifest.Code
 		features map[string]string
+		line     int // the Problem's line, when the test says
 	}{
 		{"ksvc-min-above-max.yaml",
 			"spec.template.metadata.annotations.autoscaling.knative.dev/max-scale, spec.template.metadata.annotations.autoscaling.knative.dev/min-scale",
-			"max-scale=2 is less than min-scale=5", manifest.CodeInvalid, nil},
+			"max-scale=2 is less than min-scale=5", manifest.CodeInvalid, nil, 0},
 		{"ksvc-autoscaling-on-service.yaml", "metadata.annotations",
-			`invalid key name "autoscaling.knative.dev/min-scale"`, manifest.CodeInvalid, nil},
+			`invalid key name "autoscaling.knative.dev/min-scale"`, manifest.CodeInvalid, nil, 0},
 		{"ksvc-annotation-number.yaml", "spec.template.metadata.annotations",
-			"cannot decode number into a field of type string", manifest.CodeSchema, nil},
+			"cannot decode number into a field of type string", manifest.CodeSchema, nil, 0},
 		{"ksvc-reserved-port.yaml", "spec.template.spec.containers[0].ports.containerPort",
-			"9090 is a reserved port", manifest.CodeInvalid, nil},
+			"9090 is a reserved port", manifest.CodeInvalid, nil, 0},
 		{"ksvc-fieldref.yaml", "spec.template.spec.containers[0].env[0].valueFrom.fieldRef",
-			"must not set the field(s)", manifest.CodeInvalid, nil},
+			"must not set the field(s)", manifest.CodeInvalid, nil, 0},
 		{"trigger-no-subscriber.yaml", "spec.subscriber.ref, spec.subscriber.uri",
-			"expected at least one, got none", manifest.CodeInvalid, nil},
+			"expected at least one, got none", manifest.CodeInvalid, nil, 0},
 		{"trigger-two-dialects.yaml", "spec.filters[1]",
-			"multiple dialects found", manifest.CodeInvalid, nil},
+			"multiple dialects found", manifest.CodeInvalid, nil, 0},
 		{"trigger-nested-dialects.yaml", "spec.filters[0].any[0]",
-			"multiple dialects found", manifest.CodeInvalid, nil},
+			"multiple dialects found", manifest.CodeInvalid, nil, 0},
 		{"trigger-filter-index.yaml", "spec.filters[0].exact[Bad-Attr]",
-			`invalid key name "Bad-Attr"`, manifest.CodeInvalid, nil},
+			`invalid key name "Bad-Attr"`, manifest.CodeInvalid, nil, 0},
 		{"trigger-backoff-10s.yaml", "spec.delivery.backoffDelay",
-			"invalid value: 10s", manifest.CodeInvalid, nil},
-		{"trigger-unknown-field.yaml", "spec.filterz", "unknown field", manifest.CodeSchema, nil},
+			"invalid value: 10s", manifest.CodeInvalid, nil, 0},
+		{"trigger-unknown-field.yaml", "spec.filterz", "unknown field", manifest.CodeSchema, nil, 0},
 		{"trigger-bad-cesql.yaml", "spec.filters[0].cesql",
-			"invalid value: type = = 'x'", manifest.CodeInvalid, nil},
+			"invalid value: type = = 'x'", manifest.CodeInvalid, nil, 0},
 		{"broker-retryafter.yaml", "spec.delivery.retryAfterMax",
-			"must not set the field(s)", manifest.CodeInvalid, nil},
+			"must not set the field(s)", manifest.CodeInvalid, nil, 0},
 		{"broker-retryafter.yaml", "spec.delivery.retryAfterMax",
-			"must not set the field(s)", manifest.CodeInvalid, map[string]string{"delivery-retryafter": "disabled"}},
+			"must not set the field(s)", manifest.CodeInvalid, map[string]string{"delivery-retryafter": "disabled"}, 0},
 		{"duplicate", "metadata.name",
 			"Broker saga/default is defined both in testdata/broken/duplicate/a.yaml:1 and in testdata/broken/duplicate/b.yaml:6",
-			manifest.CodeDuplicate, nil},
-		{"yaml-duplicate-key.yaml", "", `line 7: key "LOG_LEVEL" already set`, manifest.CodeSchema, nil},
-		{"yaml-syntax.yaml", "", "did not find expected key", manifest.CodeSyntax, nil},
-		{"missing-kind.yaml", "kind", "apiVersion and kind must be set", manifest.CodeSchema, nil},
-		{"secret-bad-base64.yaml", "data[password]", "illegal base64 data", manifest.CodeSchema, nil},
-		{"generate-name.yaml", "metadata.name", "Required value", manifest.CodeInvalid, nil},
+			manifest.CodeDuplicate, nil, 0},
+		{"yaml-duplicate-key.yaml", "", `key "LOG_LEVEL" already set`, manifest.CodeSchema, nil, 7},
+		{"yaml-syntax.yaml", "", "did not find expected key", manifest.CodeSyntax, nil, 5},
+		// The line of the error, in the file, not the document's first line.
+		{"yaml-syntax-multi.yaml", "", "did not find expected key", manifest.CodeSyntax, nil, 11},
+		{"unknown-kinds.yaml", "kind", "unknown kind eventing.knative.dev/v1 Triger (did you mean Trigger?)", manifest.CodeUnknownKind, nil, 3},
+		{"unknown-kinds.yaml", "apiVersion", "ksaga reads Trigger only as eventing.knative.dev/v1, not eventing.knative.dev/v2", manifest.CodeUnknownKind, nil, 9},
+		{"unknown-kinds.yaml", "apiVersion", "ksaga reads Trigger only as eventing.knative.dev/v1, not eventing.knative.dev/v1beta1", manifest.CodeUnknownKind, nil, 15},
+		{"unknown-kinds.yaml", "kind", "unknown kind cert-manager.io/v1 Certificate: ksaga dev would not run it", manifest.CodeUnknownKind, nil, 21},
+		{"missing-kind.yaml", "kind", "apiVersion and kind must be set", manifest.CodeSchema, nil, 0},
+		{"secret-bad-base64.yaml", "data[password]", "illegal base64 data", manifest.CodeSchema, nil, 0},
+		{"generate-name.yaml", "metadata.name", "Required value", manifest.CodeInvalid, nil, 0},
 		{"statefulset-selector.yaml", "spec.template.metadata.labels",
-			"`selector` does not match template `labels`", manifest.CodeInvalid, nil},
-		{"statefulset-selector.yaml", "spec.template.spec.containers[0].image", "Required value", manifest.CodeInvalid, nil},
+			"`selector` does not match template `labels`", manifest.CodeInvalid, nil, 0},
+		{"statefulset-selector.yaml", "spec.template.spec.containers[0].image", "Required value", manifest.CodeInvalid, nil, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file+"/"+tt.field, func(t *testing.T) {
@@ -218,6 +226,9 @@ func TestLoadBroken(t *testing.T) {
 			}
 			if p.File == "" || p.Line == 0 {
 				t.Errorf("problem %v does not name its file and line", p)
+			}
+			if tt.line != 0 && p.Line != tt.line {
+				t.Errorf("problem %v is at line %d, want %d", p, p.Line, tt.line)
 			}
 			if p.Code != manifest.CodeSyntax && p.Code != manifest.CodeSchema && p.Object == "" {
 				t.Errorf("problem %v does not name its object", p)
@@ -256,24 +267,42 @@ func TestLoadOptionErrors(t *testing.T) {
 	}
 }
 
-func TestLoadUnknown(t *testing.T) {
+// TestSkippedKindsDocumented: docs/deploy.md lists every kind skipped on
+// purpose, so a reader can tell an error from a deliberate skip.
+func TestSkippedKindsDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "deploy.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(doc), "### What `ksaga dev` and `ksaga validate` read")
+	section = strings.Join(strings.Fields(section), " ")
+	for _, k := range manifest.SkippedKinds() {
+		if !strings.Contains(section, " "+k+",") && !strings.Contains(section, " "+k+" ") && !strings.Contains(section, " "+k+".") {
+			t.Errorf("docs/deploy.md does not list the skipped kind %s", k)
+		}
+	}
+}
+
+// TestLoadSkipped: the kinds skipped on purpose are kept undecoded in
+// Set.Skipped, whatever their API version, and are not errors.
+func TestLoadSkipped(t *testing.T) {
 	set, errs := mustLoad(t, []string{"testdata/unknown"})
 	if errs != nil {
-		t.Fatalf("unknown kinds are not errors: %v", errs)
+		t.Fatalf("skipped kinds are not errors: %v", errs)
 	}
 	var got []string
-	for _, u := range set.Unknown {
+	for _, u := range set.Skipped {
 		got = append(got, u.APIVersion+" "+u.ID.String()+" @"+u.Source.String())
 	}
 	want := []string{
 		"keda.sh/v1alpha1 ScaledObject order-scaler @testdata/unknown/mixed.yaml:1",
-		"eventing.knative.dev/v1beta1 Trigger other/legacy @testdata/unknown/mixed.yaml:10",
+		"batch/v1 Job other/seed @testdata/unknown/mixed.yaml:10",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("Unknown =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		t.Errorf("Skipped =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	if _, ok := set.Unknown[0].Value.(*unstructured.Unstructured); !ok {
-		t.Errorf("Unknown value is %T", set.Unknown[0].Value)
+	if _, ok := set.Skipped[0].Value.(*unstructured.Unstructured); !ok {
+		t.Errorf("Skipped value is %T", set.Skipped[0].Value)
 	}
 	if len(set.Objects) != 1 || set.Objects[0].Kind != "ConfigMap" {
 		t.Errorf("Objects = %v, want the ConfigMap", set.Objects)

@@ -42,6 +42,10 @@ const (
 	CodeInvalid Code = "invalid"
 	// CodeDuplicate: two documents define the same object.
 	CodeDuplicate Code = "duplicate"
+	// CodeUnknownKind: an apiVersion/kind that Load neither decodes nor
+	// skips on purpose (SkippedKinds), e.g. "kind: Triger" or
+	// "apiVersion: eventing.knative.dev/v2".
+	CodeUnknownKind Code = "unknown-kind"
 	// CodeReference: a reference to another object, or to a key in a
 	// ConfigMap or Secret, does not resolve within the set.
 	CodeReference Code = "reference"

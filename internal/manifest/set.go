@@ -15,7 +15,7 @@ import (
 type Source struct {
 	File  string // the file, as given to Load or found under a folder given to Load
 	Index int    // 0-based index of the document in the file (documents are separated by "---")
-	Line  int    // 1-based line of the file where the document's content starts
+	Line  int    // 1-based line of the file: where the document's content starts or, in a Problem, the line it is about
 }
 
 // String returns "file:line".
@@ -84,7 +84,7 @@ func (id ID) key() string {
 //	monitoring.coreos.com/v1 PrometheusRule  *unstructured.Unstructured
 //	kustomize.config.k8s.io/v1beta1 Kustomization *unstructured.Unstructured
 //
-// For objects in Set.Unknown, Value is an *unstructured.Unstructured.
+// For objects in Set.Skipped, Value is an *unstructured.Unstructured.
 // A Secret's stringData is merged into data, as the API server does on write.
 type Object struct {
 	Source
@@ -99,9 +99,10 @@ type Set struct {
 	// objects that failed validation (so that Check does not report
 	// references to them as dangling).
 	Objects []*Object
-	// Unknown holds objects of any other apiVersion/kind, so callers can
-	// list and skip them.
-	Unknown []*Object
+	// Skipped holds the objects of the kinds Load skips on purpose
+	// (SkippedKinds), undecoded, so callers can list them. An object of any
+	// other kind is an error (CodeUnknownKind) and is in neither list.
+	Skipped []*Object
 	// Problems holds everything Load found, errors and warnings.
 	Problems Problems
 }
