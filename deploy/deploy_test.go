@@ -19,7 +19,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -177,31 +176,24 @@ func TestDevView(t *testing.T) {
 }
 
 // TestTriggersWireTheDefinition: the Triggers of each mode deliver exactly
-// the events ordersaga.OrderSaga says run each step: in choreography the
-// events (and the Create that starts the saga) go to the steps; in
-// orchestration the commands go to the steps and every result goes to the
-// orchestrator. A step's event with no Trigger would leave sagas hanging.
+// what ordersaga.Saga routes: in choreography the start command to the
+// order step and every result a step runs on to that step; in
+// orchestration every command to its step and every result to the
+// orchestrator. A routed event without a Trigger would leave sagas waiting
+// until their deadline; a Trigger the definition does not route would only
+// dead-letter (the step answers 400).
 func TestTriggersWireTheDefinition(t *testing.T) {
-	def := ordersaga.OrderSaga
-	steps := append(slices.Clone(def.Steps), def.Finally)
-	commands := map[string]bool{}
-	for _, s := range steps {
-		commands[s.Command], commands[s.Compensation] = true, true
-	}
-	delete(commands, "")
+	d := ordersaga.Saga
 	want := map[string]map[string]bool{"choreography": {}, "orchestration": {}}
-	for i, s := range steps {
-		for j, typ := range append(slices.Clone(s.Triggers), s.CompensationTriggers...) {
-			start := i == 0 && s.Command == "" && j < len(s.Triggers)
-			if start || !commands[typ] {
-				want["choreography"][typ+" -> "+s.Name] = true
-			}
-			if start || commands[typ] {
-				want["orchestration"][typ+" -> "+s.Name] = true
-			}
-		}
+	want["choreography"][d.Steps[0].Command+" -> "+d.Steps[0].Name] = true
+	for _, typ := range d.Commands() {
+		r, _ := d.Route(typ)
+		want["orchestration"][typ+" -> "+d.StepDef(r).Name] = true
 	}
-	for _, typ := range def.ResultTypes() {
+	for _, typ := range d.Results() {
+		if r, ok := d.Route(typ); ok {
+			want["choreography"][typ+" -> "+d.StepDef(r).Name] = true
+		}
 		want["orchestration"][typ+" -> orchestrator"] = true
 	}
 	for _, m := range modes {
@@ -214,7 +206,7 @@ func TestTriggersWireTheDefinition(t *testing.T) {
 			got[tr.Spec.Filter.Attributes["type"]+" -> "+tr.Spec.Subscriber.Ref.Name] = true
 		}
 		if diff := cmp.Diff(want[m], got); diff != "" {
-			t.Errorf("%s: Triggers vs ordersaga.OrderSaga (-definition +triggers/%s):\n%s", m, m, diff)
+			t.Errorf("%s: Triggers vs ordersaga.Saga (-definition +triggers/%s):\n%s", m, m, diff)
 		}
 	}
 }

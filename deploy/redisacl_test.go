@@ -2,18 +2,23 @@ package deploy_test
 
 import (
 	"context"
+	"flag"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ksaga/ksaga/internal/manifest"
 	"github.com/ksaga/ksaga/internal/redisacl"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/redisstore"
 )
+
+var updateACL = flag.Bool("update", false, "rewrite the users of manifests/redis/22-acl.yaml and the ksaga-redis-users Secret from the Knative Services' annotations")
 
 // aclFile returns the in-cluster Redis's ACL file (the ksaga-redis-acl
 // Secret) as user name → line, and each line's password.
@@ -48,12 +53,20 @@ func aclFile(t *testing.T) (raw string, lines, passwords map[string]string) {
 // function connects as its own user: REDIS_URL from ksaga-redis-users with
 // that user's password, and no access to the admin Secret.
 func TestRedisUsers(t *testing.T) {
+	if *updateACL {
+		set, _ := load(t, "brokers/mt-channel", "manifests")
+		users, err := redisacl.Users(set.Services(), redisacl.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeUsers(t, users, set)
+	}
 	set := loadClean(t, "brokers/mt-channel", "manifests")
-	_, lines, passwords := aclFile(t)
 	users, err := redisacl.Users(set.Services(), redisacl.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, lines, passwords := aclFile(t)
 	admin := set.Secret("saga", "ksaga-redis")
 	if lines["default"] != "user default on >"+string(admin.Data["REDIS_PASSWORD"])+" ~* &* +@all" {
 		t.Errorf("default user %q: want every right with REDIS_PASSWORD (the probes and the demo Job use it)", lines["default"])
@@ -93,9 +106,54 @@ func TestRedisUsers(t *testing.T) {
 	}
 }
 
+// writeUsers rewrites the users of the ACL file (keeping the default user
+// and every password; a new user gets change-me-<name>) and the
+// ksaga-redis-users Secret's URLs: go test ./deploy -run TestRedisUsers -update.
+func writeUsers(t *testing.T, users []redisacl.User, set *manifest.Set) {
+	t.Helper()
+	passwords := map[string]string{}
+	for l := range strings.SplitSeq(string(set.Secret("saga", "ksaga-redis-acl").Data["users.acl"]), "\n") {
+		if f := strings.Fields(l); len(f) > 2 && f[0] == "user" {
+			for _, r := range f[2:] {
+				if p, ok := strings.CutPrefix(r, ">"); ok {
+					passwords[f[1]] = p
+				}
+			}
+		}
+	}
+	var acl, urls strings.Builder
+	acl.WriteString("    user default on >" + passwords["default"] + " ~* &* +@all\n")
+	for _, u := range users {
+		pw := passwords[u.Name]
+		if pw == "" {
+			pw = "change-me-" + u.Name
+		}
+		acl.WriteString("    " + u.Line(pw) + "\n")
+		urls.WriteString("  " + u.Name + ": redis://" + u.Name + ":" + url.PathEscape(pw) + "@redis.saga.svc.cluster.local:6379/0\n")
+	}
+	rewrite := func(file string, block *regexp.Regexp, body string) {
+		b, err := os.ReadFile(path(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		loc := block.FindSubmatchIndex(b)
+		if loc == nil {
+			t.Fatalf("%s: no block %s", file, block)
+		}
+		out := append(append(append([]byte{}, b[:loc[2]]...), body...), b[loc[3]:]...)
+		if err := os.WriteFile(path(file), out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rewrite("manifests/redis/22-acl.yaml", regexp.MustCompile(`(?s)  users\.acl: \|\n((?:    .*\n)+)`), acl.String())
+	rewrite("manifests/10-config.yaml", regexp.MustCompile(`(?s)name: ksaga-redis-users\n.*?stringData:\n((?:  .*\n)+)`), urls.String())
+}
+
 // TestRedisACLFile starts a real redis-server with the shipped ACL file, as
-// the StatefulSet does: each function's REDIS_URL (pointed at it) connects,
-// its own domain script runs, and it cannot write another function's domain.
+// the StatefulSet does: each function's user (every Knative Service's)
+// connects, runs the saga store's scripts and its own domain script, and
+// cannot write another function's domain or delete a saga; order-api only
+// reads orders; the console and the sweeper reach no domain at all.
 func TestRedisACLFile(t *testing.T) {
 	ctx := context.Background()
 	raw, _, passwords := aclFile(t)
@@ -121,20 +179,45 @@ func TestRedisACLFile(t *testing.T) {
 	if err := adm.Set(ctx, "inventory:stock:book", 5, 0).Err(); err != nil {
 		t.Fatalf("admin: %v", err)
 	}
-	for _, fn := range []string{"order", "payment", "inventory", "notification", "users", "orchestrator", "deadletter"} {
+	for _, fn := range functionNames(t) {
 		rdb := as(fn)
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			t.Errorf("%s: %v", fn, err)
 			continue
 		}
-		// The saga store: a transition's script on the saga's hash and the index.
-		if err := rdb.Eval(ctx, "redis.call('HSET', KEYS[1], 'v', 1); redis.call('ZADD', KEYS[2], 1, 'x'); return 1", []string{"ksaga:{s-" + fn + "}", "ksaga:active"}).Err(); err != nil {
+		// The saga store: a transition's script on the saga's hash, its
+		// index and a dead letter.
+		if err := rdb.Eval(ctx, "redis.call('HSET', KEYS[1], 'v', 1); redis.call('ZADD', KEYS[2], 1, 'x'); redis.call('XADD', KEYS[3], '*', 'k', 'v'); return 1",
+			[]string{"ksaga:{s-" + fn + "}", "ksaga:idx:order:due", "ksaga:dl"}).Err(); err != nil {
 			t.Errorf("%s: the store's script: %v", fn, err)
 		}
 		if fn != "inventory" {
 			if err := rdb.Eval(ctx, "return redis.call('DECRBY', KEYS[1], 1)", []string{"inventory:stock:book"}).Err(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
 				t.Errorf("%s decremented inventory's stock: %v, want NOPERM", fn, err)
 			}
+		}
+		if err := rdb.Del(ctx, "ksaga:{s-"+fn+"}").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+			t.Errorf("%s deleted a saga: %v, want NOPERM", fn, err)
+		}
+	}
+	// order-api reads orders and the catalogue, and writes neither.
+	if err := adm.HSet(ctx, "order:o:1", "status", "pending").Err(); err != nil {
+		t.Fatal(err)
+	}
+	api := as("order-api")
+	if v, err := api.HGet(ctx, "order:o:1", "status").Result(); err != nil || v != "pending" {
+		t.Errorf("order-api reads an order: %q, %v", v, err)
+	}
+	if err := api.HSet(ctx, "order:o:1", "status", "confirmed").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+		t.Errorf("order-api writes an order: %v, want NOPERM", err)
+	}
+	// the console and the sweeper have no domain: no balance, no order
+	for _, fn := range []string{"console", "sweeper"} {
+		if err := as(fn).Get(ctx, "payment:balance:1").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+			t.Errorf("%s reads a balance: %v, want NOPERM", fn, err)
+		}
+		if err := as(fn).HGetAll(ctx, "order:o:1").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+			t.Errorf("%s reads an order: %v, want NOPERM", fn, err)
 		}
 	}
 	if err := as("payment").Eval(ctx, "return redis.call('INCRBY', KEYS[1], 100)", []string{"payment:balance:1"}).Err(); err != nil {

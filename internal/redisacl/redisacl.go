@@ -6,15 +6,16 @@
 // The permissions are data: each Knative Service names its own key
 // patterns in the ksaga.io/redis-keys annotation (and, rarely, extra
 // commands in ksaga.io/redis-commands); what every function needs for the
-// saga store is StoreKeys and StoreCommands, kept here in one place. Users
+// saga store is StoreKeys (redisstore's layout) and StoreCommands, and
+// every step's effects get EffectCommands on its own keys. Users
 // turns them into ACL rules, Line into a line of an ACL file (the Redis
 // StatefulSet's, manifests/redis) and Apply into ACL SETUSER commands (what
 // `ksaga dev --redis-acl` runs on a real Redis).
 //
 // Lua scripts run with the caller's permissions: every key a function's
 // scripts touch must match its patterns and every command they call must be
-// allowed, which is why the commands of the store's and the steps' scripts
-// are in StoreCommands.
+// allowed, which is why the commands of the store's scripts are in
+// StoreCommands and those of the steps' effects in EffectCommands.
 package redisacl
 
 import (
@@ -29,6 +30,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
+
+	"github.com/ksaga/ksaga/redisstore"
 )
 
 // Annotations of a Knative Service.
@@ -44,24 +47,43 @@ const (
 )
 
 // StoreKeys are the key patterns of the saga store, which every function
-// uses: the sagas' hashes ("ksaga:{<id>}", with everything the store keeps
-// under a saga's hash tag) and the index of unfinished sagas. The Broker's
-// streams (ksaga:broker:*) are not among them: functions never touch them.
-var StoreKeys = []string{"ksaga:{*", "ksaga:active"}
+// uses: redisstore.KeyPatterns, the one place that knows the layout (the
+// sagas' hashes "ksaga:{<id>}", the indexes "ksaga:idx:*" and the dead
+// letters "ksaga:dl*"). The Broker's streams (ksaga:broker:*) are not among
+// them: functions never touch them.
+var StoreKeys = redisstore.KeyPatterns()
 
-// StoreCommands are the commands every function may run: connecting,
-// scripts (the store's and the steps' own, which run with the caller's
-// permissions, so the commands they call too), transactions, and the reads
-// and writes of the store and of the steps' domain scripts.
+// StoreCommands are the commands of the saga store (redisstore), which
+// every function may run: connecting, its scripts (loaded by SHA, sent
+// again with EVAL when Redis lost them) and the commands those scripts
+// call (Lua runs with the caller's permissions), and its reads of records,
+// indexes and dead letters (Load, List, Due, Stats, Compact, DeadLetters).
+// TestStoreSuiteAsACLUser runs the store's whole conformance suite as a
+// user with exactly these: a command the store starts to use fails it.
+// (redisstore.Store.Sample, for benchmarks, scans and measures keys: not a
+// function's business.)
 var StoreCommands = []string{
+	// connecting (go-redis: AUTH or HELLO, SELECT for a database, CLIENT
+	// SETNAME for a named client) and the health check
 	"+ping", "+hello", "+auth", "+client|setname", "+select",
-	"+evalsha", "+eval", "+script|load", "+script|exists",
-	"+multi", "+exec", "+discard",
-	"+get", "+mget", "+set", "+exists", "+expire",
-	"+incr", "+incrby", "+decr", "+decrby",
-	"+hget", "+hmget", "+hgetall", "+hset", "+hsetnx", "+hincrby",
-	"+zadd", "+zrem", "+zrangebyscore", "+zcard", "+zcount", "+zremrangebyscore",
-	"+xadd", "+xlen",
+	// the change, note, reschedule and dead-letter scripts
+	"+evalsha", "+eval", "+script|load",
+	"+hget", "+hmget", "+hset", "+hincrby", "+hdel", "+expire",
+	"+zadd", "+zrem", "+sadd", "+set", "+lpush", "+ltrim", "+xadd",
+	// reads and index upkeep
+	"+hgetall", "+get", "+exists", "+smembers", "+lrange",
+	"+zrange", "+zrangebyscore", "+zrevrangebyscore", "+zcard", "+zcount", "+zremrangebyscore",
+	"+xrange", "+xrevrange",
+}
+
+// EffectCommands are what a step's own effects (saga.Effect scripts, run
+// inside the store's change script) and its domain reads may run on its
+// own keys, besides StoreCommands: counters (balances, stock), hashes
+// (orders), streams (an outbox). They only reach the keys of the
+// function's ksaga.io/redis-keys (and the store's); anything rarer is a
+// ksaga.io/redis-commands annotation.
+var EffectCommands = []string{
+	"+mget", "+hsetnx", "+incr", "+incrby", "+decr", "+decrby",
 }
 
 // User is one function's Redis user.
@@ -91,7 +113,7 @@ func Users(services []*servingv1.Service, o Options) ([]User, error) {
 			continue
 		}
 		seen[svc.Name] = true
-		u := User{Name: svc.Name, Commands: slices.Clone(StoreCommands)}
+		u := User{Name: svc.Name, Commands: slices.Concat(StoreCommands, EffectCommands)}
 		for _, k := range StoreKeys {
 			u.Keys = append(u.Keys, "~"+k)
 		}

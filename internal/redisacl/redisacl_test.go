@@ -2,6 +2,8 @@ package redisacl_test
 
 import (
 	"context"
+	stdpath "path"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,6 +14,8 @@ import (
 	"github.com/ksaga/ksaga/internal/redisacl"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/redisstore"
+	"github.com/ksaga/ksaga/saga"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 func service(name string, annotations map[string]string) *servingv1.Service {
@@ -118,6 +122,47 @@ func TestUsersConfineEachFunctionToItsKeys(t *testing.T) {
 	}
 	if _, err := connect(t, srv, "payment", "wrong").Ping(ctx).Result(); err == nil {
 		t.Error("a wrong password connects")
+	}
+}
+
+// TestStoreSuiteAsACLUser runs the saga store's whole conformance suite
+// (sagatest.StoreSuite) on a real redis-server as a user with StoreKeys and
+// StoreCommands only (plus the suite's own effect: SET and INCRBY on
+// suite:*), so the lists cannot drift from what redisstore does: a key
+// outside the layout's patterns or a command missing from StoreCommands
+// fails a case with NOPERM. The suite checks effects with the admin client.
+func TestStoreSuiteAsACLUser(t *testing.T) {
+	sagatest.StoreSuite(t, func(t *testing.T) (saga.Store, redis.UniversalClient) {
+		srv := testredis.Start(t)
+		admin := srv.Client(t)
+		u := redisacl.User{Name: "store", Commands: append(slices.Clone(redisacl.StoreCommands), "+incrby")}
+		for _, k := range redisacl.StoreKeys {
+			u.Keys = append(u.Keys, "~"+k)
+		}
+		u.Keys = append(u.Keys, "~suite:*")
+		if err := redisacl.Apply(context.Background(), admin, []redisacl.User{u}, map[string]string{"store": "s-secret"}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := redisstore.New(connect(t, srv, "store", "s-secret"), redisstore.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, admin
+	})
+}
+
+// TestStoreKeysAreTheLayout: the ACL patterns are redisstore's, and none
+// of them reaches the Broker's streams or the fault switches.
+func TestStoreKeysAreTheLayout(t *testing.T) {
+	if !slices.Equal(redisacl.StoreKeys, redisstore.KeyPatterns()) {
+		t.Errorf("StoreKeys %q, want redisstore.KeyPatterns() %q", redisacl.StoreKeys, redisstore.KeyPatterns())
+	}
+	for _, k := range redisacl.StoreKeys {
+		for _, other := range []string{"ksaga:broker:{saga/default}", "ksaga:fault:payment:x", "payment:balance:1"} {
+			if ok, _ := stdpath.Match(k, other); ok {
+				t.Errorf("store pattern %q matches %s", k, other)
+			}
+		}
 	}
 }
 
