@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"knative.dev/eventing/pkg/apis/feature"
+	duckv1 "knative.dev/pkg/apis/duck/v1"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
 	"github.com/ksaga/ksaga/internal/devoidc"
@@ -15,9 +16,11 @@ import (
 // TestOIDCComponent: `make deploy OIDC=1` (deploy/components/oidc) adds the
 // EventPolicies of policies/ (valid only with authentication-oidc, as
 // Knative's webhook checks) and gives every function with a CloudEvents
-// route the sender-identity settings `ksaga dev` derives from those
-// policies: its audience (what its Triggers name) and the subjects its
-// policies allow; the whole environment is a valid knfunc OIDCConfig.
+// route (every Service events are delivered to: the steps, the
+// orchestrator, the dead-letter sink, the sweeper) the sender-identity
+// settings `ksaga dev` derives from those policies: its audience (what its
+// Triggers or its PingSource name) and the subjects its policies allow; the
+// whole environment is a valid knfunc OIDCConfig.
 func TestOIDCComponent(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
@@ -37,9 +40,15 @@ func TestOIDCComponent(t *testing.T) {
 				t.Fatal(err)
 			}
 			cm := set.ConfigMap("saga", "ksaga-config")
+			receivers := eventReceivers(set)
+			for _, name := range []string{"order", "payment", "inventory", "notification", "deadletter", "sweeper"} {
+				if !receivers[name] {
+					t.Errorf("no event is delivered to %s", name)
+				}
+			}
 			for _, svc := range set.Services() {
-				if svc.Name == "users" {
-					continue // gRPC only: no CloudEvents route
+				if !receivers[svc.Name] {
+					continue // no CloudEvents come its way (order-api, console, users)
 				}
 				env := envOf(cm.Data, svc)
 				cfg, err := knfunc.OIDCConfigFromEnv(func(k string) string { return env[k] }, knfunc.OIDCPrefix)
@@ -60,6 +69,33 @@ func TestOIDCComponent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// eventReceivers are the Knative Services events are delivered to: a
+// Trigger's subscriber or dead letter sink, the Broker's dead letter sink,
+// a PingSource's sink.
+func eventReceivers(set *manifest.Set) map[string]bool {
+	out := map[string]bool{}
+	add := func(d *duckv1.Destination) {
+		if d != nil && d.Ref != nil && d.Ref.Kind == "Service" {
+			out[d.Ref.Name] = true
+		}
+	}
+	for _, tr := range set.Triggers() {
+		add(&tr.Spec.Subscriber)
+		if tr.Spec.Delivery != nil {
+			add(tr.Spec.Delivery.DeadLetterSink)
+		}
+	}
+	for _, b := range set.Brokers() {
+		if b.Spec.Delivery != nil {
+			add(b.Spec.Delivery.DeadLetterSink)
+		}
+	}
+	for _, p := range set.PingSources() {
+		add(&p.Spec.Sink)
+	}
+	return out
 }
 
 // envOf merges a ConfigMap's data (envFrom) and the first container's

@@ -38,6 +38,7 @@ var (
 	brokerGVK      = eventingv1.SchemeGroupVersion.WithKind("Broker")
 	serviceGVK     = servingv1.SchemeGroupVersion.WithKind("Service")
 	sinkBindingGVK = sourcesv1.SchemeGroupVersion.WithKind("SinkBinding")
+	pingSourceGVK  = sourcesv1.SchemeGroupVersion.WithKind("PingSource")
 )
 
 // senderIdentity is what `ksaga dev` runs for sender identity: the issuer
@@ -152,13 +153,17 @@ func groupOf(apiVersion string) string {
 // is on, for a set with EventPolicies (without any, nothing changes: the
 // default mode admits the namespace's senders):
 //
-//   - a Trigger or dead letter sink delivering to a Knative Service without
-//     spec.subscriber.audience / audience (no token is sent: the function
-//     answers 401), or with another audience than the Service's;
-//   - a Trigger whose identity the receiving Service's policies do not
-//     allow (403);
+//   - a Trigger, dead letter sink or PingSource delivering to a Knative
+//     Service without spec.subscriber.audience / audience / spec.sink.audience
+//     (no token is sent: the function answers 401), or with another
+//     audience than the Service's;
+//   - a Trigger or PingSource whose identity the receiving Service's
+//     policies do not allow (403);
 //   - a reply type the subscriber emits (ksaga.io/emits) that the Broker's
 //     policies refuse from the Trigger (dead-lettered with 403);
+//   - a type a SinkBinding's subject emits that the Broker's policies
+//     refuse from the SinkBinding's identity (the function's send fails
+//     with 403);
 //   - a subject listed by two policies of one resource (Knative applies
 //     the filters of the first, by name, only);
 //   - a policy with filters that applies to a Knative Service (knfunc
@@ -182,13 +187,14 @@ func senderIdentityProblems(set *manifest.Set) manifest.Problems {
 	defer policies.Close()
 	ctx := context.Background()
 	emits := emitsByService(set)
-	destination := func(t *eventingv1.Trigger, d *duckv1.Destination, fld string) {
+	// destination checks a delivery by sender (its identity sub, in
+	// namespace ns) to d, if d is a Knative Service.
+	destination := func(sender any, kind, sub, ns string, d *duckv1.Destination, fld string) {
 		if d == nil || d.Ref == nil || d.Ref.Kind != "Service" || groupOf(d.Ref.APIVersion) != serviceGVK.Group {
 			return
 		}
-		ns := d.Ref.Namespace
-		if ns == "" {
-			ns = t.Namespace
+		if d.Ref.Namespace != "" {
+			ns = d.Ref.Namespace
 		}
 		svc := set.Service(ns, d.Ref.Name)
 		if svc == nil {
@@ -197,37 +203,59 @@ func senderIdentityProblems(set *manifest.Set) manifest.Problems {
 		want := devoidc.ServiceAudience(ns, svc.Name)
 		switch {
 		case d.Audience == nil || *d.Audience == "":
-			add(t, fld+".audience", "no audience: with sender identity on, Knative sends no token to Service %s/%s, which then answers 401 (want %q)", ns, svc.Name, want)
+			add(sender, fld+".audience", "no audience: with sender identity on, Knative sends no token to Service %s/%s, which then answers 401 (want %q)", ns, svc.Name, want)
 		case *d.Audience != want:
-			add(t, fld+".audience", "audience %q: Service %s/%s accepts tokens for %q only", *d.Audience, ns, svc.Name, want)
+			add(sender, fld+".audience", "audience %q: Service %s/%s accepts tokens for %q only", *d.Audience, ns, svc.Name, want)
 		}
 		allowed, _, err := policies.AllowedSubjects(serviceGVK, svc.ObjectMeta)
-		sub := devoidc.TriggerSubject(t.Namespace, t.Name)
 		if err == nil && allowed != nil && !matchesAny(sub, allowed) {
-			add(t, fld, "Service %s/%s does not allow the Trigger's identity %s (its EventPolicies allow: %s): deliveries get 403", ns, svc.Name, sub, strings.Join(allowed, ", "))
+			add(sender, fld, "Service %s/%s does not allow the %s's identity %s (its EventPolicies allow: %s): deliveries get 403", ns, svc.Name, kind, sub, strings.Join(allowed, ", "))
 		}
 	}
-	for _, t := range set.Triggers() {
-		destination(t, &t.Spec.Subscriber, "spec.subscriber")
-		b := set.Broker(t.Namespace, t.Spec.Broker)
-		switch {
-		case t.Spec.Delivery != nil && t.Spec.Delivery.DeadLetterSink != nil:
-			destination(t, t.Spec.Delivery.DeadLetterSink, "spec.delivery.deadLetterSink")
-		case b != nil && b.Spec.Delivery != nil && b.Spec.Delivery.DeadLetterSink != nil:
-			destination(t, b.Spec.Delivery.DeadLetterSink, "spec.delivery.deadLetterSink (the Broker's)")
-		}
-		r := t.Spec.Subscriber.Ref
-		if b == nil || r == nil || r.Kind != "Service" {
-			continue
-		}
-		sub := devoidc.TriggerSubject(t.Namespace, t.Name)
-		for _, typ := range emits[types.NamespacedName{Namespace: t.Namespace, Name: r.Name}] {
+	// sends checks that Broker b takes every type a Service emits from sub.
+	sends := func(sender any, fld, what, consequence, sub string, svc types.NamespacedName, b *eventingv1.Broker) {
+		for _, typ := range emits[svc] {
 			ev := event.New()
 			ev.SetID("validate")
 			ev.SetSource("ksaga-validate")
 			ev.SetType(typ)
 			if err := policies.Authorize(ctx, brokerGVK, b.ObjectMeta, sub, &ev); err != nil {
-				add(t, "spec.subscriber", "a reply of type %s from %s would be refused by Broker %s/%s (403, dead-lettered): %v", typ, r.Name, b.Namespace, b.Name, err)
+				add(sender, fld, "%s of type %s from %s would be refused by Broker %s/%s (403, %s): %v", what, typ, svc.Name, b.Namespace, b.Name, consequence, err)
+			}
+		}
+	}
+	for _, t := range set.Triggers() {
+		sub := devoidc.TriggerSubject(t.Namespace, t.Name)
+		destination(t, "Trigger", sub, t.Namespace, &t.Spec.Subscriber, "spec.subscriber")
+		b := set.Broker(t.Namespace, t.Spec.Broker)
+		switch {
+		case t.Spec.Delivery != nil && t.Spec.Delivery.DeadLetterSink != nil:
+			destination(t, "Trigger", sub, t.Namespace, t.Spec.Delivery.DeadLetterSink, "spec.delivery.deadLetterSink")
+		case b != nil && b.Spec.Delivery != nil && b.Spec.Delivery.DeadLetterSink != nil:
+			destination(t, "Trigger", sub, t.Namespace, b.Spec.Delivery.DeadLetterSink, "spec.delivery.deadLetterSink (the Broker's)")
+		}
+		r := t.Spec.Subscriber.Ref
+		if b == nil || r == nil || r.Kind != "Service" {
+			continue
+		}
+		sends(t, "spec.subscriber", "a reply", "dead-lettered", sub, types.NamespacedName{Namespace: t.Namespace, Name: r.Name}, b)
+	}
+	for _, src := range set.PingSources() {
+		destination(src, "PingSource", devoidc.ResourceSubject(pingSourceGVK, src.Namespace, src.Name), src.Namespace, &src.Spec.Sink, "spec.sink")
+	}
+	for _, svc := range set.Services() {
+		for _, sb := range sinkBindingsFor(set, svc) {
+			r := sb.Spec.Sink.Ref
+			if r == nil || r.Kind != "Broker" || groupOf(r.APIVersion) != brokerGVK.Group {
+				continue
+			}
+			ns := r.Namespace
+			if ns == "" {
+				ns = sb.Namespace
+			}
+			if b := set.Broker(ns, r.Name); b != nil {
+				sends(sb, "spec.subject", "an event", "the send fails", devoidc.ResourceSubject(sinkBindingGVK, sb.Namespace, sb.Name),
+					types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}, b)
 			}
 		}
 	}

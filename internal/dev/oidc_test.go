@@ -32,7 +32,7 @@ func loadOIDC(t *testing.T, paths ...string) *manifest.Set {
 // its Triggers name) and the subjects its EventPolicies allow; a
 // SinkBinding's subject gets a token file whose token is the SinkBinding's
 // identity for the Broker's audience, verifiable through the issuer's
-// discovery on the ingress.
+// discovery on the ingress; the sweeper allows its PingSource only.
 func TestSenderIdentityEnv(t *testing.T) {
 	set := loadOIDC(t, filepath.Join(repoRoot, "brokers/mt-channel"), filepath.Join(repoRoot, "triggers/choreography"),
 		filepath.Join(repoRoot, ManifestsDir), filepath.Join(repoRoot, PoliciesDir))
@@ -69,19 +69,27 @@ func TestSenderIdentityEnv(t *testing.T) {
 		t.Errorf("payment's OIDC config: %+v, %v", cfg, err)
 	}
 
-	order, err := si.env(set, set.Service("saga", "order"))
+	sweeper, err := si.env(set, set.Service("saga", "sweeper"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	om := envMap(t, order)
+	if sm := envMap(t, sweeper); sm["KSAGA_OIDC_SUBJECTS"] != "system:serviceaccount:saga:sweeper-ping-oidc-sources.knative.dev-pingsource" {
+		t.Errorf("the sweeper allows %q, want its PingSource's identity only", sm["KSAGA_OIDC_SUBJECTS"])
+	}
+
+	api, err := si.env(set, set.Service("saga", "order-api"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	om := envMap(t, api)
 	tok, err := (&knfunc.TokenFile{Path: om["KSAGA_SINK_TOKEN_FILE"]}).Get()
 	if err != nil {
-		t.Fatalf("order's token file %q: %v", om["KSAGA_SINK_TOKEN_FILE"], err)
+		t.Fatalf("order-api's token file %q: %v", om["KSAGA_SINK_TOKEN_FILE"], err)
 	}
 	v, _ := knfunc.NewVerifier(knfunc.OIDCConfig{Issuer: srv.URL, Audience: devoidc.BrokerAudience("saga", "default")})
 	c, err := v.VerifyToken(context.Background(), tok)
-	if err != nil || c.Subject != "system:serviceaccount:saga:order-to-broker-oidc-sources.knative.dev-sinkbinding" {
-		t.Errorf("order's sink token: %+v, %v", c, err)
+	if err != nil || c.Subject != "system:serviceaccount:saga:order-api-to-broker-oidc-sources.knative.dev-sinkbinding" {
+		t.Errorf("order-api's sink token: %+v, %v", c, err)
 	}
 	si.close()
 	if _, err := os.Stat(si.dir); !os.IsNotExist(err) {
@@ -118,6 +126,9 @@ func TestValidateSenderIdentity(t *testing.T) {
 	edit("triggers/choreography/02-inventory-on-payment-authorized.yaml", "audience: serving.knative.dev/service/saga/inventory", "audience: serving.knative.dev/service/saga/payment")
 	edit("policies/03-broker-replies.yaml", "type: io.ksaga.notification.sent", "type: io.ksaga.notification.queued")
 	edit("policies/10-functions-from-triggers.yaml", "sub: system:serviceaccount:saga:order-on-*", "sub: system:serviceaccount:saga:order-api-on-*")
+	edit("manifests/38-sweeper.yaml", "    audience: serving.knative.dev/service/saga/sweeper\n", "")
+	edit("policies/11-sweeper-from-ping.yaml", "      kind: PingSource\n      name: sweeper-ping", "      kind: SinkBinding\n      name: sweeper-to-broker")
+	edit("policies/01-broker-from-order-api.yaml", "    - exact:\n        type: io.ksaga.payment.failed\n", "")
 	write(t, filepath.Join(dir, PoliciesDir, "99-extra.yaml"), `apiVersion: eventing.knative.dev/v1alpha1
 kind: EventPolicy
 metadata:
@@ -173,7 +184,10 @@ spec:
 	for _, want := range []string{
 		"Trigger saga/payment-on-order-created: spec.subscriber.audience: no audience: with sender identity on, Knative sends no token to Service saga/payment",
 		"Trigger saga/inventory-on-payment-authorized: spec.subscriber.audience: audience \"serving.knative.dev/service/saga/payment\": Service saga/inventory accepts tokens for \"serving.knative.dev/service/saga/inventory\" only",
-		"Trigger saga/notification-on-order-confirmed: spec.subscriber: a reply of type io.ksaga.notification.sent from notification would be refused by Broker saga/default (403",
+		"Trigger saga/notification-on-order-confirmed: spec.subscriber: a reply of type io.ksaga.notification.sent from notification would be refused by Broker saga/default (403, dead-lettered)",
+		"PingSource saga/sweeper-ping: spec.sink.audience: no audience: with sender identity on, Knative sends no token to Service saga/sweeper",
+		"PingSource saga/sweeper-ping: spec.sink: Service saga/sweeper does not allow the PingSource's identity system:serviceaccount:saga:sweeper-ping-oidc-sources.knative.dev-pingsource",
+		"SinkBinding saga/order-api-to-broker: spec.subject: an event of type io.ksaga.payment.failed from order-api would be refused by Broker saga/default (403, the send fails)",
 		"Trigger saga/order-on-create: spec.subscriber: Service saga/order does not allow the Trigger's identity",
 		"Broker saga/default: subject system:serviceaccount:saga:ksaga-producer is allowed by EventPolicies broker-from-producer and zz-producer-again",
 		"Service.serving.knative.dev saga/payment: EventPolicies payment-filtered apply to this Knative Service with filters",
