@@ -11,7 +11,9 @@
 // the Brokers on the local data plane of internal/devbroker against Redis (a
 // real server, or an embedded miniredis). GET / on the ingress lists
 // everything; GET /.ksaga/services gives the services and their replicas as
-// JSON.
+// JSON; POST /.ksaga/pingsources/<ns>/<name> fires a PingSource now (a
+// development aid with no equivalent in a cluster: tests and demos need not
+// wait for its schedule).
 //
 // # How the local runtime differs from a cluster
 //

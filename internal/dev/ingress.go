@@ -33,8 +33,9 @@ import (
 //     services and their replicas as JSON, GET /readyz → 200 once every
 //     function is ready (503 before and while draining), GET /metrics →
 //     ksaga dev's metrics, the OIDC issuer's discovery document and keys
-//     with sender identity on, anything else → the broker ingress (POST
-//     /<ns>/<broker>), or 503 while draining.
+//     with sender identity on, POST /.ksaga/pingsources/<ns>/<name> → fire
+//     that PingSource now (dev only; 503 until ready), anything else → the
+//     broker ingress (POST /<ns>/<broker>), or 503 while draining.
 //
 // A request body must arrive within bodyTimeout of the request's headers
 // (see guardBody), except for gRPC and Connect streams.
@@ -45,7 +46,8 @@ type ingress struct {
 	oidc        http.Handler // the OIDC issuer's discovery and keys; nil without sender identity
 	services    map[types.NamespacedName]*route
 	index       func(w io.Writer)
-	status      func() any // GET /.ksaga/services
+	status      func() any             // GET /.ksaga/services
+	pings       atomic.Pointer[pinger] // set once the PingSources run
 	bodyTimeout time.Duration
 	ready       atomic.Bool
 	// draining is set at shutdown: the broker ingress stops accepting events
@@ -359,6 +361,14 @@ func (in *ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case in.draining.Load():
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "ksaga dev is shutting down", http.StatusServiceUnavailable)
+	case strings.HasPrefix(r.URL.Path, PingSourcesPath):
+		p := in.pings.Load()
+		if p == nil {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "ksaga dev is starting: PingSources run once every function is ready", http.StatusServiceUnavailable)
+			return
+		}
+		p.ServeHTTP(w, r)
 	default:
 		r, done := in.guardBody(w, r)
 		defer done()

@@ -319,15 +319,22 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	rt.stopBroker = stopBroker
 	rt.brokerDone = make(chan error, 1)
 	go func() { rt.brokerDone <- br.Run(bctx) }()
-	// PingSources, once everything can take their events.
-	if srcs := set.PingSources(); len(srcs) > 0 {
-		p, err := newPinger(bctx, srcs, addrs.Resolver(), log)
-		if err != nil {
-			return err
+	// PingSources, once everything can take their events (each also fires
+	// on POST /.ksaga/pingsources/<ns>/<name>).
+	var token tokenFunc
+	if rt.oidc != nil {
+		token = func(sub, aud string) (string, error) {
+			tok, _, err := rt.oidc.issuer.Token(sub, aud)
+			return tok, err
 		}
-		p.start()
-		rt.pinger = p
 	}
+	p, err := newPinger(bctx, set.PingSources(), addrs.Resolver(), token, log)
+	if err != nil {
+		return err
+	}
+	p.start()
+	rt.pinger = p
+	in.pings.Store(p)
 	in.ready.Store(true)
 	log.Info("ready", "took", time.Since(began).Round(time.Millisecond), "index", "http://localhost:"+strconv.Itoa(port)+"/")
 	rt.banner(set, addrs, info)
