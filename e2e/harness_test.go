@@ -49,11 +49,13 @@ func (s system) console(t *testing.T, method, path string) (int, []byte) {
 	return s.dev.DoHeader(t, "console", method, path, nil, http.Header{"Authorization": {"Bearer " + consoleToken}, "Ksaga-Actor": {"e2e"}})
 }
 
-// sweep wakes the deadline sweeper now, as its PingSource does every 15 s.
+// sweep wakes the deadline sweeper now, as its PingSource does every 15 s:
+// ksaga dev fires the PingSource (with its identity's token when sender
+// identity is on) and answers once the sweeper has run its pass.
 func (s system) sweep(t *testing.T) {
 	t.Helper()
-	if code := s.dev.Send(t, "sweeper", sagatest.Event(fmt.Sprintf("ping-%d", time.Now().UnixNano()), "dev.knative.sources.ping", nil), false); code != http.StatusOK {
-		t.Fatalf("ping the sweeper: %d", code)
+	if code := s.dev.FirePingSource(t, "sweeper-ping"); code != http.StatusAccepted {
+		t.Fatalf("fire the sweeper's PingSource: %d", code)
 	}
 }
 

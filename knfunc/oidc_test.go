@@ -14,86 +14,21 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v3"
 	"github.com/go-jose/go-jose/v3/jwt"
 
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/knfunc"
+	"github.com/ksaga/ksaga/knfunc/oidctest"
 	"github.com/ksaga/ksaga/sagatest"
 )
-
-// issuer is a real OIDC issuer over HTTP for the tests: a discovery
-// document and a key set, as the Kubernetes API server serves them, and
-// tokens signed with go-jose.
-type issuer struct {
-	srv     *httptest.Server
-	key     *rsa.PrivateKey
-	kid     string
-	fetches atomic.Int32 // discovery and key set requests
-	down    atomic.Bool  // answer 503
-}
-
-func newIssuer(t *testing.T) *issuer {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	is := &issuer{key: key, kid: "k1"}
-	is.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		is.fetches.Add(1)
-		if is.down.Load() {
-			http.Error(w, "down", http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		switch r.URL.Path {
-		case "/.well-known/openid-configuration":
-			_ = json.NewEncoder(w).Encode(map[string]any{"issuer": is.srv.URL, "jwks_uri": is.srv.URL + "/openid/v1/jwks",
-				"id_token_signing_alg_values_supported": []string{"RS256"}})
-		case "/openid/v1/jwks":
-			_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: is.kid, Algorithm: "RS256", Use: "sig"}}})
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	t.Cleanup(is.srv.Close)
-	return is
-}
-
-// sign makes a token with the issuer's key (or another) and claims.
-func sign(t *testing.T, key *rsa.PrivateKey, kid string, c jwt.Claims) string {
-	t.Helper()
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := jwt.Signed(s).Claims(c).CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
-}
 
 const (
 	testAudience = "serving.knative.dev/service/saga/test"
 	triggerSub   = "system:serviceaccount:saga:test-on-start-oidc-eventing.knative.dev-trigger"
 )
-
-// claims are valid claims from is for testAudience, expiring in exp.
-func (is *issuer) claims(sub string, exp time.Duration) jwt.Claims {
-	now := time.Now()
-	return jwt.Claims{Issuer: is.srv.URL, Subject: sub, Audience: jwt.Audience{testAudience},
-		IssuedAt: jwt.NewNumericDate(now.Add(-time.Minute)), Expiry: jwt.NewNumericDate(now.Add(exp))}
-}
-
-func (is *issuer) token(t *testing.T, sub string) string {
-	return sign(t, is.key, is.kid, is.claims(sub, time.Hour))
-}
 
 // post sends a start event with an Authorization header ("" for none).
 func post(t *testing.T, url, id, auth string) sagatest.Response {
@@ -106,7 +41,7 @@ func post(t *testing.T, url, id, auth string) sagatest.Response {
 	if auth != "" {
 		h.Set("Authorization", auth)
 	}
-	return sagatest.PostRequest(t, req, newEvent(id, "io.ksaga.test.start", "", `{}`), h)
+	return sagatest.PostRequest(t, req, newEvent(id, "io.ksaga.test.start", id, `{}`), h)
 }
 
 // TestSenderIdentity runs a function with KSAGA_OIDC_* over real HTTP
@@ -114,11 +49,11 @@ func post(t *testing.T, url, id, auth string) sagatest.Response {
 // audience, unexpired and of an allowed subject gets the event to the
 // step; everything else is refused before the step runs and leaves no saga.
 func TestSenderIdentity(t *testing.T) {
-	is := newIssuer(t)
+	is := oidctest.New(t)
 	srv := testredis.Start(t)
 	rdb := srv.Client(t)
 	f := startFunction(t, map[string]string{
-		"REDIS_URL": srv.URL(), "KSAGA_OIDC_ISSUER": is.srv.URL, "KSAGA_OIDC_AUDIENCE": testAudience,
+		"REDIS_URL": srv.URL(), "KSAGA_OIDC_ISSUER": is.URL, "KSAGA_OIDC_AUDIENCE": testAudience,
 		"KSAGA_OIDC_SUBJECTS": "system:serviceaccount:saga:test-on-*", "KSAGA_OIDC_CLOCK_SKEW": "30s",
 	}, stepSetup)
 
@@ -126,13 +61,13 @@ func TestSenderIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrongAud := is.claims(triggerSub, time.Hour)
+	wrongAud := is.Claims(triggerSub, testAudience, time.Hour)
 	wrongAud.Audience = jwt.Audience{"serving.knative.dev/service/saga/payment"}
-	wrongIss := is.claims(triggerSub, time.Hour)
+	wrongIss := is.Claims(triggerSub, testAudience, time.Hour)
 	wrongIss.Issuer = "https://kubernetes.default.svc.cluster.local"
-	noExp := is.claims(triggerSub, time.Hour)
+	noExp := is.Claims(triggerSub, testAudience, time.Hour)
 	noExp.Expiry = nil
-	valid := is.token(t, triggerSub)
+	valid := is.Token(t, triggerSub, testAudience)
 
 	for _, c := range []struct {
 		name, auth string
@@ -141,17 +76,17 @@ func TestSenderIdentity(t *testing.T) {
 		{"no Authorization header", "", http.StatusUnauthorized},
 		{"not a bearer token", "Basic dXNlcjpwdw==", http.StatusUnauthorized},
 		{"not a JWT", "Bearer not-a-jwt", http.StatusUnauthorized},
-		{"another audience", "Bearer " + sign(t, is.key, is.kid, wrongAud), http.StatusUnauthorized},
-		{"expired", "Bearer " + sign(t, is.key, is.kid, is.claims(triggerSub, -time.Minute)), http.StatusUnauthorized},
-		{"another issuer", "Bearer " + sign(t, is.key, is.kid, wrongIss), http.StatusUnauthorized},
-		{"forged: another key under the issuer's key id", "Bearer " + sign(t, other, is.kid, is.claims(triggerSub, time.Hour)), http.StatusUnauthorized},
-		{"forged: an unknown key id", "Bearer " + sign(t, other, "k2", is.claims(triggerSub, time.Hour)), http.StatusUnauthorized},
+		{"another audience", "Bearer " + oidctest.Sign(t, is.Key, is.KeyID, wrongAud), http.StatusUnauthorized},
+		{"expired", "Bearer " + oidctest.Sign(t, is.Key, is.KeyID, is.Claims(triggerSub, testAudience, -time.Minute)), http.StatusUnauthorized},
+		{"another issuer", "Bearer " + oidctest.Sign(t, is.Key, is.KeyID, wrongIss), http.StatusUnauthorized},
+		{"forged: another key under the issuer's key id", "Bearer " + oidctest.Sign(t, other, is.KeyID, is.Claims(triggerSub, testAudience, time.Hour)), http.StatusUnauthorized},
+		{"forged: an unknown key id", "Bearer " + oidctest.Sign(t, other, "k2", is.Claims(triggerSub, testAudience, time.Hour)), http.StatusUnauthorized},
 		{"tampered payload", "Bearer " + tamper(t, valid), http.StatusUnauthorized},
-		{"no expiry", "Bearer " + sign(t, is.key, is.kid, noExp), http.StatusUnauthorized},
-		{"a subject not allowed", "Bearer " + is.token(t, "system:serviceaccount:saga:payment-on-start-oidc-eventing.knative.dev-trigger"), http.StatusForbidden},
+		{"no expiry", "Bearer " + oidctest.Sign(t, is.Key, is.KeyID, noExp), http.StatusUnauthorized},
+		{"a subject not allowed", "Bearer " + is.Token(t, "system:serviceaccount:saga:payment-on-start-oidc-eventing.knative.dev-trigger", testAudience), http.StatusForbidden},
 		{"valid", "Bearer " + valid, http.StatusOK},
 		{"valid, again (cached)", "Bearer " + valid, http.StatusOK},
-		{"expired within the clock skew", "Bearer " + sign(t, is.key, is.kid, is.claims(triggerSub, -10*time.Second)), http.StatusOK},
+		{"expired within the clock skew", "Bearer " + oidctest.Sign(t, is.Key, is.KeyID, is.Claims(triggerSub, testAudience, -10*time.Second)), http.StatusOK},
 		{"scheme in lower case", "bearer " + valid, http.StatusOK},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -219,16 +154,16 @@ func tamper(t *testing.T, raw string) string {
 // TestSenderIdentityIssuerDown: while the issuer cannot be reached the
 // function answers 503 (Knative retries it), never 200, and recovers.
 func TestSenderIdentityIssuerDown(t *testing.T) {
-	is := newIssuer(t)
-	is.down.Store(true)
+	is := oidctest.New(t)
+	is.SetDown(true)
 	srv := testredis.Start(t)
-	f := startFunction(t, map[string]string{"REDIS_URL": srv.URL(), "KSAGA_OIDC_ISSUER": is.srv.URL, "KSAGA_OIDC_AUDIENCE": testAudience}, stepSetup)
-	if r := post(t, f.URL, "saga-down", "Bearer "+is.token(t, triggerSub)); r.Status != http.StatusServiceUnavailable {
+	f := startFunction(t, map[string]string{"REDIS_URL": srv.URL(), "KSAGA_OIDC_ISSUER": is.URL, "KSAGA_OIDC_AUDIENCE": testAudience}, stepSetup)
+	if r := post(t, f.URL, "saga-down", "Bearer "+is.Token(t, triggerSub, testAudience)); r.Status != http.StatusServiceUnavailable {
 		t.Fatalf("issuer down: %d %q, want 503", r.Status, r.Body)
 	}
-	is.down.Store(false)
+	is.SetDown(false)
 	sagatest.Eventually(t, 10*time.Second, func() error {
-		if r := post(t, f.URL, "saga-up", "Bearer "+is.token(t, triggerSub)); r.Status != http.StatusOK {
+		if r := post(t, f.URL, "saga-up", "Bearer "+is.Token(t, triggerSub, testAudience)); r.Status != http.StatusOK {
 			return fmt.Errorf("issuer back: %d %q", r.Status, r.Body)
 		}
 		return nil
@@ -278,22 +213,22 @@ func TestOIDCConfigFromEnv(t *testing.T) {
 // subject comes back (the user the request is for) and other claims can be
 // read; a forbidden subject is 403.
 func TestVerifierForAnAPI(t *testing.T) {
-	is := newIssuer(t)
-	v, err := knfunc.NewVerifier(knfunc.OIDCConfig{Issuer: is.srv.URL, Audience: testAudience, Subjects: []string{"1", "2"}})
+	is := oidctest.New(t)
+	v, err := knfunc.NewVerifier(knfunc.OIDCConfig{Issuer: is.URL, Audience: testAudience, Subjects: []string{"1", "2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	req := httptest.NewRequest(http.MethodPost, "/orders", nil)
-	req.Header.Set("Authorization", "Bearer "+is.token(t, "1"))
+	req.Header.Set("Authorization", "Bearer "+is.Token(t, "1", testAudience))
 	c, err := v.Verify(req)
-	if err != nil || c.Subject != "1" || c.Issuer != is.srv.URL {
+	if err != nil || c.Subject != "1" || c.Issuer != is.URL {
 		t.Fatalf("Verify: %+v, %v", c, err)
 	}
 	var all map[string]any
 	if err := c.Decode(&all); err != nil || all["aud"] != testAudience {
 		t.Errorf("claims: %v, %v", all, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+is.token(t, "3"))
+	req.Header.Set("Authorization", "Bearer "+is.Token(t, "3", testAudience))
 	if _, err := v.Verify(req); knfunc.AuthStatus(err) != http.StatusForbidden {
 		t.Errorf("subject 3: %v, want 403", err)
 	}
@@ -410,8 +345,8 @@ func TestAPICallers(t *testing.T) {
 		t.Errorf("no start line saying authentication is off: %s", log.String())
 	}
 
-	is := newIssuer(t)
-	env := map[string]string{"KSAGA_API_OIDC_ISSUER": is.srv.URL, "KSAGA_API_OIDC_AUDIENCE": testAudience}
+	is := oidctest.New(t)
+	env := map[string]string{"KSAGA_API_OIDC_ISSUER": is.URL, "KSAGA_API_OIDC_AUDIENCE": testAudience}
 	on, err := knfunc.VerifierFromEnv(func(k string) string { return env[k] }, "KSAGA_API_OIDC_", "order API callers", logger)
 	if err != nil || on == nil {
 		t.Fatalf("on: %v, %v", on, err)
@@ -422,9 +357,9 @@ func TestAPICallers(t *testing.T) {
 		want             int
 	}{
 		{"no token", "1", "", http.StatusUnauthorized},
-		{"expired", "1", "Bearer " + sign(t, is.key, is.kid, is.claims("1", -time.Hour)), http.StatusUnauthorized},
-		{"the user's own token", "1", "Bearer " + is.token(t, "1"), http.StatusAccepted},
-		{"another user's token", "3", "Bearer " + is.token(t, "1"), http.StatusForbidden},
+		{"expired", "1", "Bearer " + oidctest.Sign(t, is.Key, is.KeyID, is.Claims("1", testAudience, -time.Hour)), http.StatusUnauthorized},
+		{"the user's own token", "1", "Bearer " + is.Token(t, "1", testAudience), http.StatusAccepted},
+		{"another user's token", "3", "Bearer " + is.Token(t, "1", testAudience), http.StatusForbidden},
 	} {
 		if code := do(h, c.user, c.auth); code != c.want {
 			t.Errorf("%s: %d, want %d", c.name, code, c.want)

@@ -185,6 +185,24 @@ func (d *Dev) post(t testing.TB, url, host string, e event.Event, structured boo
 	return resp.StatusCode
 }
 
+// FirePingSource sends the event of PingSource name (in the namespace) to
+// its sink now, through ksaga dev's POST /.ksaga/pingsources/<ns>/<name>,
+// with its identity's token when sender identity is on, and returns the
+// status: 202 once the sink took it.
+func (d *Dev) FirePingSource(t testing.TB, name string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, d.URL("/.ksaga/pingsources/"+d.ns()+"/"+name), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := d.http.Do(req)
+	if err != nil {
+		t.Fatalf("fire PingSource %s: %v", name, err)
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}
+
 // Lines returns the JSON lines a service logged ("<service> | {...}", or
 // "<service>#<n> | {...}" from its replica n > 1).
 func (d *Dev) Lines(t testing.TB, service string) []map[string]any {
