@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -182,7 +183,8 @@ func AuthStatus(err error) int {
 
 // WriteAuthError answers a refused request: the status of AuthStatus, a
 // WWW-Authenticate challenge on 401 (RFC 6750), Retry-After on 503, and the
-// reason in the body (never the token).
+// reason in a JSON body, {"error": reason}, as every other error of a
+// function (never the token).
 func WriteAuthError(w http.ResponseWriter, err error) {
 	status := AuthStatus(err)
 	reason := "unauthorized"
@@ -195,7 +197,10 @@ func WriteAuthError(w http.ResponseWriter, err error) {
 	case http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
 	}
-	http.Error(w, reason, status)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": reason})
 }
 
 // Verifier checks bearer tokens against an OIDCConfig with go-oidc. The

@@ -239,8 +239,9 @@ func TestVerifierForAnAPI(t *testing.T) {
 	}
 	w := httptest.NewRecorder()
 	knfunc.WriteAuthError(w, err)
-	if w.Code != http.StatusUnauthorized || w.Header().Get("WWW-Authenticate") == "" {
-		t.Errorf("WriteAuthError: %d %v", w.Code, w.Header())
+	if w.Code != http.StatusUnauthorized || w.Header().Get("WWW-Authenticate") == "" || w.Header().Get("Content-Type") != "application/json" ||
+		!strings.HasPrefix(w.Body.String(), `{"error":"no bearer token`) {
+		t.Errorf("WriteAuthError: %d %v %q, want 401, a challenge, and the reason as JSON", w.Code, w.Header(), w.Body)
 	}
 }
 

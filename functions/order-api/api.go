@@ -58,8 +58,9 @@ type api struct {
 	logger  *slog.Logger
 	maxBody int64
 	now     func() time.Time
-	// authorize, when set, authenticates the caller of POST /orders and of
-	// a cancel: it must be the user the order is for (401/403 otherwise).
+	// authorize, when set, checks the caller of every route against the
+	// user of the order (placed, read or cancelled): an error wrapping
+	// knfunc.ErrUnauthenticated is a 401, any other a 403 (auth.go).
 	authorize func(r *http.Request, userID int32) error
 }
 
@@ -255,8 +256,9 @@ func (a *api) authorized(w http.ResponseWriter, r *http.Request, userID int32) b
 	return false
 }
 
-// getOrder answers an order and its saga: 200 orderView, 404 unknown, 503
-// Redis unavailable.
+// getOrder answers an order and its saga: 200 orderView, 404 unknown,
+// 401/403 the caller is not the order's user (when authentication is on),
+// 503 Redis unavailable.
 //
 // The two are read one after the other, and a step may land in between
 // (the order record changes only in the same script as its saga: create,
@@ -304,6 +306,9 @@ func (a *api) getOrder(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	if !a.authorized(w, r, v.UserID) {
+		return
+	}
 	switch {
 	case errors.Is(sagaErr, saga.ErrNotFound): // expired after its retention
 	case sagaErr != nil:
@@ -342,6 +347,9 @@ func (a *api) getAccepted(w http.ResponseWriter, r *http.Request, id string) {
 			v.Items = append(v.Items, ordersaga.Item{SKU: it.SKU, Qty: it.Qty})
 		}
 	}
+	if !a.authorized(w, r, v.UserID) {
+		return
+	}
 	writeJSON(w, http.StatusOK, v)
 }
 
@@ -355,8 +363,9 @@ func viewOf(st saga.State) *sagaView {
 // (follow GET /orders/{id}); an order whose saga has not started is
 // cancelled at once. 202 accepted, also for a repeated cancel; 409 when
 // the saga is compensating or has ended for another reason (a confirmed
-// order, an order already cancelled); 404 unknown order; 503 no K_SINK,
-// Redis or the broker unavailable (retry: the cancel is not applied twice).
+// order, an order already cancelled); 404 unknown order; 401/403 the caller
+// is not the order's user (when authentication is on); 503 no K_SINK, Redis
+// or the broker unavailable (retry: the cancel is not applied twice).
 func (a *api) cancelOrder(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	sagaID, err := a.rdb.HGet(r.Context(), ordersaga.OrderKey(id), "saga_id").Result()
