@@ -20,7 +20,8 @@ import (
 // orchestrator, the dead-letter sink, the sweeper) the sender-identity
 // settings `ksaga dev` derives from those policies: its audience (what its
 // Triggers or its PingSource name) and the subjects its policies allow; the
-// whole environment is a valid knfunc OIDCConfig.
+// whole environment is a valid knfunc OIDCConfig; and order-api
+// authenticates its callers (KSAGA_API_OIDC_*).
 func TestOIDCComponent(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
@@ -40,6 +41,11 @@ func TestOIDCComponent(t *testing.T) {
 				t.Fatal(err)
 			}
 			cm := set.ConfigMap("saga", "ksaga-config")
+			// The order API authenticates its callers (issue 15 §5).
+			api := envOf(cm.Data, set.Service("saga", "order-api"))
+			if cfg, err := knfunc.OIDCConfigFromEnv(func(k string) string { return api[k] }, "KSAGA_API_OIDC_"); err != nil || !cfg.Enabled() || cfg.Audience == "" {
+				t.Errorf("order-api's callers: OIDC config %+v, %v: want on", cfg, err)
+			}
 			receivers := eventReceivers(set)
 			for _, name := range []string{"order", "payment", "inventory", "notification", "deadletter", "sweeper"} {
 				if !receivers[name] {
