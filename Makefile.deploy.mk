@@ -18,7 +18,8 @@ DEMO ?= 0
 # 1: sender identity: policies/ and the functions' token checks (deploy/components/oidc;
 # the cluster needs Knative's authentication-oidc, docs/security.md)
 OIDC ?= 0
-KSAGA_FUNCTIONS := order payment inventory notification users orchestrator deadletter
+# every folder of functions/ (deploy/images_test.go checks it)
+KSAGA_FUNCTIONS := order-api order payment inventory notification users orchestrator deadletter sweeper console
 DOCKER_REPO ?= $(if $(KO_DOCKER_REPO),$(KO_DOCKER_REPO),registry.example.com/ksaga)
 
 .PHONY: require-ko-repo
@@ -53,4 +54,4 @@ docker: ## Print docker build/push commands for every function (no ko needed; pi
 	@for f in $(KSAGA_FUNCTIONS); do \
 	  echo "docker build --build-arg FUNCTION=$$f -t $(DOCKER_REPO)/$$f:latest . && docker push $(DOCKER_REPO)/$$f:latest"; \
 	done
-	@echo "# then: make deploy-kn $(foreach f,$(KSAGA_FUNCTIONS),IMAGE_$(shell echo $(f) | tr a-z A-Z)=$(DOCKER_REPO)/$(f):latest)" >&2
+	@echo "# then: make deploy-kn $(foreach f,$(KSAGA_FUNCTIONS),IMAGE_$(shell echo $(f) | tr a-z- A-Z_)=$(DOCKER_REPO)/$(f):latest)" >&2

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
 	"strings"
@@ -39,6 +40,30 @@ func functionNames(t *testing.T) []string {
 		}
 	}
 	return names
+}
+
+// TestFunctionLists: the lists of functions the deploy paths build and
+// deploy (KSAGA_FUNCTIONS of Makefile.deploy.mk: make images and make
+// docker; FUNCTIONS of deploy/kn.sh) hold every folder of functions/, once.
+func TestFunctionLists(t *testing.T) {
+	want := functionNames(t)
+	for file, re := range map[string]*regexp.Regexp{
+		"Makefile.deploy.mk": regexp.MustCompile(`(?m)^KSAGA_FUNCTIONS := (.*)$`),
+		"deploy/kn.sh":       regexp.MustCompile(`(?m)^FUNCTIONS="(.*)"$`),
+	} {
+		b, err := os.ReadFile(path(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := re.FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("%s: no list of functions", file)
+		}
+		got := strings.Fields(string(m[1]))
+		if diff := cmp.Diff(want, got, sortStrings); diff != "" {
+			t.Errorf("%s lists (-functions/ +list):\n%s", file, diff)
+		}
+	}
 }
 
 // goMod returns go.mod's module path and go version (major.minor).

@@ -6,15 +6,17 @@
 # overlay, so the two paths cannot drift apart.
 #
 # kn cannot express everything. These come from the same YAML files, applied
-# with kubectl: the namespace, the ConfigMap and Secret, the Redis StatefulSet,
-# the broker's config objects (Kafka ConfigMap, RabbitmqCluster and
-# RabbitmqBrokerConfig) and the SinkBindings. A Trigger's delivery, labels and
-# annotations are set with `kubectl patch` after `kn trigger create` (kn has
-# only --filter and --sink).
+# with kubectl: the namespace, the ConfigMaps and Secrets (the sagas'
+# definitions among them), the Redis StatefulSet and the broker's config
+# objects (Kafka ConfigMap, RabbitmqCluster and RabbitmqBrokerConfig). A
+# Trigger's delivery, labels and annotations, and the PingSource's label and
+# its sink's audience, are set with `kubectl patch` after `kn trigger create`
+# and `kn source ping create` (kn has no flags for them). The SinkBindings
+# are `kn source binding create`.
 #
 # Re-running it updates: Services are replaced (kn service create --force),
 # an existing Broker gets `kn broker update` (its class and config cannot
-# change), an existing Trigger `kn trigger update`.
+# change), an existing Trigger, SinkBinding or PingSource `kn ... update`.
 #
 # Environment:
 #   MODE              choreography (default) | orchestration
@@ -28,8 +30,9 @@
 #   OIDC              0 only: sender identity (deploy/components/oidc) is not
 #                     scripted here; use `make deploy OIDC=1`
 #   IMAGE_<FUNCTION>  the image of one function, e.g. IMAGE_PAYMENT=ghcr.io/me/payment:v1
-#                     (IMAGE_ORDER, IMAGE_PAYMENT, IMAGE_INVENTORY, IMAGE_NOTIFICATION,
-#                     IMAGE_USERS, IMAGE_ORCHESTRATOR, IMAGE_DEADLETTER)
+#                     (IMAGE_ORDER_API, IMAGE_ORDER, IMAGE_PAYMENT, IMAGE_INVENTORY,
+#                     IMAGE_NOTIFICATION, IMAGE_USERS, IMAGE_ORCHESTRATOR,
+#                     IMAGE_DEADLETTER, IMAGE_SWEEPER, IMAGE_CONSOLE)
 #   KO_DOCKER_REPO    for the functions without IMAGE_<FUNCTION>: build and push
 #                     them with `ko build --base-import-paths`
 #   DRY_RUN=1         print the commands instead of running them, as for an empty
@@ -64,7 +67,7 @@ case $OBSERVABILITY in 0 | 1) ;; *) die "OBSERVABILITY=$OBSERVABILITY: want 0 or
 [[ $OIDC == 0 ]] || die "OIDC=$OIDC: sender identity is deployed by \`make deploy OIDC=1\` (deploy/components/oidc), not by kn.sh"
 case $DEMO in 0 | 1) ;; *) die "DEMO=$DEMO: want 0 or 1" ;; esac
 case $DRY_RUN in 0 | 1) ;; *) die "DRY_RUN=$DRY_RUN: want 0 or 1" ;; esac
-FUNCTIONS="deadletter users order payment inventory notification orchestrator"
+FUNCTIONS="deadletter users order-api order payment inventory notification orchestrator sweeper console"
 
 # quote prints its arguments as one shell command line.
 quote() {
@@ -114,11 +117,12 @@ image() {
 }
 
 # ksvc NAME FLAGS... creates or replaces the Knative Service NAME with the
-# settings every function shares plus FLAGS (see manifests/3*.yaml).
+# settings every function shares (its own Redis user among them) plus FLAGS
+# (see manifests/29-*.yaml and manifests/3*.yaml).
 ksvc() {
   local name=$1 var
   shift
-  var=image_$name
+  var=image_${name//-/_}
   run "$KN" service create "$name" --force -n "$NS" --image "${!var}" \
     --label "app.kubernetes.io/name=$name" --label app.kubernetes.io/part-of=ksaga \
     --env-from cm:ksaga-config --env-value-from "REDIS_URL=secret:ksaga-redis-users:$name" \
@@ -133,12 +137,12 @@ ksvc() {
 # stops the script before it changes anything in the cluster.
 for fn in $FUNCTIONS; do
   ref=$(image "$fn")
-  printf -v "image_$fn" '%s' "$ref"
+  printf -v "image_${fn//-/_}" '%s' "$ref"
 done
 
 # ---------------------------------------------------------------------------
-say "namespace, config and Secret (manifests/)"
-run "$KUBECTL" apply -f manifests/00-namespace.yaml -f manifests/10-config.yaml
+say "namespace, config, Secrets and the sagas' definitions (manifests/)"
+run "$KUBECTL" apply -f manifests/00-namespace.yaml -f manifests/10-config.yaml -f manifests/20-sagas.yaml
 
 if [[ $REDIS == in-cluster ]]; then
   say "Redis (manifests/redis/)"
@@ -165,11 +169,11 @@ esac
 # The Knative Services: manifests/3*.yaml explains every choice.
 say "Knative Services"
 ksvc deadletter --cluster-local --port 8080 --concurrency-limit 10 --timeout 30 \
+  --env-from cm:ksaga-sagas \
   --scale-metric concurrency --scale-target 10 --scale-min 0 --scale-max 2 \
   --annotation-revision autoscaling.knative.dev/scale-to-zero-pod-retention-period=0s \
   --request cpu=50m,memory=32Mi --limit memory=128Mi \
-  --annotation-service ksaga.io/emits=io.ksaga.order.rejected,io.ksaga.payment.failed,io.ksaga.inventory.failed,io.ksaga.order.confirmfailed \
-  --annotation-service 'ksaga.io/redis-keys=ksaga:deadletters {ksaga:deadletters}:*'
+  --annotation-service ksaga.io/emits=io.ksaga.order.rejected,io.ksaga.payment.failed,io.ksaga.inventory.failed,io.ksaga.order.confirmfailed
 
 ksvc users --cluster-local --port h2c:8080 --concurrency-limit 200 --timeout 10 \
   --scale-metric rps --scale-target 500 --scale-min 0 --scale-max 10 \
@@ -177,11 +181,20 @@ ksvc users --cluster-local --port h2c:8080 --concurrency-limit 200 --timeout 10 
   --request cpu=50m,memory=32Mi --limit memory=128Mi \
   --annotation-service 'ksaga.io/redis-keys=users:*'
 
-ksvc order --port 8080 --concurrency-limit 100 --timeout 30 \
+# order-api: the only public Service (the REST API).
+ksvc order-api --port 8080 --concurrency-limit 100 --timeout 30 \
   --scale-metric concurrency --scale-target 50 --scale-min 1 --scale-max 20 \
   --request cpu=100m,memory=64Mi --limit memory=256Mi \
   -e USERS_URL=http://users.saga.svc.cluster.local -e USERS_TIMEOUT=5s \
-  --annotation-service ksaga.io/emits=io.ksaga.order.create,io.ksaga.order.created,io.ksaga.order.rejected,io.ksaga.order.confirmed,io.ksaga.order.cancelled \
+  --annotation-service ksaga.io/emits=io.ksaga.order.create,io.ksaga.order.rejected,io.ksaga.payment.failed,io.ksaga.inventory.failed,io.ksaga.order.confirmfailed \
+  --annotation-service 'ksaga.io/redis-keys=%R~order:*'
+
+ksvc order --cluster-local --port 8080 --concurrency-limit 100 --timeout 30 \
+  --scale-metric concurrency --scale-target 50 --scale-min 0 --scale-max 20 \
+  --annotation-revision autoscaling.knative.dev/scale-to-zero-pod-retention-period=2m \
+  --request cpu=100m,memory=64Mi --limit memory=256Mi \
+  -e USERS_URL=http://users.saga.svc.cluster.local -e USERS_TIMEOUT=5s \
+  --annotation-service ksaga.io/emits=io.ksaga.order.created,io.ksaga.order.rejected,io.ksaga.order.confirmed,io.ksaga.order.cancelled \
   --annotation-service 'ksaga.io/redis-keys=order:*'
 
 ksvc payment --cluster-local --port 8080 --concurrency-limit 50 --timeout 30 \
@@ -204,13 +217,30 @@ ksvc notification --cluster-local --port 8080 --concurrency-limit 100 --timeout 
   --request cpu=50m,memory=32Mi --limit memory=128Mi \
   --annotation-service ksaga.io/emits=io.ksaga.notification.sent \
   --annotation-service 'ksaga.io/redis-keys=notification:*' \
-  --annotation-service 'ksaga.io/redis-commands=+xreadgroup +xack +xautoclaim +xgroup|create +xinfo|groups +xpending +xtrim'
+  --annotation-service 'ksaga.io/redis-commands=+xreadgroup +xack +xautoclaim +xgroup|create +xinfo|groups +xpending +xtrim +xlen'
 
 ksvc orchestrator --cluster-local --port 8080 --concurrency-limit 100 --timeout 30 \
+  --env-from cm:ksaga-sagas \
   --scale-metric concurrency --scale-target 50 --scale-min 0 --scale-max 20 \
   --annotation-revision autoscaling.knative.dev/scale-to-zero-pod-retention-period=2m \
   --request cpu=50m,memory=32Mi --limit memory=128Mi \
   --annotation-service ksaga.io/emits=io.ksaga.payment.authorize,io.ksaga.payment.refund,io.ksaga.inventory.reserve,io.ksaga.inventory.release,io.ksaga.order.confirm,io.ksaga.order.cancel,io.ksaga.notification.send,io.ksaga.saga.completed,io.ksaga.saga.compensated
+
+# The generic operations publish any event of a saga again (docs/protocol.md).
+all_types=io.ksaga.order.rejected,io.ksaga.payment.failed,io.ksaga.inventory.failed,io.ksaga.order.confirmfailed,io.ksaga.order.create,io.ksaga.order.created,io.ksaga.payment.authorized,io.ksaga.inventory.reserved,io.ksaga.order.confirmed,io.ksaga.order.cancelled,io.ksaga.payment.refunded,io.ksaga.inventory.released,io.ksaga.notification.sent,io.ksaga.payment.authorize,io.ksaga.payment.refund,io.ksaga.inventory.reserve,io.ksaga.inventory.release,io.ksaga.order.confirm,io.ksaga.order.cancel,io.ksaga.notification.send
+ksvc sweeper --cluster-local --port 8080 --concurrency-limit 1 --timeout 30 \
+  --env-from cm:ksaga-sagas \
+  --scale-metric concurrency --scale-target 1 --scale-min 0 --scale-max 1 \
+  --annotation-revision autoscaling.knative.dev/scale-to-zero-pod-retention-period=0s \
+  --request cpu=50m,memory=32Mi --limit memory=128Mi \
+  --annotation-service "ksaga.io/emits=$all_types"
+
+ksvc console --cluster-local --port 8080 --concurrency-limit 100 --timeout 30 \
+  --env-from cm:ksaga-sagas --env-from secret:ksaga-console \
+  --scale-metric concurrency --scale-target 20 --scale-min 0 --scale-max 2 \
+  --annotation-revision autoscaling.knative.dev/scale-to-zero-pod-retention-period=5m \
+  --request cpu=50m,memory=32Mi --limit memory=128Mi \
+  --annotation-service "ksaga.io/emits=io.ksaga.payment.refund,io.ksaga.inventory.release,io.ksaga.order.cancel,io.ksaga.order.rejected,io.ksaga.payment.failed,io.ksaga.inventory.failed,io.ksaga.order.confirmfailed,io.ksaga.order.create,io.ksaga.order.created,io.ksaga.payment.authorized,io.ksaga.inventory.reserved,io.ksaga.order.confirmed,io.ksaga.order.cancelled,io.ksaga.payment.refunded,io.ksaga.inventory.released,io.ksaga.notification.sent,io.ksaga.payment.authorize,io.ksaga.inventory.reserve,io.ksaga.order.confirm,io.ksaga.notification.send"
 
 # ---------------------------------------------------------------------------
 # The Broker: brokers/$BROKER/broker.yaml.
@@ -304,8 +334,19 @@ for t in "${triggers[@]}"; do
 done
 
 # ---------------------------------------------------------------------------
-say "SinkBindings (manifests/40-sinkbindings.yaml): K_SINK of order and deadletter"
-run "$KUBECTL" apply -f manifests/40-sinkbindings.yaml
+say "SinkBindings (manifests/40-sinkbindings.yaml): K_SINK, the Broker, of the functions that publish"
+for fn in order-api deadletter sweeper console; do
+  verb=create
+  if exists sinkbinding "$fn-to-broker"; then verb=update; fi
+  run "$KN" source binding "$verb" "$fn-to-broker" -n "$NS" --subject "Service:serving.knative.dev/v1:$fn" --sink broker:default
+done
+
+say "PingSource sweeper-ping (manifests/38-sweeper.yaml): wakes the sweeper every 15 s"
+verb=create
+if exists pingsource sweeper-ping; then verb=update; fi
+run "$KN" source ping "$verb" sweeper-ping -n "$NS" --schedule '*/15 * * * * *' --sink ksvc:sweeper
+# the label, and the sink's OIDC audience (Serving publishes none)
+run "$KUBECTL" patch pingsource sweeper-ping -n "$NS" --type merge -p '{"metadata":{"labels":{"app.kubernetes.io/part-of":"ksaga"}},"spec":{"sink":{"audience":"serving.knative.dev/service/'"$NS"'/sweeper"}}}'
 
 if [[ $OBSERVABILITY == 1 ]]; then
   say "monitoring (manifests/observability)"

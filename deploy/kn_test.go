@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	eventingduckv1 "knative.dev/eventing/pkg/apis/duck/v1"
 	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
+	sourcesv1 "knative.dev/eventing/pkg/apis/sources/v1"
 	duckv1 "knative.dev/pkg/apis/duck/v1"
 	"knative.dev/serving/pkg/apis/autoscaling"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
@@ -31,7 +32,7 @@ func runKn(t *testing.T, env ...string) string {
 	cmd.Env = append(os.Environ(), "DRY_RUN=1", "MODE=choreography", "BROKER=mt-channel", "REDIS=in-cluster",
 		"OBSERVABILITY=0", "DEMO=0", "KO_DOCKER_REPO=", "KN=kn", "KUBECTL=kubectl")
 	for _, fn := range functionNames(t) {
-		cmd.Env = append(cmd.Env, "IMAGE_"+strings.ToUpper(fn)+"=")
+		cmd.Env = append(cmd.Env, imageVar(fn)+"=")
 	}
 	cmd.Env = append(cmd.Env, env...)
 	var stderr bytes.Buffer
@@ -41,6 +42,11 @@ func runKn(t *testing.T, env ...string) string {
 		t.Fatalf("deploy/kn.sh %v: %v\n%s", env, err, stderr.Bytes())
 	}
 	return string(out)
+}
+
+// imageVar is kn.sh's IMAGE_<FUNCTION> variable of a function.
+func imageVar(fn string) string {
+	return "IMAGE_" + strings.ToUpper(strings.ReplaceAll(fn, "-", "_"))
 }
 
 // commands splits kn.sh's dry-run output into commands, skipping comments.
@@ -68,9 +74,10 @@ func commands(t *testing.T, out string) [][]string {
 // Not modelled: the client.knative.dev/* annotations kn adds on its own.
 type knModel struct {
 	applied  []string // files and folders given to kubectl apply, in order
-	objects  []any    // Services, Brokers, Triggers, in creation order
+	objects  []any    // Services, Brokers, Triggers, SinkBindings, PingSources, in creation order
 	triggers map[string]*eventingv1.Trigger
 	brokers  map[string]*eventingv1.Broker
+	pings    map[string]*sourcesv1.PingSource
 	log      []string // one line per command, for order checks
 }
 
@@ -88,6 +95,10 @@ func (m *knModel) run(t *testing.T, argv []string) {
 		err = m.broker(argv[3:])
 	case cmd == "kn trigger create":
 		err = m.trigger(argv[3:])
+	case cmd == "kn source binding" && len(argv) > 3 && argv[3] == "create":
+		err = m.sinkBinding(argv[4:])
+	case cmd == "kn source ping" && len(argv) > 3 && argv[3] == "create":
+		err = m.pingSource(argv[4:])
 	case argv[0] == "kubectl" && argv[1] == "apply":
 		err = m.apply(argv[2:])
 	case argv[0] == "kubectl" && argv[1] == "patch":
@@ -316,16 +327,95 @@ func knProbe(s string) (*corev1.Probe, error) {
 	return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: get}}, nil
 }
 
-// knSink parses kn's --sink / --dl-sink ksvc:NAME[:NS].
+// knSink parses kn's --sink / --dl-sink ksvc:NAME[:NS] and broker:NAME[:NS]
+// (kn names the namespace in the reference).
 func knSink(s, ns string) (*duckv1.Destination, error) {
 	parts := strings.Split(s, ":")
-	if parts[0] != "ksvc" || len(parts) < 2 || len(parts) > 3 {
-		return nil, fmt.Errorf("sink %q: only ksvc:NAME[:NS] is modelled", s)
+	if len(parts) < 2 || len(parts) > 3 {
+		return nil, fmt.Errorf("sink %q: only ksvc:NAME[:NS] and broker:NAME[:NS] are modelled", s)
 	}
 	if len(parts) == 3 {
 		ns = parts[2]
 	}
-	return &duckv1.Destination{Ref: &duckv1.KReference{APIVersion: "serving.knative.dev/v1", Kind: "Service", Name: parts[1], Namespace: ns}}, nil
+	ref := &duckv1.KReference{Name: parts[1], Namespace: ns}
+	switch parts[0] {
+	case "ksvc":
+		ref.APIVersion, ref.Kind = "serving.knative.dev/v1", "Service"
+	case "broker":
+		ref.APIVersion, ref.Kind = "eventing.knative.dev/v1", "Broker"
+	default:
+		return nil, fmt.Errorf("sink %q: only ksvc:NAME[:NS] and broker:NAME[:NS] are modelled", s)
+	}
+	return &duckv1.Destination{Ref: ref}, nil
+}
+
+// sinkBinding models kn source binding create NAME -n NS --subject
+// KIND:APIVERSION:NAME --sink SINK.
+func (m *knModel) sinkBinding(args []string) error {
+	name, fs, err := flags(args)
+	if err != nil {
+		return err
+	}
+	sb := &sourcesv1.SinkBinding{}
+	sb.APIVersion, sb.Kind, sb.Name = "sources.knative.dev/v1", "SinkBinding", name
+	var sink string
+	for _, f := range fs {
+		switch flag, val := f[0], f[1]; flag {
+		case "-n", "--namespace":
+			sb.Namespace = val
+		case "--subject":
+			p := strings.Split(val, ":")
+			if len(p) != 3 || strings.Contains(p[2], "=") {
+				return fmt.Errorf("--subject %q: only KIND:APIVERSION:NAME is modelled", val)
+			}
+			sb.Spec.Subject.Kind, sb.Spec.Subject.APIVersion, sb.Spec.Subject.Name = p[0], p[1], p[2]
+		case "-s", "--sink":
+			sink = val
+		default:
+			return fmt.Errorf("kn source binding flag %s is not modelled by this test", flag)
+		}
+	}
+	dest, err := knSink(sink, sb.Namespace)
+	if err != nil {
+		return err
+	}
+	sb.Spec.Sink = *dest
+	m.objects = append(m.objects, sb)
+	return nil
+}
+
+// pingSource models kn source ping create NAME -n NS --schedule CRON --sink SINK.
+func (m *knModel) pingSource(args []string) error {
+	name, fs, err := flags(args)
+	if err != nil {
+		return err
+	}
+	ps := &sourcesv1.PingSource{}
+	ps.APIVersion, ps.Kind, ps.Name = "sources.knative.dev/v1", "PingSource", name
+	var sink string
+	for _, f := range fs {
+		switch flag, val := f[0], f[1]; flag {
+		case "-n", "--namespace":
+			ps.Namespace = val
+		case "--schedule":
+			ps.Spec.Schedule = val
+		case "-s", "--sink":
+			sink = val
+		default:
+			return fmt.Errorf("kn source ping flag %s is not modelled by this test", flag)
+		}
+	}
+	dest, err := knSink(sink, ps.Namespace)
+	if err != nil {
+		return err
+	}
+	ps.Spec.Sink = *dest
+	if m.pings == nil {
+		m.pings = make(map[string]*sourcesv1.PingSource)
+	}
+	m.pings[name] = ps
+	m.objects = append(m.objects, ps)
+	return nil
 }
 
 // knBrokerConfig parses kn's --broker-config: <kind>:<name>:<namespace> for
@@ -460,8 +550,15 @@ func (m *knModel) apply(args []string) error {
 // patch applies kubectl patch trigger NAME -n NS --type merge -p JSON (an
 // RFC 7386 merge patch) to a Trigger created before.
 func (m *knModel) patch(args []string) error {
-	if len(args) != 8 || (args[0] != "trigger" && args[0] != "broker") || args[2] != "-n" || args[4] != "--type" || args[5] != "merge" || args[6] != "-p" {
-		return fmt.Errorf("only `kubectl patch trigger|broker NAME -n NS --type merge -p JSON` is modelled")
+	if len(args) != 8 || (args[0] != "trigger" && args[0] != "broker" && args[0] != "pingsource") || args[2] != "-n" || args[4] != "--type" || args[5] != "merge" || args[6] != "-p" {
+		return fmt.Errorf("only `kubectl patch trigger|broker|pingsource NAME -n NS --type merge -p JSON` is modelled")
+	}
+	if args[0] == "pingsource" {
+		ps := m.pings[args[1]]
+		if ps == nil || ps.Namespace != args[3] {
+			return fmt.Errorf("patch of PingSource %s/%s, which kn has not created", args[3], args[1])
+		}
+		return mergePatch(ps, args[7])
 	}
 	if args[0] == "broker" {
 		b := m.brokers[args[1]]
@@ -607,9 +704,13 @@ func checkOrder(t *testing.T, log []string) {
 	if first("kn trigger create") < first("kn broker create") {
 		t.Error("Triggers created before the Broker")
 	}
-	sb := first("kubectl apply -f manifests/40-sinkbindings.yaml")
-	if sb < last("kn service create") || sb < first("kn broker create") {
-		t.Error("SinkBindings applied before the Services or the Broker")
+	sb := first("kn source binding create")
+	if sb < 0 || sb < last("kn service create") || sb < first("kn broker create") {
+		t.Error("SinkBindings created before the Services or the Broker")
+	}
+	ping := first("kn source ping create sweeper-ping")
+	if ping < 0 || ping < last("kn service create") || ping+1 == len(log) || !strings.HasPrefix(log[ping+1], "kubectl patch pingsource sweeper-ping ") {
+		t.Error("the PingSource is not created after the Services and patched right after")
 	}
 	for i, l := range log {
 		if strings.HasPrefix(l, "kn trigger create ") {
@@ -644,7 +745,7 @@ exit 0
 	stubs := []string{"KN=" + filepath.Join(dir, "kn"), "KUBECTL=" + filepath.Join(dir, "kubectl"), "KO=false"}
 	var images []string
 	for _, fn := range functionNames(t) {
-		images = append(images, "IMAGE_"+strings.ToUpper(fn)+"=registry.example.com/ksaga/"+fn+"@sha256:"+strings.Repeat("0", 64))
+		images = append(images, imageVar(fn)+"=registry.example.com/ksaga/"+fn+"@sha256:"+strings.Repeat("0", 64))
 	}
 	realRun := func(t *testing.T, env ...string) ([][]string, error) {
 		logFile := filepath.Join(t.TempDir(), "log")
@@ -691,9 +792,15 @@ exit 0
 				updates++
 			case "kn broker create", "kn trigger create":
 				creates++
+			case "kn source binding", "kn source ping":
+				if c[3] == "create" {
+					creates++
+				} else {
+					updates++
+				}
 			}
 		}
-		if creates != 0 || updates != 1+len(yamlFiles(t, path("triggers/orchestration"))) {
+		if creates != 0 || updates != 1+len(yamlFiles(t, path("triggers/orchestration")))+4+1 {
 			t.Errorf("%d creates and %d updates of the Broker and Triggers, want only updates", creates, updates)
 		}
 	})
