@@ -31,8 +31,8 @@ ksaga: # build $(KSAGA) with progress (the first build compiles Knative and Kube
 	  awk '/^[^ \t:#]+$$/ { if (++n % 25 == 0) { printf "  ksaga: %d packages compiled (%s)\n", n, $$0; fflush() }; next } { print; fflush() }'
 
 .PHONY: run
-run: ksaga ## Run the whole order saga locally (ksaga dev; embedded Redis unless REDIS_URL is set)
-	$(KSAGA) dev --port $(PORT) --mode $(MODE) $(if $(REDIS_URL),--redis-url $(REDIS_URL)) $(DEVFLAGS)
+run: ksaga ## Run the whole order saga locally with the demo data (ksaga dev; embedded Redis unless REDIS_URL is set)
+	$(KSAGA) dev --port $(PORT) --mode $(MODE) --seed deploy/demo/seed.redis $(if $(REDIS_URL),--redis-url $(REDIS_URL)) $(DEVFLAGS)
 
 .PHONY: test
 test: redis-server chromium ## go vet, all tests with the race detector, a short fuzz of each decoder

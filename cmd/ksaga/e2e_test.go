@@ -50,12 +50,16 @@ type devProc struct {
 	t *testing.T
 }
 
-// startDev runs `ksaga dev args...` from the repository root and waits
-// until its ingress answers GET /readyz; at cleanup it is stopped with
-// SIGINT and must exit 0, unless the test stopped it.
+// demoData is the demo's users and products, which ksaga dev seeds.
+const demoData = "deploy/demo/seed.redis"
+
+// startDev runs `ksaga dev --seed deploy/demo/seed.redis args...` from the
+// repository root and waits until its ingress answers GET /readyz; at
+// cleanup it is stopped with SIGINT and must exit 0, unless the test
+// stopped it.
 func startDev(t *testing.T, args ...string) *devProc {
 	t.Helper()
-	return &devProc{Dev: devtest.Start(t, nil, args...), t: t}
+	return &devProc{Dev: devtest.Start(t, nil, append([]string{"--seed", demoData}, args...)...), t: t}
 }
 
 // serviceHost is the Host header of a Knative Service on the ingress.
@@ -165,13 +169,14 @@ func (d *devProc) do(req *http.Request) int {
 	return resp.StatusCode
 }
 
-// saga is GET /sagas/<id> of the order function, through the ingress.
+// saga is GET /api/v1/sagas/<id> of the console's admin API, through the
+// ingress.
 func (d *devProc) saga(id string) (status string, body string, err error) {
-	req, err := http.NewRequest(http.MethodGet, d.URL("/sagas/"+id), nil)
+	req, err := http.NewRequest(http.MethodGet, d.URL("/api/v1/sagas/"+id), nil)
 	if err != nil {
 		return "", "", err
 	}
-	req.Host = d.serviceHost("order")
+	req.Host = d.serviceHost("console")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return "", "", err
@@ -182,7 +187,7 @@ func (d *devProc) saga(id string) (status string, body string, err error) {
 		return "", string(b), nil
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", string(b), fmt.Errorf("GET /sagas/%s: %d %s", id, resp.StatusCode, b)
+		return "", string(b), fmt.Errorf("GET /api/v1/sagas/%s: %d %s", id, resp.StatusCode, b)
 	}
 	var st struct {
 		Status string `json:"status"`
@@ -229,8 +234,8 @@ func (d *devProc) waitCompleted(timeout time.Duration, ids ...string) {
 }
 
 // TestE2EChoreography: binary- and structured-mode commands to the broker,
-// a POST /orders through the order function, gRPC GetUser through the
-// ingress, and the index page.
+// a POST /orders through order-api (and its GET /orders/{id}), gRPC GetUser
+// through the ingress, the sagas through the console, and the index page.
 func TestE2EChoreography(t *testing.T) {
 	t.Parallel()
 	redis := testredis.Start(t)
@@ -247,22 +252,40 @@ func TestE2EChoreography(t *testing.T) {
 	// The order API: K_SINK (SinkBinding → broker) and USERS_URL (rewritten
 	// to the users dev URL, gRPC through the ingress) at work.
 	req, _ := http.NewRequest(http.MethodPost, d.URL("/orders"), strings.NewReader(orderData))
-	req.Host = d.serviceHost("order")
+	req.Host = d.serviceHost("order-api")
 	req.Header.Set("content-type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var accepted struct {
-		SagaID string `json:"saga_id"`
+		OrderID string `json:"order_id"`
+		SagaID  string `json:"saga_id"`
 	}
 	err = json.NewDecoder(resp.Body).Decode(&accepted)
 	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted || err != nil || accepted.SagaID == "" {
+	if resp.StatusCode != http.StatusAccepted || err != nil || accepted.SagaID == "" || resp.Header.Get("Location") != "/orders/"+accepted.OrderID {
 		t.Fatalf("POST /orders: %d %+v %v", resp.StatusCode, accepted, err)
 	}
 
 	d.waitCompleted(sagaTimeout, binary, structured, accepted.SagaID)
+	req, _ = http.NewRequest(http.MethodGet, d.URL("/orders/"+accepted.OrderID), nil)
+	req.Host = d.serviceHost("order-api")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order struct {
+		Status string `json:"status"`
+		Saga   struct {
+			ID string `json:"id"`
+		} `json:"saga"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&order)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || err != nil || order.Status != "confirmed" || order.Saga.ID != accepted.SagaID {
+		t.Errorf("GET /orders/%s: %d %+v %v", accepted.OrderID, resp.StatusCode, order, err)
+	}
 	// In choreography, payment reacts to the event io.ksaga.order.created.
 	if _, body, err := d.saga(structured); err != nil || !strings.Contains(body, `"event_type":"io.ksaga.order.created"`) {
 		t.Errorf("the saga was not choreographed: %s %v", body, err)
@@ -306,8 +329,10 @@ func TestE2EChoreography(t *testing.T) {
 		log := d.Log()
 		for _, want := range []string{`msg="ksaga dev" mode=choreography broker_class=MTChannelBasedBroker`,
 			`msg=redis url=redis://127.0.0.1:`, `msg="built functions" count=`, `msg=ready`,
-			"curl -i -X POST http://order.saga.localhost:" + strconv.Itoa(d.Port) + "/orders -H 'content-type: application/json' -d '" + orderData + "'",
-			"-H 'ce-type: io.ksaga.order.create'"} {
+			"curl -i -X POST http://order-api.saga.localhost:" + strconv.Itoa(d.Port) + "/orders -H 'content-type: application/json' -d '" + orderData + "'",
+			"-H 'ce-type: io.ksaga.order.create'", "curl http://console.saga.localhost:" + strconv.Itoa(d.Port) + "/api/v1/sagas/saga-1",
+			"curl -i -X POST http://localhost:" + strconv.Itoa(d.Port) + "/.ksaga/pingsources/saga/sweeper-ping",
+			`msg=seeded file=deploy/demo/seed.redis`} {
 			if !strings.Contains(log, want) {
 				t.Errorf("log lacks %q", want)
 			}
@@ -417,12 +442,16 @@ func TestE2EDurability(t *testing.T) {
 }
 
 // TestE2EInterrupt: SIGINT stops ksaga dev with exit status 0 and no
-// function left running. (It also starts another broker class.)
+// function left running. (It also starts another broker class, without
+// the demo data.)
 func TestE2EInterrupt(t *testing.T) {
 	t.Parallel()
-	d := startDev(t, "--seed=false", "--broker", "kafka")
-	for _, want := range []string{"not seeding the demo data (--seed=false)",
-		`broker_class=Kafka note="every broker class runs on the local data plane`} {
+	d := &devProc{Dev: devtest.Start(t, nil, "--broker", "kafka"), t: t}
+	if strings.Contains(d.Log(), "msg=seeded") {
+		t.Error("ksaga dev seeded data without --seed")
+	}
+	for _, want := range []string{`broker_class=Kafka note="every broker class runs on the local data plane`,
+		`msg="PingSource scheduled" pingsource=saga/sweeper-ping`} {
 		if !strings.Contains(d.Log(), want) {
 			t.Errorf("log lacks %q", want)
 		}
@@ -436,7 +465,8 @@ func TestE2EInterrupt(t *testing.T) {
 	}
 	assertGone(t, pids)
 	log := d.Log()
-	for _, want := range []string{`msg="shutting down"`, `msg="function stopped" service=saga/order pid=`, `msg=stopped`} {
+	for _, want := range []string{`msg="shutting down"`, `msg="function stopped" service=saga/order-api pid=`,
+		`msg="function stopped" service=saga/sweeper pid=`, `msg=stopped`} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q", want)
 		}

@@ -67,7 +67,7 @@ func TestE2EMakeRunInterrupt(t *testing.T) {
 		t.Fatalf("make run did not stop within a minute of Ctrl-C\n%s", devproc.Tail(out.String(), 30))
 	}
 	time.Sleep(100 * time.Millisecond) // the last output in the terminal's buffer
-	for _, want := range []string{"go build -o ", `msg="building functions" count=7`, "msg=stopped"} {
+	for _, want := range []string{"go build -o ", `msg="building functions" count=10`, "msg=seeded file=deploy/demo/seed.redis", "msg=stopped"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("make run's output lacks %q", want)
 		}

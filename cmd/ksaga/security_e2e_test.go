@@ -21,6 +21,7 @@ import (
 	"github.com/ksaga/ksaga/internal/devoidc"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/redisstore"
+	"github.com/ksaga/ksaga/sagatest"
 )
 
 // postEvent sends a binary-mode CloudEvent with extra headers to path on
@@ -67,8 +68,10 @@ func environ(t *testing.T, pid int) map[string]string {
 // every step ran as its own Redis user); a step result posted the same way
 // is refused (403) and changes nothing; a function reached directly
 // refuses a request without a token, with a token for another audience or
-// from another issuer (401); and a function's Redis user cannot write
-// another function's domain.
+// from another issuer (401); the sweeper takes a ping only with its
+// PingSource's token (ksaga dev's fire endpoint sends one; a direct post
+// is 401); and a function's Redis user cannot write another function's
+// domain.
 func TestE2ESenderIdentity(t *testing.T) {
 	t.Parallel()
 	redis := testredis.Start(t)
@@ -122,8 +125,8 @@ func TestE2ESenderIdentity(t *testing.T) {
 			Subject: devoidc.TriggerSubject("saga", "payment-on-order-created"), Audience: jwt.Audience{devoidc.ServiceAudience("saga", "payment")},
 			Expiry: jwt.NewNumericDate(time.Now().Add(time.Hour))}).CompactSerialize()
 		// A real token of the dev issuer, for the Broker's audience: what
-		// the order function holds (its SinkBinding's), stolen.
-		sinkToken, err := os.ReadFile(environ(t, pids["saga/order"])["KSAGA_SINK_TOKEN_FILE"])
+		// order-api holds (its SinkBinding's), stolen.
+		sinkToken, err := os.ReadFile(environ(t, pids["saga/order-api"])["KSAGA_SINK_TOKEN_FILE"])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,12 +145,28 @@ func TestE2ESenderIdentity(t *testing.T) {
 		if b := rdb.Get(ctx, "payment:balance:1").Val(); b != balance {
 			t.Errorf("balance %s→%s", balance, b)
 		}
-		// The stolen token is the order SinkBinding's, valid at the
-		// Broker only for the order function's own types.
+		// The stolen token is order-api's SinkBinding's, valid at the
+		// Broker only for order-api's own types.
 		hdr := http.Header{"Authorization": {"Bearer " + strings.TrimSpace(string(sinkToken))}}
 		if code := d.postEvent("", "/saga/default", "io.ksaga.inventory.reserved", id, hdr); code != http.StatusForbidden {
-			t.Errorf("the order function's identity sends inventory.reserved: %d, want 403", code)
+			t.Errorf("order-api's identity sends inventory.reserved: %d, want 403", code)
 		}
+	})
+
+	t.Run("the sweeper takes its PingSource's pings only", func(t *testing.T) {
+		if code := d.postEvent(d.serviceHost("sweeper"), "/", "dev.knative.sources.ping", "", nil); code != http.StatusUnauthorized {
+			t.Errorf("a ping posted to the sweeper without a token: %d, want 401", code)
+		}
+		before := strings.Count(d.Out.String(), `"msg":"swept"`)
+		if code := d.FirePingSource(t, "sweeper-ping"); code != http.StatusAccepted {
+			t.Fatalf("fire the sweeper's PingSource: %d, want 202", code)
+		}
+		sagatest.Eventually(t, 10*time.Second, func() error {
+			if after := strings.Count(d.Out.String(), `"msg":"swept"`); after <= before {
+				return fmt.Errorf("the sweeper did not run a pass (%d passes logged before, %d after)", before, after)
+			}
+			return nil
+		})
 	})
 
 	t.Run("a function's Redis user cannot write another's domain", func(t *testing.T) {

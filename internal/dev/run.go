@@ -614,19 +614,28 @@ func (rt *devRuntime) banner(set *manifest.Set, addrs *Addresses, info *runtimeI
 		fmt.Fprintf(&b, "\nConsole: %s/\n", addrs.ServiceURL(c.Namespace, c.Name))
 	}
 	data := `{"user_id":1,"items":[{"sku":"book","qty":1}]}`
-	if order := set.Service(br.nn.Namespace, "order"); order != nil {
-		ou := addrs.ServiceURL(order.Namespace, order.Name)
-		fmt.Fprintf(&b, "\nStart a saga through the order API (the answer has its saga_id):\n")
-		fmt.Fprintf(&b, "  curl -i -X POST %s/orders -H 'content-type: application/json' -d '%s'\n", ou, data)
+	if api := set.Service(br.nn.Namespace, "order-api"); api != nil {
+		au := addrs.ServiceURL(api.Namespace, api.Name)
+		fmt.Fprintf(&b, "\nStart a saga through the order API (the answer has its order_id and saga_id):\n")
+		fmt.Fprintf(&b, "  curl -i -X POST %s/orders -H 'content-type: application/json' -d '%s'\n", au, data)
+		fmt.Fprintf(&b, "and follow the order:\n  curl %s/orders/<order_id>\n", au)
 		fmt.Fprintf(&b, "or send the command to the broker as a binary-mode CloudEvent (a new ce-id per saga):\n")
 		fmt.Fprintf(&b, "  curl -i -X POST %s -H 'ce-specversion: 1.0' -H 'ce-type: io.ksaga.order.create' -H 'ce-source: curl' -H 'ce-id: 1' -H 'ce-correlationid: saga-1' -H 'content-type: application/json' -d '%s'\n", br.url, data)
-		fmt.Fprintf(&b, "then follow the saga:\n  curl %s/sagas/saga-1\n", ou)
+		if console := set.Service(br.nn.Namespace, "console"); console != nil {
+			fmt.Fprintf(&b, "then follow the saga (the console's admin API):\n  curl %s/api/v1/sagas/saga-1\n", addrs.ServiceURL(console.Namespace, console.Name))
+		}
 		if rt.oidc != nil {
 			fmt.Fprintf(&b, "(sender identity is on: a request without a token is the outside producer %s, which the EventPolicies let start sagas; --oidc=false turns it off)\n", devoidc.ProducerServiceAccount)
 		}
 	} else {
 		fmt.Fprintf(&b, "\nSend a binary-mode CloudEvent to the broker:\n")
 		fmt.Fprintf(&b, "  curl -i -X POST %s -H 'ce-specversion: 1.0' -H 'ce-type: com.example.hello' -H 'ce-source: curl' -H 'ce-id: 1' -H 'content-type: application/json' -d '{}'\n", br.url)
+	}
+	if srcs := set.PingSources(); len(srcs) > 0 {
+		fmt.Fprintf(&b, "\nFire a PingSource now instead of waiting for its schedule (ksaga dev only):\n")
+		for _, src := range srcs {
+			fmt.Fprintf(&b, "  curl -i -X POST http://localhost:%d%s%s/%s\n", addrs.Port(), PingSourcesPath, src.Namespace, src.Name)
+		}
 	}
 	b.WriteString("\nCtrl-C stops everything.\n\n")
 	_, _ = io.WriteString(w, b.String())
