@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,12 +22,35 @@ import (
 // TestForgedEventsMoveNothing is the attacker inside the cluster: while a
 // saga waits (a step held failing by fault injection, then let go), forged,
 // tampered and replayed events are posted to the broker and straight to the
-// functions. Every one is refused — 400 from a function, a dead letter
-// kept from the broker — and the sagas end exactly as genuine runs do:
-// balances, stock and histories to the cent.
+// functions, with sender identity on (ksaga dev's default) and off
+// (--oidc=false). Every one is refused and the sagas end exactly as genuine
+// runs do: balances, stock and histories to the cent.
+//
+//   - Off, sender identity does not stand in the way: the saga record
+//     does. A function answers 400 (a security event in its log); the
+//     broker takes the event (202), its step refuses it and the dead-letter
+//     sink keeps it.
+//   - On, nobody without a saga identity gets that far: a function answers
+//     401 (no token for its audience), the broker 403 (the outside producer
+//     may start sagas only), so nothing is stored and nothing dead-lettered;
+//     a stolen SinkBinding token (order-api's) is 403 at the broker for a
+//     step result and 401 at a function (another audience).
 func TestForgedEventsMoveNothing(t *testing.T) {
 	t.Parallel()
-	s := start(t, "choreography", nil, "--fault-injection")
+	for _, oidc := range []bool{true, false} {
+		t.Run(map[bool]string{true: "sender identity on", false: "sender identity off"}[oidc], func(t *testing.T) {
+			t.Parallel()
+			forgedEventsMoveNothing(t, oidc)
+		})
+	}
+}
+
+func forgedEventsMoveNothing(t *testing.T, oidc bool) {
+	args := []string{"--fault-injection"}
+	if !oidc {
+		args = append(args, "--oidc=false")
+	}
+	s := start(t, "choreography", nil, args...)
 	ctx := context.Background()
 
 	// hold pins a step failing on an event type until release.
@@ -64,24 +88,31 @@ func TestForgedEventsMoveNothing(t *testing.T) {
 	}
 	// genuine is the very event the saga waits on.
 	genuine := func(st saga.State) event.Event { return *saga.ToEvent(st.ID, "", st.Next) }
-	// refused posts e straight to service and to the broker: the
-	// function answers 400; the broker takes it (202) and, once the
-	// function refused it, keeps it as a dead letter. An event of a
-	// version the saga has passed is inert instead: 200, nothing done.
-	deadLettered := 0
+	// refused posts e straight to service and to the broker. Sender
+	// identity off: the function answers 400; the broker takes it (202)
+	// and, once the function refused it, keeps it as a dead letter; an
+	// event of a version the saga has passed is inert instead: 200,
+	// nothing done. On: 401 from the function, 403 from the broker.
+	deadLettered, direct, viaBroker := 0, map[string]int{}, 0
 	refusedWith := func(name, service string, e event.Event, want int) {
 		t.Helper()
+		wantBroker := http.StatusAccepted
+		if oidc {
+			want, wantBroker = http.StatusUnauthorized, http.StatusForbidden
+		}
 		if code := s.dev.Send(t, service, e, false); code != want {
 			t.Errorf("%s: %s answered %d, want %d", name, service, code, want)
 		}
-		if e.Type() == ordersaga.RefundPay {
+		direct[service]++
+		if e.Type() == ordersaga.RefundPay && !oidc {
 			return // no choreography Trigger takes an orchestration command
 		}
-		e.SetID(fmt.Sprintf("%s-via-broker-%d", e.ID(), deadLettered)) // a dead letter is kept once per id
-		if code := s.dev.Publish(t, e, true); code != http.StatusAccepted {
-			t.Errorf("%s: the broker answered %d", name, code)
+		e.SetID(fmt.Sprintf("%s-via-broker-%d", e.ID(), viaBroker)) // a dead letter is kept once per id
+		viaBroker++
+		if code := s.dev.Publish(t, e, true); code != wantBroker {
+			t.Errorf("%s: the broker answered %d, want %d", name, code, wantBroker)
 		}
-		if want == http.StatusBadRequest {
+		if !oidc && want == http.StatusBadRequest {
 			deadLettered++
 		}
 	}
@@ -125,6 +156,25 @@ func TestForgedEventsMoveNothing(t *testing.T) {
 	e := genuine(st)
 	e.SetExtension(saga.ExtSagaVersion, strconv.FormatInt(st.Version+1, 10))
 	refused("order.created at another version", "payment", e)
+	if oidc {
+		// order-api's identity, stolen (its SinkBinding's token, for the
+		// Broker's audience): the Broker takes its starts and abort
+		// failures only, a function no token for another audience.
+		b, err := os.ReadFile(environ(t, s.dev.Pids()["saga/order-api"])["KSAGA_SINK_TOKEN_FILE"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		stolen := http.Header{"Authorization": {"Bearer " + strings.TrimSpace(string(b))}}
+		e := forged("f5", ordersaga.StockReserved, carol.SagaID, st.Version, json.RawMessage(st.Data))
+		if code := s.dev.PublishHeader(t, e, stolen); code != http.StatusForbidden {
+			t.Errorf("inventory.reserved with order-api's token, to the broker: %d, want 403", code)
+		}
+		if code := s.dev.SendHeader(t, "order", e, stolen); code != http.StatusUnauthorized {
+			t.Errorf("inventory.reserved with order-api's token, to order: %d, want 401", code)
+		}
+		direct["order"]++
+		viaBroker++
+	}
 	unchanged("the attacks on carol's order", st)
 	release()
 	v := s.settled(t, carol.OrderID, 30*time.Second)
@@ -182,8 +232,9 @@ func TestForgedEventsMoveNothing(t *testing.T) {
 			t.Errorf("%s: %d, want %d", name, got[0], got[1])
 		}
 	}
-	// every forged delivery through the broker was refused by its step and
-	// kept as a dead letter; none changed a saga
+	// off, every forged delivery through the broker was refused by its step
+	// and kept as a dead letter; on, none was even stored; none changed a
+	// saga
 	sagatest.Eventually(t, 20*time.Second, func() error {
 		p, err := s.store.DeadLetters(ctx, saga.DeadLetterQuery{Limit: 100})
 		if err != nil {
@@ -203,7 +254,26 @@ func TestForgedEventsMoveNothing(t *testing.T) {
 		}
 		return nil
 	})
-	// and each refusal was logged as a security event
+	// and each refusal was logged as a security event: off, by the saga
+	// record's checks in the step; on, by the token check before it, and
+	// by the broker ingress
+	if oidc {
+		for svc, want := range direct {
+			n := 0
+			for _, l := range s.dev.Lines(t, svc) {
+				if l["msg"] == "security: request refused" && l["status"] == float64(http.StatusUnauthorized) {
+					n++
+				}
+			}
+			if n != want {
+				t.Errorf("%s logged %d refused requests, want %d", svc, n, want)
+			}
+		}
+		if n := strings.Count(s.dev.Log(), `msg="ingress: sender refused"`); n < viaBroker {
+			t.Errorf("the broker logged %d refusals, want at least %d", n, viaBroker)
+		}
+		return
+	}
 	n := 0
 	for _, svc := range []string{"order", "payment"} {
 		for _, l := range s.dev.Lines(t, svc) {
@@ -215,4 +285,20 @@ func TestForgedEventsMoveNothing(t *testing.T) {
 	if n < 2*(deadLettered-2) { // all but the two without a sagaversion, directly and through the broker
 		t.Errorf("%d security events logged, want at least %d", n, 2*(deadLettered-2))
 	}
+}
+
+// environ reads a function process's environment (Linux /proc).
+func environ(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		t.Skipf("no /proc environ: %v", err)
+	}
+	m := map[string]string{}
+	for kv := range strings.SplitSeq(string(b), "\x00") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
 }

@@ -154,21 +154,37 @@ func (d *Dev) DoHeader(t testing.TB, service, method, path string, body any, hea
 // Publish POSTs e to the default broker of the namespace (binary mode, or structured).
 func (d *Dev) Publish(t testing.TB, e event.Event, structured bool) int {
 	t.Helper()
-	return d.post(t, d.BrokerURL(d.ns(), "default"), "", e, structured)
+	return d.post(t, d.BrokerURL(d.ns(), "default"), "", e, structured, nil)
+}
+
+// PublishHeader is Publish (binary mode) with extra request headers, e.g.
+// an Authorization token.
+func (d *Dev) PublishHeader(t testing.TB, e event.Event, header http.Header) int {
+	t.Helper()
+	return d.post(t, d.BrokerURL(d.ns(), "default"), "", e, false, header)
 }
 
 // Send POSTs e straight to a service, bypassing the broker, and returns
 // the status.
 func (d *Dev) Send(t testing.TB, service string, e event.Event, structured bool) int {
 	t.Helper()
-	return d.post(t, d.URL("/"), service+"."+d.ns()+".localhost", e, structured)
+	return d.post(t, d.URL("/"), service+"."+d.ns()+".localhost", e, structured, nil)
 }
 
-func (d *Dev) post(t testing.TB, url, host string, e event.Event, structured bool) int {
+// SendHeader is Send (binary mode) with extra request headers.
+func (d *Dev) SendHeader(t testing.TB, service string, e event.Event, header http.Header) int {
+	t.Helper()
+	return d.post(t, d.URL("/"), service+"."+d.ns()+".localhost", e, false, header)
+}
+
+func (d *Dev) post(t testing.TB, url, host string, e event.Event, structured bool, header http.Header) int {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, url, nil)
 	if host != "" {
 		req.Host = host
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	ctx := context.Background()
 	if structured {
