@@ -29,7 +29,9 @@ import (
 )
 
 // The end-to-end tests run `ksaga dev` on the trip's own manifests, as
-// the README does, with a real redis-server and the seed file, and look at
+// the README does, with a real redis-server, the seed file and the trip's
+// EventPolicies (sender identity on, ksaga dev's default: every delivery
+// carries a token, each function runs as its own Redis user), and look at
 // trips only as an operator would: through the console's admin API.
 // internal/devtest and internal/testredis are the repository's own test
 // harness (building and running ksaga dev, starting redis-server); the
@@ -53,7 +55,8 @@ func start(t *testing.T, mode string, args ...string) *system {
 	t.Helper()
 	srv := testredis.Start(t)
 	dev := devtest.Start(t, nil, append([]string{"--redis-url", srv.URL(), "--seed", "examples/trip/seed.redis",
-		"-f", "examples/trip/broker", "-f", "examples/trip/triggers/" + mode, "-f", "examples/trip/manifests"}, args...)...)
+		"-f", "examples/trip/broker", "-f", "examples/trip/triggers/" + mode, "-f", "examples/trip/manifests", "-f", "examples/trip/policies"}, args...)...)
+	dev.Namespace = "trip"
 	return &system{dev: dev, rdb: srv.Client(t), http: &http.Client{Timeout: 10 * time.Second}}
 }
 
@@ -249,6 +252,7 @@ func TestTrips(t *testing.T) {
 				mu.Lock()
 				ends[mode] = end
 				mu.Unlock()
+				forged(t, s)
 				unreachable(t, s, mode)
 				stuckCancellation(t, s, mode)
 				replayedStart(t, s)
@@ -258,6 +262,26 @@ func TestTrips(t *testing.T) {
 	})
 	if a, b := ends[modes[0]], ends[modes[1]]; len(a) != len(outcomes) || !reflect.DeepEqual(a, b) {
 		t.Errorf("the modes end differently:\n%s: %q\n%s: %q", modes[0], a, modes[1], b)
+	}
+}
+
+// forged: a client (no token) may book trips, nothing else: a step result
+// it posts to the Broker is refused (403), one it posts straight to a
+// function too (401), and nothing moves.
+func forged(t *testing.T, s *system) {
+	before, paris := s.stock(t), "t-paris"
+	v, _ := s.trip(t, paris)
+	for _, typ := range []string{trip.CarFailed, trip.CancelFlight, trip.FlightCancelled} {
+		e := sagatest.Event("forged-"+typ, typ, nil, saga.ExtCorrelationID, paris, saga.ExtSagaVersion, "1")
+		if code := s.send(t, "", e); code != http.StatusForbidden {
+			t.Errorf("%s posted to the Broker by a client: %d, want 403", typ, code)
+		}
+		if code := s.send(t, "flight", e); code != http.StatusUnauthorized {
+			t.Errorf("%s posted to flight directly: %d, want 401", typ, code)
+		}
+	}
+	if after, _ := s.trip(t, paris); after.Version != v.Version || s.stock(t) != before {
+		t.Errorf("forged events moved trip %s (v%d → v%d) or the stock", paris, v.Version, after.Version)
 	}
 }
 
@@ -392,8 +416,9 @@ func list(t *testing.T, s *system) {
 }
 
 // TestDeadline: the car never answers and the trip's deadline (1 s here)
-// passes; the sweeper, woken as its PingSource would, fails the trip at
-// the car, and the hotel and the flight are cancelled.
+// passes; the sweeper, woken by its PingSource (fired now, with its token,
+// through ksaga dev), fails the trip at the car, and the hotel and the
+// flight are cancelled.
 func TestDeadline(t *testing.T) {
 	t.Parallel()
 	for _, mode := range modes {
@@ -409,9 +434,8 @@ func TestDeadline(t *testing.T) {
 				}
 				return nil
 			})
-			ping := sagatest.Event(fmt.Sprintf("ping-%d", time.Now().UnixNano()), "dev.knative.sources.ping", nil)
-			if code := s.send(t, "sweeper", ping); code != http.StatusOK {
-				t.Fatalf("ping the sweeper: %d", code)
+			if code := s.dev.FirePingSource(t, "sweeper-ping"); code != http.StatusAccepted {
+				t.Fatalf("fire the sweeper's PingSource: %d", code)
 			}
 			v := s.settled(t, "t-late", saga.StatusCompensated, 20*time.Second)
 			if h := history(v.State); h != "flight/reserved hotel/reserved car/timed_out hotel/cancelled flight/cancelled" ||
