@@ -235,7 +235,11 @@ ksvc sweeper --cluster-local --port 8080 --concurrency-limit 1 --timeout 30 \
   --request cpu=50m,memory=32Mi --limit memory=128Mi \
   --annotation-service "ksaga.io/emits=$all_types"
 
+# The console's domain views (manifests/39-console.yaml, docs/console.md).
+views='[{"name": "balance", "saga": "order", "title": "Balance of user {data.user_id}", "base": "PAYMENT_URL", "path": "/balances/{data.user_id}"}, {"name": "stock", "saga": "order", "title": "Stock of {data.items.sku}", "base": "INVENTORY_URL", "path": "/stock/{data.items.sku}"}]'
 ksvc console --cluster-local --port 8080 --concurrency-limit 100 --timeout 30 \
+  -e PAYMENT_URL=http://payment.saga.svc.cluster.local -e INVENTORY_URL=http://inventory.saga.svc.cluster.local \
+  -e "KSAGA_CONSOLE_VIEWS=$views" \
   --env-from cm:ksaga-sagas --env-from secret:ksaga-console \
   --scale-metric concurrency --scale-target 20 --scale-min 0 --scale-max 2 \
   --annotation-revision autoscaling.knative.dev/scale-to-zero-pod-retention-period=5m \
