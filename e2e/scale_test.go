@@ -65,7 +65,7 @@ func (s system) devMetric(t *testing.T, series string) float64 {
 
 // TestScaleFromZero: with Knative's autoscaling on a short window, every
 // min-scale 0 service ends with no process after the window without
-// traffic, while order (min-scale 1) keeps one; a saga started then is
+// traffic, while order-api (min-scale 1) keeps one; a saga started then is
 // held at each service while its first process starts, and completes
 // exactly once; the holds and activations are in ksaga dev's metrics.
 func TestScaleFromZero(t *testing.T) {
@@ -82,12 +82,12 @@ func TestScaleFromZero(t *testing.T) {
 		return nil
 	})
 	for _, svc := range s.services(t).Services {
-		if svc.Name == "order" && (svc.Ready != 1 || svc.Replicas[0].PID != startPIDs["saga/order"]) {
-			t.Errorf("order (min-scale 1) did not keep its process: %+v", svc)
+		if svc.Name == "order-api" && (svc.Ready != 1 || svc.Replicas[0].PID != startPIDs["saga/order-api"]) {
+			t.Errorf("order-api (min-scale 1) did not keep its process: %+v", svc)
 		}
 	}
 	for svc, pid := range startPIDs {
-		if svc != "saga/order" && alive(pid) {
+		if svc != "saga/order-api" && alive(pid) {
 			t.Errorf("%s at zero, but its process %d is alive", svc, pid)
 		}
 	}
@@ -114,7 +114,7 @@ func TestScaleFromZero(t *testing.T) {
 		}
 		return nil
 	})
-	for _, svc := range []string{"payment", "inventory", "notification", "users"} {
+	for _, svc := range []string{"order", "payment", "inventory", "notification", "users"} {
 		for _, series := range []string{`ksaga_dev_activations_total{service="saga/` + svc + `"}`, `ksaga_dev_request_hold_seconds_count{service="saga/` + svc + `"}`} {
 			if v := s.devMetric(t, series); v < 1 {
 				t.Errorf("%s = %v, want at least 1", series, v)
