@@ -2,7 +2,10 @@ package dev
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -15,28 +18,57 @@ import (
 // redisacl.Users (the saga store's keys and commands, plus the Service's
 // ksaga.io/redis-keys), a new random password each start, and returns the
 // REDIS_URL of each function (redisURL with its user and password), by
-// Service name. The users stay in Redis after ksaga dev stops (in memory:
-// a restart of redis-server without an ACL file forgets them); the next
-// start resets them.
-func applyRedisACL(ctx context.Context, rdb redis.UniversalClient, set *manifest.Set, redisURL string, faults bool) (map[string]string, error) {
+// Service name, and keep, which puts the users back whenever redis-server
+// has forgotten them (a restart without an ACL file: they live in memory)
+// until ctx is done; run it in the background. The users stay in Redis
+// after ksaga dev stops; the next start resets them.
+func applyRedisACL(ctx context.Context, rdb redis.UniversalClient, set *manifest.Set, redisURL string, faults bool, log *slog.Logger) (map[string]string, func(context.Context), error) {
 	users, err := redisacl.Users(set.Services(), redisacl.Options{FaultInjection: faults})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	passwords := make(map[string]string, len(users))
 	urls := make(map[string]string, len(users))
 	for _, u := range users {
 		pw, err := redisacl.NewPassword()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		passwords[u.Name] = pw
 		if urls[u.Name], err = redisacl.URLFor(redisURL, u.Name, pw); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if err := redisacl.Apply(ctx, rdb, users, passwords); err != nil {
-		return nil, fmt.Errorf("%w (needs Redis 7 and a --redis-url user allowed to run ACL SETUSER; --redis-acl=false runs every function as that user)", err)
+		return nil, nil, fmt.Errorf("%w (needs Redis 7 and a --redis-url user allowed to run ACL SETUSER; --redis-acl=false runs every function as that user)", err)
 	}
-	return urls, nil
+	keep := func(ctx context.Context) {
+		if len(users) == 0 {
+			return
+		}
+		tick := time.NewTicker(aclCheckInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			// one user stands for all: they are created together
+			err := rdb.Do(ctx, "ACL", "GETUSER", users[0].Name).Err()
+			if !errors.Is(err, redis.Nil) {
+				continue // there, or Redis unreachable: look again later
+			}
+			if err := redisacl.Apply(ctx, rdb, users, passwords); err != nil {
+				log.Warn("redis: could not put the functions' ACL users back", "error", err)
+				continue
+			}
+			log.Warn("redis: the functions' ACL users were gone (redis-server restarted without an ACL file); put back")
+		}
+	}
+	return urls, keep, nil
 }
+
+// aclCheckInterval is how often ksaga dev checks that redis-server still
+// has the functions' users.
+const aclCheckInterval = time.Second

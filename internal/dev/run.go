@@ -151,9 +151,14 @@ func (rt *devRuntime) run(ctx context.Context) error {
 	var redisURLs map[string]string // per function, with --redis-acl
 	switch {
 	case cfg.RedisACL && cfg.RedisURL != "":
-		if redisURLs, err = applyRedisACL(ctx, rdb, set, redisURL, cfg.FaultInjection); err != nil {
+		var keep func(context.Context)
+		if redisURLs, keep, err = applyRedisACL(ctx, rdb, set, redisURL, cfg.FaultInjection, log); err != nil {
 			return err
 		}
+		kctx, stopKeep := context.WithCancel(context.WithoutCancel(ctx))
+		keepDone := make(chan struct{})
+		go func() { defer close(keepDone); keep(kctx) }()
+		defer func() { stopKeep(); <-keepDone }()
 		log.Info("redis: every function connects as its own ACL user (--redis-acl), allowed only its ksaga.io/redis-keys and the saga store's keys", "users", len(redisURLs))
 	case cfg.RedisACL:
 		log.Info("redis: no per-function ACL users on the embedded miniredis (it has no ACL); use --redis-url for them")

@@ -123,6 +123,34 @@ func (d *Dev) Do(t testing.TB, service, method, path string, body any) (int, []b
 	return d.DoHeader(t, service, method, path, body, nil)
 }
 
+// TryDo is Do for requests that may fail (a fault under test): it returns
+// the transport error instead of failing the test.
+func (d *Dev) TryDo(service, method, path string, body any) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, d.URL(path), rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Host = service + "." + d.ns() + ".localhost"
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := d.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
 // DoHeader is Do with extra request headers.
 func (d *Dev) DoHeader(t testing.TB, service, method, path string, body any, header http.Header) (int, []byte) {
 	t.Helper()
