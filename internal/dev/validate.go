@@ -87,6 +87,8 @@ func (r *Report) Errors() int { return len(r.Problems.Errors()) }
 //     annotation;
 //   - images that are not ko://, and anything else `ksaga dev` cannot run
 //     locally;
+//   - Triggers that leave an event of a saga definition (KSAGA_SAGAS)
+//     undelivered in either mode (sagaWiringProblems);
 //   - with EventPolicies (validated as with Knative's authentication-oidc
 //     feature on), what would break with sender identity on: a delivery
 //     without the receiver's audience, a sender or reply the policies
@@ -104,6 +106,7 @@ func Validate(name string, paths []string) (*Report, error) {
 	if len(r.Problems.Errors()) == 0 {
 		r.Problems = append(r.Problems, localProblems(l.set)...)
 		r.Problems = append(r.Problems, senderIdentityProblems(l.set)...)
+		r.Problems = append(r.Problems, sagaWiringProblems(l.set)...)
 	}
 	for i, p := range r.Problems {
 		if p.Code == manifest.CodeUnemittedType || p.Code == manifest.CodeNotLocal || p.Code == manifest.CodeSenderIdentity {

@@ -60,6 +60,10 @@ const (
 	// delivery would carry no token or one its receiver refuses, or an
 	// EventPolicy would refuse a sender the saga needs.
 	CodeSenderIdentity Code = "sender-identity"
+	// CodeSagaWiring: the Triggers do not wire every event of a saga
+	// definition (KSAGA_SAGAS) in either mode: a saga would wait on an
+	// event no Trigger delivers until its deadline.
+	CodeSagaWiring Code = "saga-wiring"
 )
 
 // Problem is one finding about one document.
