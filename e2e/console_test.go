@@ -93,7 +93,9 @@ func TestConsoleInTheBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`button[data-action="redrive"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
 		chromedp.Click(chromedp.CSS(`#confirm button[value="yes"]`))))
-	must(tab.Poll(30*time.Second, `document.querySelector('.sagahead .badge')?.textContent === 'compensated' && window.__sameDocument === true`))
+	// compensated comes with order/cancelled; the notification (Finally) follows
+	must(tab.Poll(30*time.Second, `document.querySelector('.sagahead .badge')?.textContent === 'compensated' && window.__sameDocument === true &&
+		[...document.querySelectorAll('svg.timeline g.row')].some(g => g.dataset.step === 'notification' && g.dataset.outcome === 'sent')`))
 	hist, err := browsertest.Eval[[]string](tab, `[...document.querySelectorAll('svg.timeline g.row')].map(g => g.dataset.step + '/' + g.dataset.outcome)`)
 	must(err)
 	if got := strings.Join(hist, " "); !strings.Contains(got, "payment/compensation_failed /dead_letter_replayed payment/redriven payment/refunded order/cancelled notification/sent") {

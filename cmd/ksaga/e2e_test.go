@@ -198,8 +198,9 @@ func (d *devProc) saga(id string) (status string, body string, err error) {
 	return st.Status, string(b), nil
 }
 
-// waitCompleted polls until every saga is completed; a saga that ends any
-// other way fails the test at once.
+// waitCompleted polls until every saga is completed and its Finally step
+// (the order saga's notification) is recorded, so the record no longer
+// changes; a saga that ends any other way fails the test at once.
 func (d *devProc) waitCompleted(timeout time.Duration, ids ...string) {
 	d.t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -213,8 +214,10 @@ func (d *devProc) waitCompleted(timeout time.Duration, ids ...string) {
 			switch {
 			case err != nil:
 				pending[id] = err.Error()
-			case status == "completed":
+			case status == "completed" && strings.Contains(body, `"final"`):
 				delete(pending, id)
+			case status == "completed":
+				pending[id] = "completed, its notification not yet recorded"
 			case status == "compensated" || status == "compensation_failed":
 				d.t.Fatalf("saga %s ended %s: %s", id, status, body)
 			case status == "":

@@ -78,12 +78,12 @@ func TestScaleToZeroRules(t *testing.T) {
 		}
 	}
 
-	// order has min-scale 1: never below one replica.
-	order, _ := NewSettings(svcs["order"], cfg, Override{})
-	a := &Autoscaler{s: order, started: now.Add(-time.Hour), log: slog.New(slog.DiscardHandler)}
-	setActive(order.PA, "active", time.Hour)
+	// order-api has min-scale 1: never below one replica.
+	api, _ := NewSettings(svcs["order-api"], cfg, Override{})
+	a := &Autoscaler{s: api, started: now.Add(-time.Hour), log: slog.New(slog.DiscardHandler)}
+	setActive(api.PA, "active", time.Hour)
 	if want, apply := a.scale(now, 0); want != 1 || !apply {
-		t.Errorf("order at zero demand: %d, %v; want 1, true", want, apply)
+		t.Errorf("order-api at zero demand: %d, %v; want 1, true", want, apply)
 	}
 	// enable-scale-to-zero: false keeps one replica.
 	noZero, _ := ParseConfig(nil)

@@ -48,7 +48,8 @@ func TestSettingsOfTheManifests(t *testing.T) {
 		retention, to    time.Duration
 		window, panicWin time.Duration
 	}{
-		{"order", "concurrency", 35, 100, 1, 20, 1, 0, 30 * time.Second, time.Minute, 6 * time.Second},
+		{"order-api", "concurrency", 35, 100, 1, 20, 1, 0, 30 * time.Second, time.Minute, 6 * time.Second},
+		{"order", "concurrency", 35, 100, 0, 20, 1, 2 * time.Minute, 30 * time.Second, time.Minute, 6 * time.Second},
 		{"payment", "concurrency", 14, 50, 0, 10, 1, 2 * time.Minute, 30 * time.Second, time.Minute, 6 * time.Second},
 		{"users", "rps", 350, 200, 0, 10, 1, 10 * time.Minute, 10 * time.Second, time.Minute, 6 * time.Second},
 		{"deadletter", "concurrency", 7, 10, 0, 2, 1, 0, 30 * time.Second, time.Minute, 6 * time.Second},
@@ -96,8 +97,8 @@ func TestSettingsFromConfigAutoscaler(t *testing.T) {
 		t.Errorf("payment: target %v, windows %v/%v, scale to zero %v, down rate %v, retention %v (the annotation wins)",
 			s.Target(), s.Metric.Spec.StableWindow, s.Metric.Spec.PanicWindow, s.Config.EnableScaleToZero, s.Decider.Spec.MaxScaleDownRate, s.Retention)
 	}
-	if s, _ := NewSettings(svcs["order"], cfg, Override{}); s.Retention != time.Minute {
-		t.Errorf("order without the annotation: retention %v, want config-autoscaler's 1m", s.Retention)
+	if s, _ := NewSettings(svcs["order-api"], cfg, Override{}); s.Retention != time.Minute {
+		t.Errorf("order-api without the annotation: retention %v, want config-autoscaler's 1m", s.Retention)
 	}
 	for data, want := range map[string]string{
 		"stable-window=1s":           "stable-window = 1s",
