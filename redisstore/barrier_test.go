@@ -272,11 +272,17 @@ func TestSplitAbortAfterEffect(t *testing.T) {
 	if r := apply(t, s, abort("ae", 2)); !r.Applied {
 		t.Fatalf("abort at version 2: %+v", r)
 	}
-	if r := apply(t, s, refund("ae", 3, 10)); !r.Applied || balance(t, rdb) != 100 {
-		t.Fatalf("refund: %+v, balance %d", r, balance(t, rdb))
-	}
+	steps(t, s, refund("ae", 3, 10), "prepare")
+	// the step's own commit, late: its change was committed by the
+	// abort; the refund pending now (same attempt number) is not its own
 	if vals := lateCommit(t, s, pay("ae", 10), p, r); vals[0] != "duplicate" {
 		t.Fatalf("the step's own late commit: %v", vals)
+	}
+	if d, _ := pendingOf(t, s, rdb, "ae"); d != dedupeField("/t", "ae-refund") {
+		t.Fatalf("the refund is no longer pending: %q", d)
+	}
+	if r := apply(t, s, refund("ae", 3, 10)); !r.Applied || balance(t, rdb) != 100 {
+		t.Fatalf("refund: %+v, balance %d", r, balance(t, rdb))
 	}
 	for _, ch := range []saga.Change{pay("ae", 10), refund("ae", 3, 10)} {
 		if r := apply(t, s, ch); !r.Duplicate {

@@ -92,8 +92,8 @@ local gone = false
 if mode == 'commit' then
   pk = KEYS[2] -- and KEYS[3] the pending changes' index
   local p = redis.call('HMGET', pk, 'n', 'd', 'ks', 'av')
-  if not p[2] or p[1] ~= a.attempt then
-    gone = true -- committed or dropped by someone else
+  if p[2] ~= a.dedupe or p[1] ~= a.attempt then
+    gone = true -- committed or dropped by someone else (another change may be pending now)
   else
     if p[3] ~= table.concat(KEYS, '\0') then return redis.error_reply('ksaga: commit keys differ from the prepared change') end
     local eres, attempt = a.eres, a.attempt
