@@ -14,9 +14,10 @@ import "strconv"
 // inventory is one slot, on one node — one script per saga (two with a
 // release), a small share of a saga's Redis work. A catalog too large for
 // one node would be split by a domain key an order cannot cross (a
-// warehouse: "inventory:{stock:<warehouse>}:<sku>").
+// warehouse: "inventory:{stock:<warehouse>}:<sku>"). The catalogue's
+// prices are read with one MGET, so they share the tag {catalog}.
 func OrderKey(orderID string) string { return "order:o:" + orderID }
-func CatalogKey(sku string) string   { return "order:catalog:" + sku }
+func CatalogKey(sku string) string   { return "order:{catalog}:" + sku }
 func BalanceKey(userID int32) string { return "payment:balance:" + strconv.Itoa(int(userID)) }
 func StockKey(sku string) string     { return "inventory:{stock}:" + sku }
 func UserKey(userID int32) string    { return "users:user:" + strconv.Itoa(int(userID)) }
