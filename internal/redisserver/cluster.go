@@ -254,3 +254,67 @@ func (c *Cluster) Reshard(ctx context.Context, from, to, slots int) error {
 	}
 	return nil
 }
+
+// MigrateSlots moves the given hash slots, keys and all, to node to while
+// clients keep working, as redis-cli --cluster reshard does for ranges:
+// the target imports, the source migrates, MIGRATE moves the keys in
+// batches (clients meanwhile get ASK for the moved ones and TRYAGAIN for
+// commands over both), then every master learns the slot's new owner.
+func (c *Cluster) MigrateSlots(ctx context.Context, slots []int, to int) error {
+	toID, err := c.NodeID(ctx, to)
+	if err != nil {
+		return err
+	}
+	target := node(c.Nodes[to].Addr())
+	defer func() { _ = target.Close() }()
+	host, port, _ := strings.Cut(c.Nodes[to].Addr(), ":")
+	for _, slot := range slots {
+		from, err := c.MasterOf(ctx, slot)
+		if err != nil {
+			return err
+		}
+		if from == to {
+			continue
+		}
+		fromID, err := c.NodeID(ctx, from)
+		if err != nil {
+			return err
+		}
+		source := node(c.Nodes[from].Addr())
+		err = func() error {
+			defer func() { _ = source.Close() }()
+			if err := target.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID).Err(); err != nil {
+				return fmt.Errorf("slot %d importing: %w", slot, err)
+			}
+			if err := source.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID).Err(); err != nil {
+				return fmt.Errorf("slot %d migrating: %w", slot, err)
+			}
+			for {
+				keys, err := source.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+				if err != nil {
+					return fmt.Errorf("slot %d keys: %w", slot, err)
+				}
+				if len(keys) == 0 {
+					break
+				}
+				args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+				for _, k := range keys {
+					args = append(args, k)
+				}
+				if err := source.Do(ctx, args...).Err(); err != nil {
+					return fmt.Errorf("slot %d migrate: %w", slot, err)
+				}
+			}
+			for _, id := range []*redis.Client{target, source} {
+				if err := id.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err(); err != nil {
+					return fmt.Errorf("slot %d node: %w", slot, err)
+				}
+			}
+			return nil
+		}()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
