@@ -271,7 +271,7 @@ func (s *Store) eval(ctx context.Context, sc *redis.Script, durable bool, keys [
 		return sc.Run(ctx, s.rdb, keys, args...)
 	}
 	node, err := cc.MasterForKey(ctx, keys[0])
-	if err != nil || s.replicaCount(ctx, node) == 0 {
+	if err != nil || s.replicaCount(ctx, cc, Slot(keys[0])) == 0 {
 		return sc.Run(ctx, s.rdb, keys, args...)
 	}
 	for try := 0; ; try++ {
@@ -299,7 +299,7 @@ func (s *Store) eval(ctx context.Context, sc *redis.Script, durable bool, keys [
 		case wait.Err() != nil:
 			return errCmd(ctx, saga.Transient(wait.Err(), "redis"))
 		case mustInt(wait) < 1:
-			s.replicas.Delete(node.Options().Addr) // look again: it may have none now
+			s.slots.Store(slotMap{}) // look again: it may have none now
 			return errCmd(ctx, saga.Transient(errors.New("no replica acknowledged the write in time"), "redis"))
 		}
 		return ev
@@ -317,36 +317,33 @@ func redirected(err error) bool {
 	return strings.HasPrefix(m, "MOVED ") || strings.HasPrefix(m, "ASK ") || strings.HasPrefix(m, "TRYAGAIN") || strings.HasPrefix(m, "CLUSTERDOWN")
 }
 
-// replicaCount is how many replicas a master has, as it said at most a few
-// seconds ago.
-type replicaCount struct {
-	n  int
-	at time.Time
+// slotMap is the cluster's slots and their nodes (master first), as
+// CLUSTER SLOTS said at most replicaCountFor ago.
+type slotMap struct {
+	slots []redis.ClusterSlot
+	at    time.Time
 }
 
 const replicaCountFor = 5 * time.Second
 
-func (s *Store) replicaCount(ctx context.Context, node *redis.Client) int {
-	addr := node.Options().Addr
-	if v, ok := s.replicas.Load(addr); ok && time.Since(v.(replicaCount).at) < replicaCountFor {
-		return v.(replicaCount).n
+// replicaCount is how many replicas serve slot (CLUSTER SLOTS: every
+// function may run it, unlike INFO).
+func (s *Store) replicaCount(ctx context.Context, cc *redis.ClusterClient, slot int) int {
+	m, ok := s.slots.Load().(slotMap)
+	if !ok || time.Since(m.at) > replicaCountFor {
+		slots, err := cc.ClusterSlots(ctx).Result()
+		if err != nil {
+			return 0
+		}
+		m = slotMap{slots: slots, at: time.Now()}
+		s.slots.Store(m)
 	}
-	info, err := node.Info(ctx, "replication").Result()
-	if err != nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(parseInfoField(info, "connected_slaves"))
-	s.replicas.Store(addr, replicaCount{n: n, at: time.Now()})
-	return n
-}
-
-func parseInfoField(info, field string) string {
-	for line := range strings.SplitSeq(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
-			return v
+	for _, r := range m.slots {
+		if slot >= int(r.Start) && slot <= int(r.End) {
+			return len(r.Nodes) - 1
 		}
 	}
-	return ""
+	return 0
 }
 
 // recentCap is how many finished sagas a shard's stats list keeps: about

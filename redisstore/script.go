@@ -232,7 +232,7 @@ if freason then
   code, m = 'failed', 'f.'
 end
 if mode == 'commit' then
-  redis.call('DEL', pk)
+  redis.call('HDEL', pk, 'n', 'd', 't', 'v', 'ks', 'av', 'at') -- (DEL is not every function's to run)
   redis.call('ZREM', k.pendings, a.id)
 end
 

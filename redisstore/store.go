@@ -70,6 +70,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -96,7 +97,7 @@ type Store struct {
 	mu      sync.Mutex
 	scripts map[string]*effectScripts // by effect name; "" = no effect
 
-	replicas sync.Map // Redis Cluster: node address → replicaCount
+	slots atomic.Value // Redis Cluster: a slotMap
 }
 
 // effectScripts are the scripts of one effect: the whole change in one
