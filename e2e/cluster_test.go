@@ -200,6 +200,7 @@ func TestClusterChaos(t *testing.T) {
 	if err := c.Nodes[victim].Restart(ctx); err != nil { // back, as a replica of its replacement
 		t.Fatal(err)
 	}
+	copyUsers(t, c, victim) // its ACL users were in memory only (an ACL file, in production)
 	if err := c.WaitOK(ctx, 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -286,6 +287,32 @@ func TestClusterChaos(t *testing.T) {
 		t.Error("no write waited for a replica: the writes that must survive a failover were not made durable")
 	}
 	t.Logf("%d orders accepted (%d refused), %d sagas, %d completed; %d notifications; %d WAITs", len(orders), refused, len(all), completed, len(notes), waits)
+}
+
+// copyUsers gives node to the ACL users of another running node, as ksaga
+// dev set them up (with --redis-acl, every function connects as its own
+// user, on every node).
+func copyUsers(t *testing.T, c *testredis.Cluster, to int) {
+	t.Helper()
+	ctx := context.Background()
+	from := (to + 1) % len(c.Nodes)
+	src := redis.NewClient(&redis.Options{Addr: c.Nodes[from].Addr()})
+	dst := redis.NewClient(&redis.Options{Addr: c.Nodes[to].Addr()})
+	defer func() { _ = src.Close(); _ = dst.Close() }()
+	users, err := src.Do(ctx, "ACL", "LIST").StringSlice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		f := strings.Fields(u) // user <name> <rules...>
+		args := []any{"ACL", "SETUSER"}
+		for _, x := range f[1:] {
+			args = append(args, x)
+		}
+		if err := dst.Do(ctx, args...).Err(); err != nil {
+			t.Fatalf("ACL SETUSER %s: %v", f[1], err)
+		}
+	}
 }
 
 // busiest returns the k slots of node's with the most keys.
