@@ -295,6 +295,10 @@ func (s *Store) eval(ctx context.Context, sc *redis.Script, durable bool, keys [
 			cc.ReloadState(ctx)
 			return errCmd(ctx, saga.Transient(err, "redis"))
 		case err != nil:
+			var re redis.Error
+			if !errors.As(err, &re) { // the node is unreachable: the cluster may have failed over
+				cc.ReloadState(ctx)
+			}
 			return ev
 		case wait.Err() != nil:
 			return errCmd(ctx, saga.Transient(wait.Err(), "redis"))
