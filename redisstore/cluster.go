@@ -16,7 +16,7 @@ import (
 // A change whose effect's keys are in another hash slot than its saga's
 // (a Redis Cluster: the saga's shard and, say, a customer's balance may be
 // on two nodes) cannot be one script. It runs as three, each on one node
-// (docs/deploy.md, "Redis Cluster", tells why this is safe):
+// (docs/redis-cluster.md tells why this is safe):
 //
 //  1. prepare, on the saga's slot: the same checks as the one script
 //     (dedupe, definition, version, status, stack), then the change is

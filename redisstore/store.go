@@ -56,7 +56,7 @@
 // effect in the saga's own slot runs in the one script; an effect
 // elsewhere runs as three scripts — prepare on the saga's slot, the effect
 // with its barrier on its own slot, commit on the saga's slot — with the
-// same guarantees (cluster.go; docs/deploy.md, "Redis Cluster").
+// same guarantees (cluster.go; docs/redis-cluster.md).
 package redisstore
 
 import (
