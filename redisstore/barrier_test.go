@@ -320,6 +320,50 @@ func TestSplitCompensationBeforeStep(t *testing.T) {
 	}
 }
 
+// TestSplitLate: an attempt's effect runs only within effectWindow of its
+// prepare: a redelivery after that drops the attempt and runs a new one,
+// and a call of the old attempt arriving later still does nothing.
+func TestSplitLate(t *testing.T) {
+	t.Parallel()
+	s, rdb := splitStore(t)
+	started(t, s, "late")
+	p, _ := steps(t, s, pay("late", 10), "prepare")
+	p.at -= (effectWindow + time.Minute).Milliseconds()
+	if err := rdb.HSet(bctx, s.l.pendingKey("late"), "at", p.at).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r := apply(t, s, pay("late", 10)); !r.Applied || balance(t, rdb) != 90 {
+		t.Fatalf("redelivered after the window: %+v, balance %d", r, balance(t, rdb))
+	}
+	if r := lateEffect(t, s, pay("late", 10), p); r != "late" || balance(t, rdb) != 90 {
+		t.Fatalf("the first attempt's call, late: %q, balance %d", r, balance(t, rdb))
+	}
+}
+
+// TestSplitCommittedBarrier: once its change is committed, an attempt's
+// barrier lives committedBarrier, not its saga's whole life.
+func TestSplitCommittedBarrier(t *testing.T) {
+	t.Parallel()
+	s, rdb := splitStore(t)
+	started(t, s, "cb1")
+	apply(t, s, pay("cb1", 10))
+	key := barrierKey(HashTag(balanceKey), "cb1", 1, dedupeField("/t", "cb1-cmd"), 0)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ttl, err := rdb.PTTL(bctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl > 0 && ttl <= committedBarrier {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("barrier TTL %s, want at most %s", ttl, committedBarrier)
+		}
+		time.Sleep(10 * time.Millisecond) // poll, bounded by the deadline
+	}
+}
+
 // TestSplitCompactResolves: a change left pending by a crash and never
 // delivered again is resolved by the sweeper's Compact: committed if its
 // effect ran, dropped (its barrier blocked) if not.

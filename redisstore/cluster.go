@@ -52,6 +52,18 @@ const pendingStale = 30 * time.Second
 // waits for a replica to have it.
 const waitReplicas = 2 * time.Second
 
+// An attempt's effect may run only within effectWindow of its prepare (by
+// Redis's clock; later, the attempt is dropped and the next one runs).
+// Its barrier lives as long as the pending change could (resolving it
+// needs the barrier), then, once the change is committed, only
+// committedBarrier more: long enough to refuse the attempt's late calls
+// (effectWindow, and the nodes' clocks' drift) and a resolution after a
+// failover lost the commit.
+const (
+	effectWindow     = 10 * time.Minute
+	committedBarrier = time.Hour
+)
+
 func errBusy(ch saga.Change) error {
 	return saga.Transient(fmt.Errorf("saga %s: another change kept it busy", ch.SagaID), "the saga")
 }
@@ -92,6 +104,9 @@ func (s *Store) applySplit(ctx context.Context, ch saga.Change, c *call, sc *eff
 		if vals[0] == "blocked" || vals[0] == "gone" {
 			continue // resolved without this attempt's effect: try again
 		}
+		if vals[0] == "applied" || vals[0] == "failed" {
+			s.shortenBarrier(ctx, barrierKey(p.tag, ch.SagaID, p.version, dedupe, p.attempt))
+		}
 		return parseResult(vals)
 	}
 	return saga.Result{}, errBusy(ch)
@@ -123,11 +138,13 @@ type pending struct {
 	tag     string
 	version int64
 	ttl     time.Duration // of the pending change (and its saga); <= 0: none
+	at      int64         // prepared (unix ms, Redis's clock): prepare only
 	dedupe  string        // busy only
 	keys    []string      // busy only
 }
 
-// parsePending reads {code, attempt, tag, version, ttl ms[, dedupe, keys]}.
+// parsePending reads {code, attempt, tag, version, ttl ms, at} (prepare)
+// or {code, attempt, tag, version, ttl ms, dedupe, keys} (busy).
 func parsePending(v []string) (pending, error) {
 	if len(v) < 5 {
 		return pending{}, fmt.Errorf("redisstore: %s answer with %d values", v[0], len(v))
@@ -139,8 +156,11 @@ func parsePending(v []string) (pending, error) {
 		return pending{}, fmt.Errorf("redisstore: %s answer: %w", v[0], err)
 	}
 	p := pending{attempt: a, tag: v[2], version: ver, ttl: time.Duration(ttl) * time.Millisecond}
-	if len(v) >= 7 {
+	switch {
+	case len(v) >= 7:
 		p.dedupe, p.keys = v[5], strings.Split(v[6], "\x00")
+	case len(v) == 6:
+		p.at, _ = strconv.ParseInt(v[5], 10, 64)
 	}
 	return p, nil
 }
@@ -156,8 +176,8 @@ func (s *Store) barrierTTL(p pending) int64 {
 func (s *Store) runEffect(ctx context.Context, ch saga.Change, sc *effectScripts, p pending, dedupe string) (string, error) {
 	ec := &call{keys: []string{barrierKey(p.tag, ch.SagaID, p.version, dedupe, p.attempt)}}
 	notafter := int64(0)
-	if p.ttl > 0 {
-		notafter = time.Now().Add(p.ttl).UnixMilli() // Redis time: TIME and PTTL
+	if p.at > 0 {
+		notafter = p.at + effectWindow.Milliseconds()
 	}
 	ec.arg("ttl", s.barrierTTL(p))
 	ec.arg("notafter", notafter)
@@ -167,6 +187,17 @@ func (s *Store) runEffect(ctx context.Context, ch saga.Change, sc *effectScripts
 		return "", changeErr(ch, err)
 	}
 	return r, nil
+}
+
+// shortenBarrier gives a committed attempt's barrier committedBarrier to
+// live, in the background: the commit is done, and if this is lost the
+// barrier merely lives its full time.
+func (s *Store) shortenBarrier(ctx context.Context, key string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	go func() {
+		defer cancel()
+		_ = s.rdb.Do(ctx, "PEXPIRE", key, committedBarrier.Milliseconds(), "LT").Err() // LT: never longer
+	}()
 }
 
 // resolve settles the change another event left pending, from a busy

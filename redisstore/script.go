@@ -34,7 +34,8 @@ import "strings"
 //
 // It returns {code, version, status, reason, reply type, reply time,
 // reply data, status before, reply source}; prepare returns {"prepared" or
-// "pending", attempt, tag, version, pending TTL (ms)}, any change of a saga
+// "pending", attempt, tag, version, pending TTL (ms), prepared at (unix ms,
+// Redis's clock)}, any change of a saga
 // another event's change holds {"busy", attempt, tag, version, TTL,
 // dedupe, keys joined by NUL}, and commit {"blocked"} or {"gone"} when it
 // applied nothing.
@@ -162,10 +163,10 @@ if stored then
 end
 if gone then return {'gone'} end
 if pk and mode ~= 'commit' then
-  local p = redis.call('HMGET', pk, 'n', 'd', 't', 'v', 'ks')
+  local p = redis.call('HMGET', pk, 'n', 'd', 't', 'v', 'ks', 'at')
   if p[2] then
     local ttl = tostring(redis.call('PTTL', pk))
-    if p[2] == a.dedupe and mode == 'prepare' then return {'pending', p[1], p[3], p[4], ttl} end
+    if p[2] == a.dedupe and mode == 'prepare' then return {'pending', p[1], p[3], p[4], ttl, p[6] or '0'} end
     return {'busy', p[1], p[3], p[4], ttl, p[2], p[5]}
   end
 end
@@ -201,11 +202,15 @@ if mode == 'prepare' then
       stored[#stored + 1] = ARGV[i + 1]
     end
   end
+  -- at: when it was prepared, by this node's clock (its effect may run
+  -- until a.late ms later)
+  local t = redis.call('TIME')
+  local at = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
   redis.call('HSET', pk, 'n', n, 'd', a.dedupe, 't', a.btag, 'v', v, 'ks', table.concat(KEYS, '\0'),
-    'av', cmsgpack.pack(stored), 'at', now)
+    'av', cmsgpack.pack(stored), 'at', at)
   if ttl > 0 then redis.call('PEXPIRE', pk, ttl) end
   redis.call('ZADD', k.pendings, now, a.id)
-  return {'prepared', n, a.btag, tostring(v), tostring(ttl)}
+  return {'prepared', n, a.btag, tostring(v), tostring(ttl), at}
 end
 
 local code, m, freason = 'applied', 's.', nil
@@ -437,12 +442,12 @@ return 1
 // not in the saga's slot (Redis Cluster; see cluster.go), with the
 // attempt's barrier: KEYS[1] is the barrier, then the effect's keys;
 // ARGV are name/value pairs as for transitionLua: a.ttl (ms, the
-// barrier's), a.notafter (unix ms; the attempt's change expires then, 0
-// never), and the effect's K/A pairs. The barrier holds the effect's
-// result once it has run ("+", or "-" and the failure reason), or "x" once
-// the attempt was resolved without it: either way the effect never runs
-// (again) for this attempt. It returns the barrier, or "late" (nothing
-// written) when the change has expired.
+// barrier's), a.notafter (unix ms: the attempt's effect may not run
+// later; 0 any time), and the effect's K/A pairs. The barrier holds the
+// effect's result once it has run ("+", or "-" and the failure reason),
+// or "x" once the attempt was resolved without it: either way the effect
+// never runs (again) for this attempt. It returns the barrier, or "late"
+// (nothing written) past notafter.
 const effectLua = `
 local function effect(keys, args)
 --EFFECT--
