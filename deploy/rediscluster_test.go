@@ -145,10 +145,10 @@ func TestSeedOnCluster(t *testing.T) {
 }
 
 // jobScript is the args of the Job saga/name's container ("" if there is
-// no such Job: ksaga dev loads Jobs as objects of unknown kind).
+// no such Job: ksaga dev loads Jobs without running them).
 func jobScript(t *testing.T, set *manifest.Set, name string) string {
 	t.Helper()
-	for _, o := range set.Unknown {
+	for _, o := range set.Skipped {
 		u, ok := o.Value.(*unstructured.Unstructured)
 		if !ok || u.GetKind() != "Job" || u.GetNamespace() != "saga" || u.GetName() != name {
 			continue
@@ -167,10 +167,10 @@ func jobScript(t *testing.T, set *manifest.Set, name string) string {
 func seedCommands(t *testing.T) string {
 	t.Helper()
 	set, ps := load(t, "deploy/demo/seed-job.yaml")
-	if len(ps) > 0 || len(set.Unknown) != 1 {
+	if len(ps) > 0 || len(set.Skipped) != 1 {
 		t.Fatalf("deploy/demo/seed-job.yaml: %v", ps)
 	}
-	job := set.Unknown[0].Value.(*unstructured.Unstructured)
+	job := set.Skipped[0].Value.(*unstructured.Unstructured)
 	containers, _, _ := unstructured.NestedSlice(job.Object, "spec", "template", "spec", "containers")
 	args, _, _ := unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
 	_, body, ok := strings.Cut(strings.Join(args, "\n"), "<<'COMMANDS'\n")
