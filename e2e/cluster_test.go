@@ -18,7 +18,6 @@ import (
 
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/ordersaga"
-	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
 	"github.com/ksaga/ksaga/sagatest"
 )
@@ -158,7 +157,7 @@ func TestClusterChaos(t *testing.T) {
 	// 1. move slots in use — the inventory's, and the busiest of its
 	// master's (saga shards) — to another master, under load
 	more(100)
-	stock := redisstore.Slot(ordersaga.StockKey("book"))
+	stock := int(s.rdb.ClusterKeySlot(ctx, ordersaga.StockKey("book")).Val())
 	from, err := c.MasterOf(ctx, stock)
 	if err != nil {
 		t.Fatal(err)

@@ -347,7 +347,7 @@ func TestSplitCommittedBarrier(t *testing.T) {
 	s, rdb := splitStore(t)
 	started(t, s, "cb1")
 	apply(t, s, pay("cb1", 10))
-	key := barrierKey(HashTag(balanceKey), "cb1", 1, dedupeField("/t", "cb1-cmd"), 0)
+	key := barrierKey(hashTag(balanceKey), "cb1", 1, dedupeField("/t", "cb1-cmd"), 0)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ttl, err := rdb.PTTL(bctx, key).Result()
@@ -530,7 +530,7 @@ func TestSlots(t *testing.T) {
 	rdb := ClusterForTest(t)
 	keys := []string{"foo", "{user1000}.following", "bar{}", "{}bar", "a{b", "a{b}c{d}", "{{x}}", "inventory:{stock}:lamp", "ksaga:b:{payment:balance:1}:s"}
 	for n, tag := range shardTags {
-		if got := Slot("{" + tag + "}"); got/256 != n {
+		if got := slot("{" + tag + "}"); got/256 != n {
 			t.Errorf("shard %d: tag %q in slot %d", n, tag, got)
 		}
 		keys = append(keys, "ksaga:{"+tag+"}:s:x")
@@ -540,11 +540,11 @@ func TestSlots(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := Slot(k); got != int(want) {
+		if got := slot(k); got != int(want) {
 			t.Errorf("slot of %q: %d, Redis says %d", k, got, want)
 		}
 	}
-	if Slot("payment:balance:1") != Slot(barrierKey(HashTag("payment:balance:1"), "s", 1, "r", 0)) {
+	if slot("payment:balance:1") != slot(barrierKey(hashTag("payment:balance:1"), "s", 1, "r", 0)) {
 		t.Error("a key without a tag and its barrier are in different slots")
 	}
 }

@@ -302,7 +302,7 @@ func (s *Store) eval(ctx context.Context, sc *redis.Script, durable bool, keys [
 		return sc.Run(ctx, s.rdb, keys, args...)
 	}
 	node, err := cc.MasterForKey(ctx, keys[0])
-	if err != nil || s.replicaCount(ctx, cc, Slot(keys[0])) == 0 {
+	if err != nil || s.replicaCount(ctx, cc, slot(keys[0])) == 0 {
 		return sc.Run(ctx, s.rdb, keys, args...)
 	}
 	for try := 0; ; try++ {

@@ -9,25 +9,25 @@ import (
 
 // layout names the store's keys. On one primary it is the historical
 // layout of the package doc; on a Redis Cluster every saga lives in one of
-// Shards shards, and a shard's keys (its sagas' records, their indexes,
+// shardCount shards, and a shard's keys (its sagas' records, their indexes,
 // its dead letters) share one hash tag, so every script of a saga's change
 // runs on one node and its indexes never drift from its record.
 type layout struct{ cluster bool }
 
-// Shards is how many shards a Redis Cluster's sagas are spread over.
+// shardCount is how many shards a Redis Cluster's sagas are spread over.
 // Their hash tags are chosen so that shard n's slot is in
 // [n*256, n*256+255]: a cluster whose masters hold contiguous slot
 // ranges of about equal size (redis-cli --cluster create's) gets the same
 // number of shards on every master, give or take one.
-const Shards = 64
+const shardCount = 64
 
 // shardTags are the shards' hash tags (the text between the braces).
-var shardTags = func() [Shards]string {
-	var tags [Shards]string
-	for n := range Shards {
+var shardTags = func() [shardCount]string {
+	var tags [shardCount]string
+	for n := range shardCount {
 		for k := 0; ; k++ {
 			t := strconv.Itoa(n) + "." + strconv.Itoa(k)
-			if Slot(t)/(slotCount/Shards) == n {
+			if slot(t)/(slotCount/shardCount) == n {
 				tags[n] = t
 				break
 			}
@@ -39,7 +39,7 @@ var shardTags = func() [Shards]string {
 // shards is how many shards the layout has.
 func (l layout) shards() int {
 	if l.cluster {
-		return Shards
+		return shardCount
 	}
 	return 1
 }
@@ -51,7 +51,7 @@ func (l layout) shardOf(id string) int {
 	}
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(id))
-	return int(h.Sum32() % Shards)
+	return int(h.Sum32() % shardCount)
 }
 
 func (l layout) prefix(sh int) string { return "ksaga:{" + shardTags[sh] + "}:" }
@@ -116,9 +116,9 @@ func barrierKey(tag, sagaID string, version int64, dedupe string, attempt int64)
 // slotCount is the number of hash slots of a Redis Cluster.
 const slotCount = 16384
 
-// HashTag is the part of key Redis Cluster hashes: the text between the
+// hashTag is the part of key Redis Cluster hashes: the text between the
 // first '{' and the first '}' after it, if not empty; else the whole key.
-func HashTag(key string) string {
+func hashTag(key string) string {
 	if i := strings.IndexByte(key, '{'); i >= 0 {
 		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
 			return key[i+1 : i+1+j]
@@ -127,10 +127,10 @@ func HashTag(key string) string {
 	return key
 }
 
-// Slot is the Redis Cluster hash slot of key (CRC16/XMODEM of its hash
+// slot is the Redis Cluster hash slot of key (CRC16/XMODEM of its hash
 // tag, modulo 16384).
-func Slot(key string) int {
-	return int(crc16(HashTag(key)) % slotCount)
+func slot(key string) int {
+	return int(crc16(hashTag(key)) % slotCount)
 }
 
 // effectTag returns the hash tag shared by an effect's keys, for its
@@ -141,12 +141,12 @@ func effectTag(name string, keys []string) (string, error) {
 	if len(keys) == 0 {
 		return "", fmt.Errorf("redisstore: effect %q has no keys: an effect touches only the keys it is given", name)
 	}
-	tag, slot := HashTag(keys[0]), Slot(keys[0])
+	tag, first := hashTag(keys[0]), slot(keys[0])
 	for _, k := range keys[1:] {
-		if Slot(k) != slot {
+		if slot(k) != first {
 			return "", fmt.Errorf("redisstore: effect %q: keys %q (slot %d) and %q (slot %d) are in different hash slots: "+
 				"on Redis Cluster an effect's keys must share one slot; give them one hash tag, e.g. \"inventory:{stock}:<sku>\"",
-				name, keys[0], slot, k, Slot(k))
+				name, keys[0], first, k, slot(k))
 		}
 	}
 	if strings.ContainsAny(tag, "{}") {

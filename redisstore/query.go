@@ -21,7 +21,7 @@ const (
 )
 
 // Reads that span sagas (Definitions, Due, List, Stats, ByKey, Compact)
-// read every shard's index (one on one primary, Shards on a Redis
+// read every shard's index (one on one primary, 64 on a Redis
 // Cluster), in one pipeline — go-redis sends each node its share at once
 // — and merge the answers.
 

@@ -29,7 +29,7 @@
 //
 // On a Redis Cluster (New with a *redis.ClusterClient; REDIS_URL
 // "redis://host:port?cluster=true&addr=host2:port2"), a script's keys
-// must share one hash slot. Sagas are spread over Shards shards by an
+// must share one hash slot. Sagas are spread over 64 shards by an
 // FNV-1a hash of their id; everything a change of a saga writes except its
 // effect is in its shard's slot, tagged {<shard tag>} (see shardTags):
 //
@@ -287,7 +287,7 @@ func (s *Store) plan(ch saga.Change, def string) (c *call, sc *effectScripts, sp
 		if err != nil {
 			return nil, nil, "", err
 		}
-		if Slot(tag) != Slot(c.keys[0]) {
+		if slot(tag) != slot(c.keys[0]) {
 			return c, sc, tag, nil
 		}
 	}
