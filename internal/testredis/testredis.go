@@ -93,3 +93,9 @@ func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
 	tb.Cleanup(func() { _ = cl.Close() })
 	return cl
 }
+
+// NodeClient returns a client of one node of a cluster, by address (close
+// it).
+func NodeClient(addr string) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: addr, Protocol: 2})
+}
