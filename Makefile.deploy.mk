@@ -9,7 +9,7 @@ KUBECTL ?= kubectl
 MODE ?= choreography
 # mt-channel | kafka | rabbitmq: selects deploy/overlays/$(MODE)-$(BROKER)
 BROKER ?= mt-channel
-# in-cluster | external (REDIS_URL in manifests/10-config.yaml)
+# in-cluster | external (REDIS_URL in manifests/10-config.yaml) | cluster (deploy/components/redis-cluster)
 REDIS ?= in-cluster
 # 1: also deploy manifests/observability (needs the Prometheus Operator CRDs)
 OBSERVABILITY ?= 0

@@ -7,6 +7,7 @@
 #   BROKER         mt-channel (default) | kafka | rabbitmq
 #   REDIS          in-cluster (default) | external: leave manifests/redis out
 #                  (deploy/components/external-redis; REDIS_URL in manifests/10-config.yaml)
+#                  | cluster: a 3-master Redis Cluster instead (deploy/components/redis-cluster)
 #   OBSERVABILITY  0 (default) | 1: add manifests/observability
 #                  (deploy/components/observability; needs the Prometheus Operator CRDs)
 #   DEMO           0 (default) | 1: add the Job that loads the demo users and products
@@ -39,7 +40,8 @@ components=()
 case $REDIS in
 in-cluster) ;;
 external) components+=(external-redis) ;;
-*) die "REDIS=$REDIS: want in-cluster or external" ;;
+cluster) components+=(redis-cluster) ;;
+*) die "REDIS=$REDIS: want in-cluster, external or cluster" ;;
 esac
 case $OBSERVABILITY in
 0) ;;

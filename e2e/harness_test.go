@@ -24,7 +24,7 @@ var modes = []string{"choreography", "orchestration"}
 // saga store on it (sagas are read through the store, never raw keys).
 type system struct {
 	dev   *devtest.Dev
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	store *redisstore.Store
 }
 
@@ -34,8 +34,13 @@ const consoleToken = "change-me"
 func start(t *testing.T, mode string, env []string, args ...string) system {
 	t.Helper()
 	srv := testredis.Start(t)
-	dev := devtest.Start(t, env, append([]string{"--mode", mode, "--redis-url", srv.URL(), "--seed", "deploy/demo/seed.redis"}, args...)...)
-	rdb := srv.Client(t)
+	return startOn(t, srv.URL(), srv.Client(t), mode, env, args...)
+}
+
+// startOn is start on the Redis at redisURL (rdb a client of it).
+func startOn(t *testing.T, redisURL string, rdb redis.UniversalClient, mode string, env []string, args ...string) system {
+	t.Helper()
+	dev := devtest.Start(t, env, append([]string{"--mode", mode, "--redis-url", redisURL, "--seed", "deploy/demo/seed.redis"}, args...)...)
 	store, err := redisstore.New(rdb, redisstore.Options{})
 	if err != nil {
 		t.Fatal(err)

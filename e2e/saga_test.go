@@ -61,39 +61,7 @@ func TestOrderSagaScenarios(t *testing.T) {
 				args = append(args, "--duplicate-deliveries")
 			}
 			s := start(t, mode, nil, args...)
-			var outcomes []outcome
-			for _, sc := range scenarios {
-				sagasBefore := s.sagaCount(t)
-				a, code := s.order(t, sc.user, sc.items...)
-				if code != sc.status {
-					t.Fatalf("%s: POST /orders %d, want %d", sc.name, code, sc.status)
-				}
-				if code != http.StatusAccepted {
-					if n := s.sagaCount(t); n != sagasBefore {
-						t.Fatalf("%s: refused order started a saga (%d → %d)", sc.name, sagasBefore, n)
-					}
-					outcomes = append(outcomes, outcome{Order: "refused"})
-					continue
-				}
-				v := s.settled(t, a.OrderID, 20*time.Second)
-				o := v.outcome()
-				outcomes = append(outcomes, o)
-				if o.Order != sc.order || o.Saga != string(sc.saga) || o.Steps != sc.steps {
-					t.Errorf("%s: %+v, want %s/%s %s", sc.name, o, sc.order, sc.saga, sc.steps)
-				}
-				if !strings.Contains(v.Reason, sc.reasonMatch) || !strings.Contains(v.Saga.Reason, sc.reasonMatch) {
-					t.Errorf("%s: reasons %q / %q, want %q", sc.name, v.Reason, v.Saga.Reason, sc.reasonMatch)
-				}
-				if v.Saga.ID != a.SagaID {
-					t.Errorf("%s: saga %s, want %s", sc.name, v.Saga.ID, a.SagaID)
-				}
-				if n := s.notifications(t)[a.OrderID]; n != 1 {
-					t.Errorf("%s: %d notifications, want 1", sc.name, n)
-				}
-				if got := [4]int64{s.balance(t, 1), s.balance(t, 2), s.stock(t, "book"), s.stock(t, "lamp")}; got != [4]int64{sc.alice, sc.bob, sc.book, sc.lamp} {
-					t.Errorf("%s: alice, bob, book, lamp = %v, want %v", sc.name, got, [4]int64{sc.alice, sc.bob, sc.book, sc.lamp})
-				}
-			}
+			outcomes := runScenarios(t, s)
 			mu.Lock()
 			got[variant] = outcomes
 			mu.Unlock()
@@ -108,6 +76,46 @@ func TestOrderSagaScenarios(t *testing.T) {
 	})
 }
 
+// runScenarios places the scenarios' orders one after the other on s and
+// checks each one's end, money and stock; it returns their outcomes.
+func runScenarios(t *testing.T, s system) []outcome {
+	t.Helper()
+	var outcomes []outcome
+	for _, sc := range scenarios {
+		sagasBefore := s.sagaCount(t)
+		a, code := s.order(t, sc.user, sc.items...)
+		if code != sc.status {
+			t.Fatalf("%s: POST /orders %d, want %d", sc.name, code, sc.status)
+		}
+		if code != http.StatusAccepted {
+			if n := s.sagaCount(t); n != sagasBefore {
+				t.Fatalf("%s: refused order started a saga (%d → %d)", sc.name, sagasBefore, n)
+			}
+			outcomes = append(outcomes, outcome{Order: "refused"})
+			continue
+		}
+		v := s.settled(t, a.OrderID, 20*time.Second)
+		o := v.outcome()
+		outcomes = append(outcomes, o)
+		if o.Order != sc.order || o.Saga != string(sc.saga) || o.Steps != sc.steps {
+			t.Errorf("%s: %+v, want %s/%s %s", sc.name, o, sc.order, sc.saga, sc.steps)
+		}
+		if !strings.Contains(v.Reason, sc.reasonMatch) || !strings.Contains(v.Saga.Reason, sc.reasonMatch) {
+			t.Errorf("%s: reasons %q / %q, want %q", sc.name, v.Reason, v.Saga.Reason, sc.reasonMatch)
+		}
+		if v.Saga.ID != a.SagaID {
+			t.Errorf("%s: saga %s, want %s", sc.name, v.Saga.ID, a.SagaID)
+		}
+		if n := s.notifications(t)[a.OrderID]; n != 1 {
+			t.Errorf("%s: %d notifications, want 1", sc.name, n)
+		}
+		if got := [4]int64{s.balance(t, 1), s.balance(t, 2), s.stock(t, "book"), s.stock(t, "lamp")}; got != [4]int64{sc.alice, sc.bob, sc.book, sc.lamp} {
+			t.Errorf("%s: alice, bob, book, lamp = %v, want %v", sc.name, got, [4]int64{sc.alice, sc.bob, sc.book, sc.lamp})
+		}
+	}
+	return outcomes
+}
+
 // TestRandomOrders: 500 random orders across users and SKUs, concurrently.
 // Every saga ends terminal; money is conserved; stock never goes negative;
 // each order agrees with its saga; one notification per order.
@@ -118,86 +126,95 @@ func TestRandomOrders(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			s := start(t, mode, nil)
-			rng := rand.New(rand.NewPCG(42, 7))
-			type placed struct {
-				accepted
-				user int32
-			}
-			reqs := make([]ordersaga.OrderRequest, n)
-			for i := range reqs {
-				req := ordersaga.OrderRequest{UserID: int32(1 + rng.IntN(3))}
-				for range 1 + rng.IntN(2) {
-					req.Items = append(req.Items, item([]string{"book", "lamp"}[rng.IntN(2)], 1+rng.IntN(3)))
-				}
-				reqs[i] = req
-			}
-			var (
-				mu     sync.Mutex
-				orders []placed
-				wg     sync.WaitGroup
-				sem    = make(chan struct{}, 16)
-			)
-			for _, req := range reqs {
-				wg.Add(1)
-				sem <- struct{}{}
-				go func() {
-					defer wg.Done()
-					defer func() { <-sem }()
-					a, code := s.order(t, req.UserID, req.Items...)
-					if code != http.StatusAccepted {
-						t.Errorf("POST /orders %d", code)
-						return
-					}
-					mu.Lock()
-					orders = append(orders, placed{a, req.UserID})
-					mu.Unlock()
-				}()
-			}
-			wg.Wait()
-
-			spent := map[int32]int64{}
-			sold := map[string]int64{}
-			confirmed := 0
-			for _, o := range orders {
-				v := s.settled(t, o.OrderID, 60*time.Second)
-				switch {
-				case v.Status == "confirmed" && v.Saga.Status == saga.StatusCompleted:
-					confirmed++
-					spent[o.user] += v.TotalCents
-					for _, it := range v.Items {
-						sold[it.SKU] += int64(it.Qty)
-					}
-				case v.Status == "cancelled" && v.Saga.Status == saga.StatusCompensated:
-				default:
-					t.Errorf("order %s is %s but its saga is %s", o.OrderID, v.Status, v.Saga.Status)
-				}
-			}
-			for _, u := range ordersaga.Fixture.Users {
-				if got, want := s.balance(t, u.ID), u.BalanceCents-spent[u.ID]; got != want {
-					t.Errorf("%s: balance %d, want %d (initial %d - confirmed %d): money not conserved", u.Username, got, want, u.BalanceCents, spent[u.ID])
-				}
-			}
-			for _, p := range ordersaga.Fixture.Products {
-				got := s.stock(t, p.SKU)
-				if got < 0 || got != p.Stock-sold[p.SKU] {
-					t.Errorf("%s: stock %d, want %d (initial %d - sold %d)", p.SKU, got, p.Stock-sold[p.SKU], p.Stock, sold[p.SKU])
-				}
-			}
-			notes := s.notifications(t)
-			for _, o := range orders {
-				if notes[o.OrderID] != 1 {
-					t.Errorf("order %s: %d notifications", o.OrderID, notes[o.OrderID])
-				}
-			}
-			if in := s.inFlight(t); in != 0 {
-				t.Errorf("%d sagas still in flight", in)
-			}
-			if len(orders) != n || confirmed == 0 || confirmed == n {
-				t.Errorf("%d orders, %d confirmed: the mix must hold both outcomes", len(orders), confirmed)
-			}
-			t.Logf("%s: %d orders, %d confirmed (%d cents), sold %v", mode, len(orders), confirmed, sumSpent(spent), sold)
+			randomOrders(t, s, n)
 		})
 	}
+}
+
+// randomOrders places n random orders across users and SKUs on s,
+// concurrently, and checks that every saga ends terminal, money is
+// conserved, stock never goes negative, each order agrees with its saga,
+// and there is one notification per order.
+func randomOrders(t *testing.T, s system, n int) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(42, 7))
+	type placed struct {
+		accepted
+		user int32
+	}
+	reqs := make([]ordersaga.OrderRequest, n)
+	for i := range reqs {
+		req := ordersaga.OrderRequest{UserID: int32(1 + rng.IntN(3))}
+		for range 1 + rng.IntN(2) {
+			req.Items = append(req.Items, item([]string{"book", "lamp"}[rng.IntN(2)], 1+rng.IntN(3)))
+		}
+		reqs[i] = req
+	}
+	var (
+		mu     sync.Mutex
+		orders []placed
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, 16)
+	)
+	for _, req := range reqs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			a, code := s.order(t, req.UserID, req.Items...)
+			if code != http.StatusAccepted {
+				t.Errorf("POST /orders %d", code)
+				return
+			}
+			mu.Lock()
+			orders = append(orders, placed{a, req.UserID})
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+
+	spent := map[int32]int64{}
+	sold := map[string]int64{}
+	confirmed := 0
+	for _, o := range orders {
+		v := s.settled(t, o.OrderID, 60*time.Second)
+		switch {
+		case v.Status == "confirmed" && v.Saga.Status == saga.StatusCompleted:
+			confirmed++
+			spent[o.user] += v.TotalCents
+			for _, it := range v.Items {
+				sold[it.SKU] += int64(it.Qty)
+			}
+		case v.Status == "cancelled" && v.Saga.Status == saga.StatusCompensated:
+		default:
+			t.Errorf("order %s is %s but its saga is %s", o.OrderID, v.Status, v.Saga.Status)
+		}
+	}
+	for _, u := range ordersaga.Fixture.Users {
+		if got, want := s.balance(t, u.ID), u.BalanceCents-spent[u.ID]; got != want {
+			t.Errorf("%s: balance %d, want %d (initial %d - confirmed %d): money not conserved", u.Username, got, want, u.BalanceCents, spent[u.ID])
+		}
+	}
+	for _, p := range ordersaga.Fixture.Products {
+		got := s.stock(t, p.SKU)
+		if got < 0 || got != p.Stock-sold[p.SKU] {
+			t.Errorf("%s: stock %d, want %d (initial %d - sold %d)", p.SKU, got, p.Stock-sold[p.SKU], p.Stock, sold[p.SKU])
+		}
+	}
+	notes := s.notifications(t)
+	for _, o := range orders {
+		if notes[o.OrderID] != 1 {
+			t.Errorf("order %s: %d notifications", o.OrderID, notes[o.OrderID])
+		}
+	}
+	if in := s.inFlight(t); in != 0 {
+		t.Errorf("%d sagas still in flight", in)
+	}
+	if len(orders) != n || confirmed == 0 || confirmed == n {
+		t.Errorf("%d orders, %d confirmed: the mix must hold both outcomes", len(orders), confirmed)
+	}
+	t.Logf("%d orders, %d confirmed (%d cents), sold %v", len(orders), confirmed, sumSpent(spent), sold)
 }
 
 func sumSpent(m map[int32]int64) (n int64) {

@@ -50,7 +50,11 @@ func LoadFixture(ctx context.Context, rdb redis.UniversalClient, overwrite bool)
 			p.SetNX(ctx, key, v, 0)
 		}
 	}
-	_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	pipelined := rdb.TxPipelined // all or nothing on one primary
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		pipelined = rdb.Pipelined // a transaction's keys must share a slot
+	}
+	_, err := pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, u := range Fixture.Users {
 			if overwrite {
 				p.Del(ctx, UserKey(u.ID))

@@ -49,6 +49,12 @@ func NewClient(rawURL string) (redis.UniversalClient, error) {
 			return nil, fmt.Errorf("REDIS_URL (cluster): %w", err)
 		}
 		failFast(q, &o.DialTimeout, &o.MaxRetries, &o.Protocol)
+		// go-redis's request routing policies look up every command's
+		// COMMAND info, fetched once per client — and again before every
+		// command while a function's ACL user may not run COMMAND. ksaga
+		// sends no command that spans slots (every script's keys share one),
+		// so the plain per-slot routing is all it needs.
+		o.DisableRoutingPolicies = true
 		return redis.NewClusterClient(o), nil
 	default:
 		o, err := redis.ParseURL(rawURL)

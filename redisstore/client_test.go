@@ -111,3 +111,19 @@ func TestNewClientFailsFastByDefault(t *testing.T) {
 		t.Fatalf("URL overrides: dial timeout %v, max retries %d, protocol %d", o.DialTimeout, o.MaxRetries, o.Protocol)
 	}
 }
+
+// TestNewClientCluster: the cluster form routes by slot only (see
+// NewClient), with the fail-fast defaults.
+func TestNewClientCluster(t *testing.T) {
+	c, err := redisstore.NewClient("redis://u:p@n1:7000?cluster=true&addr=n2:7000&addr=n3:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	o := c.(*redis.ClusterClient).Options()
+	if !o.DisableRoutingPolicies || o.DialTimeout != time.Second || o.MaxRetries != 1 || o.Protocol != 2 ||
+		len(o.Addrs) != 3 || o.Username != "u" || o.Password != "p" {
+		t.Fatalf("options: routing policies off %v, dial timeout %v, retries %d, protocol %d, addrs %v, user %q",
+			o.DisableRoutingPolicies, o.DialTimeout, o.MaxRetries, o.Protocol, o.Addrs, o.Username)
+	}
+}

@@ -201,7 +201,14 @@ func TestLayoutNamesAreTheStores(t *testing.T) {
 			t.Errorf("field %q is not in the change script", f)
 		}
 	}
-	for _, k := range []string{sagaKey("id"), indexKey("order", "due"), businessKey("order", "o-1"), defsKey, deadLetterKey, replayedKey} {
+	var keys []string
+	for _, l := range []layout{{}, {cluster: true}} {
+		sh := l.shardOf("id")
+		keys = append(keys, l.sagaKey("id"), l.indexKey(sh, "order", "due"), l.businessKey(sh, "order", "o-1"), l.defsKey(sh), l.deadLetterKey(sh))
+	}
+	c := layout{cluster: true}
+	keys = append(keys, replayedKey, c.pendingKey("id"), c.pendingsKey(0), barrierKey("payment:balance:1", "id", 1, "r", 0))
+	for _, k := range keys {
 		if !slices.ContainsFunc(keyPrefixes(), func(p string) bool { return strings.HasPrefix(k, p) }) {
 			t.Errorf("key %q has none of the prefixes %v", k, keyPrefixes())
 		}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,15 +20,42 @@ const (
 	MaxPage     = 1000
 )
 
+// Reads that span sagas (Definitions, Due, List, Stats, ByKey, Compact)
+// read every shard's index (one on one primary, 64 on a Redis
+// Cluster), in one pipeline — go-redis sends each node its share at once
+// — and merge the answers.
+
 // Definitions returns the names of the definitions whose sagas the store
 // has seen.
 func (s *Store) Definitions(ctx context.Context) ([]string, error) {
-	defs, err := s.rdb.SMembers(ctx, defsKey).Result()
-	if err != nil {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringSliceCmd, s.l.shards())
+	for sh := range cmds {
+		cmds[sh] = pipe.SMembers(ctx, s.l.defsKey(sh))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, saga.Transient(err, "redis")
 	}
+	var defs []string
+	for _, c := range cmds {
+		defs = append(defs, c.Val()...)
+	}
 	slices.Sort(defs)
-	return defs, nil
+	return slices.Compact(defs), nil
+}
+
+// zitem is an index entry.
+type zitem struct {
+	id    string
+	score float64
+}
+
+// less orders index entries by score, then id (Redis' own order).
+func (a zitem) less(b zitem) bool {
+	if a.score != b.score {
+		return a.score < b.score
+	}
+	return a.id < b.id
 }
 
 // Due implements saga.Store.
@@ -36,29 +64,31 @@ func (s *Store) Due(ctx context.Context, now time.Time, limit int) ([]string, er
 	if err != nil {
 		return nil, err
 	}
-	type due struct {
-		id    string
-		score float64
-	}
-	var all []due
 	upTo := "(" + strconv.FormatInt(now.UnixMilli(), 10)
+	pipe := s.rdb.Pipeline()
+	var cmds []*redis.ZSliceCmd
 	for _, def := range defs {
-		zs, err := s.rdb.ZRangeByScoreWithScores(ctx, indexKey(def, "due"), &redis.ZRangeBy{Min: "-inf", Max: upTo, Count: int64(limit)}).Result()
-		if err != nil {
-			return nil, saga.Transient(err, "redis")
-		}
-		for _, z := range zs {
-			all = append(all, due{z.Member.(string), z.Score})
+		for sh := range s.l.shards() {
+			cmds = append(cmds, pipe.ZRangeByScoreWithScores(ctx, s.l.indexKey(sh, def, "due"), &redis.ZRangeBy{Min: "-inf", Max: upTo, Count: int64(limit)}))
 		}
 	}
-	slices.SortFunc(all, func(a, b due) int {
-		switch {
-		case a.score < b.score:
-			return -1
-		case a.score > b.score:
-			return 1
+	if len(cmds) == 0 {
+		return nil, nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, saga.Transient(err, "redis")
+	}
+	var all []zitem
+	for _, c := range cmds {
+		for _, z := range c.Val() {
+			all = append(all, zitem{z.Member.(string), z.Score})
 		}
-		return strings.Compare(a.id, b.id)
+	}
+	slices.SortFunc(all, func(a, b zitem) int {
+		if a.less(b) {
+			return -1
+		}
+		return 1
 	})
 	ids := make([]string, 0, min(len(all), limit))
 	for _, d := range all[:min(len(all), limit)] {
@@ -67,31 +97,31 @@ func (s *Store) Due(ctx context.Context, now time.Time, limit int) ([]string, er
 	return ids, nil
 }
 
-// cursor is a page position: the score of the last item read and how
-// many items with exactly that score were read.
+// cursor is a page position: the score and id of the last entry read.
 type cursor struct {
 	score float64
-	skip  int64
+	id    string
 }
 
 func parseCursor(raw string) (cursor, bool, error) {
 	if raw == "" {
 		return cursor{}, false, nil
 	}
-	s, n, ok := strings.Cut(raw, "_")
-	score, err1 := strconv.ParseFloat(s, 64)
-	skip, err2 := strconv.ParseInt(n, 10, 64)
-	if !ok || err1 != nil || err2 != nil || skip < 0 {
+	s, id, ok := strings.Cut(raw, "_")
+	score, err := strconv.ParseFloat(s, 64)
+	if !ok || err != nil || id == "" {
 		return cursor{}, false, saga.Invalid("cursor %q: not one of this API's", raw)
 	}
-	return cursor{score, skip}, true, nil
+	return cursor{score, id}, true, nil
 }
+
+func (c cursor) String() string { return strconv.FormatFloat(c.score, 'f', -1, 64) + "_" + c.id }
 
 // List implements saga.Store. The index read depends on the query: the
 // due index for Overdue (earliest due first), a status index for one
 // status (newest first: by creation, or by end for terminal statuses), and
-// the creation index otherwise (newest first). With several definitions
-// the pages of each are merged.
+// the creation index otherwise (newest first). The indexes of every
+// definition and shard are merged.
 func (s *Store) List(ctx context.Context, q saga.Query) (saga.Page, error) {
 	limit := q.Limit
 	if limit <= 0 {
@@ -101,92 +131,55 @@ func (s *Store) List(ctx context.Context, q saga.Query) (saga.Page, error) {
 	if len(q.Status) > 1 {
 		return saga.Page{}, saga.Invalid("list by one status at a time")
 	}
-	defs := []string{q.Saga}
-	if q.Saga == "" {
-		var err error
-		if defs, err = s.Definitions(ctx); err != nil {
-			return saga.Page{}, err
-		}
+	if len(q.Status) == 1 && !q.Status[0].Valid() {
+		return saga.Page{}, saga.Invalid("status %q: want one of %v", q.Status[0], saga.Statuses)
 	}
 	cur, has, err := parseCursor(q.Cursor)
 	if err != nil {
 		return saga.Page{}, err
 	}
+	defs := []string{q.Saga}
+	if q.Saga == "" {
+		if defs, err = s.Definitions(ctx); err != nil {
+			return saga.Page{}, err
+		}
+	}
 	asc := q.Overdue
-	from, to := "-inf", "+inf"
+	lo, hi := "-inf", "+inf"
 	if !q.From.IsZero() {
-		from = strconv.FormatInt(q.From.UnixMilli(), 10)
+		lo = strconv.FormatInt(q.From.UnixMilli(), 10)
 	}
 	if !q.To.IsZero() {
-		to = "(" + strconv.FormatInt(q.To.UnixMilli(), 10)
+		hi = "(" + strconv.FormatInt(q.To.UnixMilli(), 10)
 	}
 	if q.Overdue {
-		from, to = "-inf", "("+strconv.FormatInt(q.Now.UnixMilli(), 10)
+		lo, hi = "-inf", "("+strconv.FormatInt(q.Now.UnixMilli(), 10)
 	}
-	type item struct {
-		id    string
-		score float64
-	}
-	var items []item
-	// The cursor's skip counts the items with its score already read, in
-	// the merged order: the definitions' in turn (sorted), so it is spent
-	// across them in that order, not on each.
-	skip := cur.skip
+	var keys []string
 	for _, def := range defs {
-		key := indexKey(def, "created")
-		switch {
-		case q.Overdue:
-			key = indexKey(def, "due")
-		case len(q.Status) == 1:
-			if !q.Status[0].Valid() {
-				return saga.Page{}, saga.Invalid("status %q: want one of %v", q.Status[0], saga.Statuses)
+		for sh := range s.l.shards() {
+			key := s.l.indexKey(sh, def, "created")
+			switch {
+			case q.Overdue:
+				key = s.l.indexKey(sh, def, "due")
+			case len(q.Status) == 1:
+				key = s.l.statusKey(sh, def, string(q.Status[0]))
 			}
-			key = statusKey(def, q.Status[0])
-		}
-		lo, hi := from, to
-		// the page continues at the cursor's score; ties are skipped by count
-		if has {
-			if asc {
-				lo = strconv.FormatFloat(cur.score, 'f', -1, 64)
-			} else {
-				hi = strconv.FormatFloat(cur.score, 'f', -1, 64)
-			}
-		}
-		by := &redis.ZRangeBy{Min: lo, Max: hi, Count: int64(limit) + cur.skip + 1}
-		var zs []redis.Z
-		if asc {
-			zs, err = s.rdb.ZRangeByScoreWithScores(ctx, key, by).Result()
-		} else {
-			zs, err = s.rdb.ZRevRangeByScoreWithScores(ctx, key, by).Result()
-		}
-		if err != nil {
-			return saga.Page{}, saga.Transient(err, "redis")
-		}
-		for _, z := range zs {
-			if has && z.Score == cur.score && skip > 0 {
-				skip--
-				continue
-			}
-			items = append(items, item{z.Member.(string), z.Score})
+			keys = append(keys, key)
 		}
 	}
-	slices.SortStableFunc(items, func(a, b item) int {
-		c := 0
-		switch {
-		case a.score < b.score:
-			c = -1
-		case a.score > b.score:
-			c = 1
-		}
-		if !asc {
-			c = -c
-		}
-		return c
-	})
+	var after *cursor
+	if has {
+		after = &cur
+	}
+	items, err := s.merged(ctx, keys, asc, lo, hi, after, limit+1)
+	if err != nil {
+		return saga.Page{}, err
+	}
 	page := saga.Page{Sagas: []saga.State{}}
 	more := len(items) > limit
 	items = items[:min(len(items), limit)]
-	states, err := s.getMany(ctx, idsOf(items, func(i item) string { return i.id }))
+	states, err := s.getMany(ctx, idsOf(items, func(i zitem) string { return i.id }))
 	if err != nil {
 		return saga.Page{}, err
 	}
@@ -196,20 +189,95 @@ func (s *Store) List(ctx context.Context, q saga.Query) (saga.Page, error) {
 		}
 	}
 	if more && len(items) > 0 {
-		last := items[len(items)-1].score
-		n := int64(0)
-		for _, it := range items {
-			if it.score == last {
-				n++
-			}
-		}
-		if has && cur.score == last {
-			n += cur.skip
-		}
-		page.Next = strconv.FormatFloat(last, 'f', -1, 64) + "_" + strconv.FormatInt(n, 10)
+		last := items[len(items)-1]
+		page.Next = cursor{last.score, last.id}.String()
 	}
 	return page, nil
 }
+
+// merged returns the first n entries of several sorted sets merged, in
+// score then id order (descending unless asc), within [lo, hi] and after
+// the cursor. Each set is read from the cursor's score with its ties
+// skipped by id, so a page ends and the next begins at one entry,
+// whatever sets tie.
+func (s *Store) merged(ctx context.Context, keys []string, asc bool, lo, hi string, after *cursor, n int) ([]zitem, error) {
+	type source struct {
+		key    string
+		offset int64
+		items  []zitem
+		done   bool
+	}
+	srcs := make([]*source, len(keys))
+	for i, k := range keys {
+		srcs[i] = &source{key: k}
+	}
+	beyond := func(z zitem) bool { // z comes after the cursor
+		if after == nil {
+			return true
+		}
+		if asc {
+			return after.less(z)
+		}
+		return z.less(zitem{after.id, after.score})
+	}
+	for {
+		pipe := s.rdb.Pipeline()
+		cmds := map[*source]*redis.ZSliceCmd{}
+		for _, src := range srcs {
+			need := n - len(src.items)
+			if src.done || need <= 0 {
+				continue
+			}
+			from, to := lo, hi
+			if after != nil { // from the cursor's score, ties skipped below
+				if asc {
+					from = strconv.FormatFloat(after.score, 'f', -1, 64)
+				} else {
+					to = strconv.FormatFloat(after.score, 'f', -1, 64)
+				}
+			}
+			by := &redis.ZRangeBy{Min: from, Max: to, Offset: src.offset, Count: int64(need)}
+			if asc {
+				cmds[src] = pipe.ZRangeByScoreWithScores(ctx, src.key, by)
+			} else {
+				cmds[src] = pipe.ZRevRangeByScoreWithScores(ctx, src.key, by)
+			}
+		}
+		if len(cmds) == 0 {
+			break
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, saga.Transient(err, "redis")
+		}
+		for src, c := range cmds {
+			zs := c.Val()
+			src.offset += int64(len(zs))
+			src.done = len(zs) < int(n-len(src.items))
+			for _, z := range zs {
+				if it := (zitem{z.Member.(string), z.Score}); beyond(it) {
+					src.items = append(src.items, it)
+				}
+			}
+		}
+	}
+	var all []zitem
+	for _, src := range srcs {
+		all = append(all, src.items...)
+	}
+	slices.SortFunc(all, func(a, b zitem) int {
+		c := -1
+		if b.less(a) {
+			c = 1
+		}
+		if !asc {
+			c = -c
+		}
+		return c
+	})
+	return all[:min(len(all), n)], nil
+}
+
+func (c cursor) less(z zitem) bool { return zitem{c.id, c.score}.less(z) }
 
 func idsOf[T any](items []T, id func(T) string) []string {
 	out := make([]string, len(items))
@@ -227,7 +295,7 @@ func (s *Store) getMany(ctx context.Context, ids []string) ([]*saga.State, error
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.MapStringStringCmd, len(ids))
 	for i, id := range ids {
-		cmds[i] = pipe.HGetAll(ctx, sagaKey(id))
+		cmds[i] = pipe.HGetAll(ctx, s.l.sagaKey(id))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, saga.Transient(err, "redis")
@@ -252,85 +320,125 @@ func (s *Store) Stats(ctx context.Context, def string, now time.Time) (saga.Stat
 	pipe := s.rdb.Pipeline()
 	// terminal sagas are scored by end time and expire Retention after it
 	old := "(" + strconv.FormatInt(now.Add(-s.retention).UnixMilli(), 10)
-	counts := map[saga.Status]*redis.IntCmd{}
-	for _, st := range saga.Statuses {
-		if st.Terminal() {
-			pipe.ZRemRangeByScore(ctx, statusKey(def, st), "-inf", old)
+	var counts []*redis.IntCmd
+	var statuses []saga.Status
+	var overdue []*redis.IntCmd
+	var recent []*redis.StringSliceCmd
+	for sh := range s.l.shards() {
+		for _, st := range saga.Statuses {
+			if st.Terminal() {
+				pipe.ZRemRangeByScore(ctx, s.l.statusKey(sh, def, string(st)), "-inf", old)
+			}
+			counts = append(counts, pipe.ZCard(ctx, s.l.statusKey(sh, def, string(st))))
+			statuses = append(statuses, st)
 		}
-		counts[st] = pipe.ZCard(ctx, statusKey(def, st))
+		overdue = append(overdue, pipe.ZCount(ctx, s.l.indexKey(sh, def, "due"), "-inf", "("+strconv.FormatInt(now.UnixMilli(), 10)))
+		recent = append(recent, pipe.LRange(ctx, s.l.indexKey(sh, def, "stats"), 0, -1))
 	}
-	overdue := pipe.ZCount(ctx, indexKey(def, "due"), "-inf", "("+strconv.FormatInt(now.UnixMilli(), 10))
-	recent := pipe.LRange(ctx, indexKey(def, "stats"), 0, -1)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return saga.Stats{}, saga.Transient(err, "redis")
 	}
-	out := saga.Stats{Saga: def, ByStatus: map[saga.Status]int{}, Overdue: int(overdue.Val())}
-	for st, c := range counts {
-		out.ByStatus[st] = int(c.Val())
+	out := saga.Stats{Saga: def, ByStatus: map[saga.Status]int{}}
+	for _, st := range saga.Statuses {
+		out.ByStatus[st] = 0
 	}
-	for _, v := range recent.Val() {
-		p := strings.SplitN(v, ":", 3)
-		if len(p) != 3 {
-			continue
+	for i, c := range counts {
+		out.ByStatus[statuses[i]] += int(c.Val())
+	}
+	for _, c := range overdue {
+		out.Overdue += int(c.Val())
+	}
+	for _, c := range recent {
+		for _, v := range c.Val() {
+			p := strings.SplitN(v, ":", 3)
+			if len(p) != 3 {
+				continue
+			}
+			at, err1 := strconv.ParseInt(p[0], 10, 64)
+			d, err2 := strconv.ParseInt(p[1], 10, 64)
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			out.Recent = append(out.Recent, saga.Finished{At: time.UnixMilli(at).UTC(), Duration: time.Duration(d) * time.Millisecond, Status: saga.Status(p[2])})
 		}
-		at, err1 := strconv.ParseInt(p[0], 10, 64)
-		d, err2 := strconv.ParseInt(p[1], 10, 64)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		out.Recent = append(out.Recent, saga.Finished{At: time.UnixMilli(at).UTC(), Duration: time.Duration(d) * time.Millisecond, Status: saga.Status(p[2])})
+	}
+	if len(recent) > 1 { // newest first, as one list keeps them
+		slices.SortStableFunc(out.Recent, func(a, b saga.Finished) int { return b.At.Compare(a.At) })
+		out.Recent = out.Recent[:min(len(out.Recent), 1000)]
 	}
 	return out, nil
 }
 
-// ByKey implements saga.Store.
+// ByKey implements saga.Store. On a Redis Cluster the business key is
+// indexed in its saga's shard, which the key does not name: every shard
+// is asked, in one pipeline.
 func (s *Store) ByKey(ctx context.Context, def, key string) (string, error) {
-	id, err := s.rdb.Get(ctx, businessKey(def, key)).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", saga.ErrNotFound
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, s.l.shards())
+	for sh := range cmds {
+		cmds[sh] = pipe.Get(ctx, s.l.businessKey(sh, def, key))
 	}
-	if err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return "", saga.Transient(err, "redis")
 	}
-	return id, nil
+	for _, c := range cmds {
+		if id, err := c.Result(); err == nil {
+			return id, nil
+		}
+	}
+	return "", saga.ErrNotFound
 }
 
 // Compact removes index entries of sagas that have expired, up to budget
-// entries read per index; the deadline sweeper calls it on every pass. It
-// returns how many it removed.
+// entries read per index, and (Redis Cluster) resolves changes a crash
+// left pending (see cluster.go); the deadline sweeper calls it on every
+// pass. It returns how many entries it removed and changes it resolved.
 func (s *Store) Compact(ctx context.Context, now time.Time, budget int) (int, error) {
+	resolved, rerr := s.resolveStale(ctx, now, budget)
 	defs, err := s.Definitions(ctx)
 	if err != nil {
-		return 0, err
+		return resolved, errors.Join(rerr, err)
 	}
-	removed := 0
+	removed := resolved
 	old := "(" + strconv.FormatInt(now.Add(-s.retention).UnixMilli(), 10)
+	pipe := s.rdb.Pipeline()
+	var trims []*redis.IntCmd
 	for _, def := range defs {
-		for _, st := range saga.Statuses {
-			key := statusKey(def, st)
-			if st.Terminal() { // scored by end time: exact
-				n, err := s.rdb.ZRemRangeByScore(ctx, key, "-inf", old).Result()
-				if err != nil {
-					return removed, saga.Transient(err, "redis")
+		for sh := range s.l.shards() {
+			for _, st := range saga.Statuses {
+				if st.Terminal() { // scored by end time: exact
+					trims = append(trims, pipe.ZRemRangeByScore(ctx, s.l.statusKey(sh, def, string(st)), "-inf", old))
 				}
-				removed += int(n)
-				continue
-			}
-			n, err := s.compactOldest(ctx, key, budget)
-			removed += n
-			if err != nil {
-				return removed, err
-			}
-		}
-		for _, name := range []string{"created", "due"} {
-			n, err := s.compactOldest(ctx, indexKey(def, name), budget)
-			removed += n
-			if err != nil {
-				return removed, err
 			}
 		}
 	}
-	return removed, nil
+	if len(trims) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return removed, errors.Join(rerr, saga.Transient(err, "redis"))
+		}
+	}
+	for _, c := range trims {
+		removed += int(c.Val())
+	}
+	for _, def := range defs {
+		for sh := range s.l.shards() {
+			var keys []string
+			for _, st := range saga.Statuses {
+				if !st.Terminal() {
+					keys = append(keys, s.l.statusKey(sh, def, string(st)))
+				}
+			}
+			keys = append(keys, s.l.indexKey(sh, def, "created"), s.l.indexKey(sh, def, "due"))
+			for _, key := range keys {
+				n, err := s.compactOldest(ctx, key, budget)
+				removed += n
+				if err != nil {
+					return removed, errors.Join(rerr, err)
+				}
+			}
+		}
+	}
+	return removed, rerr
 }
 
 // compactOldest removes the lowest-scored entries of index key whose saga
@@ -349,7 +457,7 @@ func (s *Store) compactOldest(ctx context.Context, key string, budget int) (int,
 		pipe := s.rdb.Pipeline()
 		ex := make([]*redis.IntCmd, len(ids))
 		for i, id := range ids {
-			ex[i] = pipe.Exists(ctx, sagaKey(id))
+			ex[i] = pipe.Exists(ctx, s.l.sagaKey(id))
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return removed, saga.Transient(err, "redis")
@@ -381,23 +489,56 @@ type Footprint struct {
 	Encoding string        // listpack (compact) or hashtable
 }
 
-// Sample returns the footprint of up to n sagas, found by scanning (for
-// benchmarks and diagnostics, never on a request's path).
+// Sample returns the footprint of up to n sagas, found by scanning (every
+// master of a Redis Cluster; for benchmarks and diagnostics, never on a
+// request's path).
 func (s *Store) Sample(ctx context.Context, n int) ([]Footprint, error) {
 	var ids []string
-	var cur uint64
-	for len(ids) < n {
-		keys, next, err := s.rdb.Scan(ctx, cur, "ksaga:{*", 1000).Result()
-		if err != nil {
-			return nil, saga.Transient(err, "redis")
-		}
-		for _, k := range keys {
-			if len(ids) < n && strings.HasPrefix(k, "ksaga:{") && strings.HasSuffix(k, "}") {
-				ids = append(ids, k[len("ksaga:{"):len(k)-1])
+	scan := func(ctx context.Context, c redis.UniversalClient, match string, id func(string) (string, bool)) error {
+		var cur uint64
+		for len(ids) < n {
+			keys, next, err := c.Scan(ctx, cur, match, 1000).Result()
+			if err != nil {
+				return saga.Transient(err, "redis")
+			}
+			for _, k := range keys {
+				if v, ok := id(k); ok && len(ids) < n {
+					ids = append(ids, v)
+				}
+			}
+			if cur = next; cur == 0 {
+				return nil
 			}
 		}
-		if cur = next; cur == 0 {
-			break
+		return nil
+	}
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		var masters []*redis.Client
+		var mu sync.Mutex
+		_ = cc.ForEachMaster(ctx, func(_ context.Context, m *redis.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			masters = append(masters, m)
+			return nil
+		})
+		for _, m := range masters {
+			err := scan(ctx, m, "ksaga:{*}:s:*", func(k string) (string, bool) {
+				_, id, ok := strings.Cut(k, "}:s:")
+				return id, ok
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		err := scan(ctx, s.rdb, "ksaga:{*", func(k string) (string, bool) {
+			if strings.HasPrefix(k, "ksaga:{") && strings.HasSuffix(k, "}") {
+				return k[len("ksaga:{") : len(k)-1], true
+			}
+			return "", false
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	type cmds struct {
@@ -408,7 +549,7 @@ func (s *Store) Sample(ctx context.Context, n int) ([]Footprint, error) {
 	pipe := s.rdb.Pipeline()
 	cs := make([]cmds, len(ids))
 	for i, id := range ids {
-		k := sagaKey(id)
+		k := s.l.sagaKey(id)
 		cs[i] = cmds{pipe.MemoryUsage(ctx, k, 0), pipe.TTL(ctx, k), pipe.ObjectEncoding(ctx, k)}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {

@@ -11,7 +11,9 @@ import "strings"
 // effect's keys and arguments); a name ending in "[]" appends to a list.
 // The script reads them into the tables k, a, ek and ea.
 //
-// Keys: saga (the hash), created (every saga of the definition by
+// Keys: saga (the hash, always KEYS[1]), on a Redis Cluster pending and
+// pendings (KEYS[2] and KEYS[3]: the saga's pending change and the
+// shard's index of them), created (every saga of the definition by
 // creation time), due (unfinished sagas by due time), s.<status> (one per
 // status), defs (the definitions seen), stats (recently finished), and
 // when set: key (the business key's index), dl and dlkept (a dead letter
@@ -20,12 +22,23 @@ import "strings"
 // Arguments: dedupe (the event's dedupe field), now (unix ms), create,
 // accept, version, allow (",a,b,"), step, data, deadline (ms), retention
 // (s), saga (definition), id, key, trace, etype, eid, esrc, actor, fail, hasf,
-// and per move (prefix "s." success, "f." failure): outcome, status,
-// reason, fstep, push, pop, clear, output, type, rid, source, data, own (the
-// reply's data is the saga's), due (ms, 0 none); dead letter fields dl.*.
+// recent (how many finished sagas stats keeps), and per move (prefix "s."
+// success, "f." failure): outcome, status, reason, fstep, push, pop,
+// clear, output, type, rid, source, data, own (the reply's data is the
+// saga's), due (ms, 0 none); dead letter fields dl.*.
+//
+// mode (Redis Cluster, see cluster.go) is "one" (default: the whole
+// change), "prepare" (check it and store it pending, with btag, its
+// effect's hash tag) or "commit" (apply the pending change: the only
+// arguments are attempt, eres — the effect's barrier — and dedupe).
 //
 // It returns {code, version, status, reason, reply type, reply time,
-// reply data, status before, reply source}.
+// reply data, status before, reply source}; prepare returns {"prepared" or
+// "pending", attempt, tag, version, pending TTL (ms), prepared at (unix ms,
+// Redis's clock)}, any change of a saga
+// another event's change holds {"busy", attempt, tag, version, TTL,
+// dedupe, keys joined by NUL}, and commit {"blocked"} or {"gone"} when it
+// applied nothing.
 //
 // Saga hash fields: sg definition, k business key, tr trace id, st status, v version,
 // sp step, ca/ua created/updated (ms), dl deadline (ms), du due (ms, 0
@@ -50,11 +63,11 @@ local function effect(keys, args)
 --EFFECT--
 end
 
-local k, a, ek, ea = {}, {}, {}, {}
-do
+local function parse(argv)
+  local k, a, ek, ea = {}, {}, {}, {}
   local t = {k = k, a = a, K = ek, A = ea}
-  for i = 1, #ARGV, 2 do
-    local name, val = ARGV[i], ARGV[i + 1]
+  for i = 1, #argv, 2 do
+    local name, val = argv[i], argv[i + 1]
     local kind = string.sub(name, 1, 1)
     local tbl, key = t[kind], string.sub(name, 3)
     if kind == 'k' or kind == 'K' then val = KEYS[tonumber(val)] end
@@ -67,9 +80,38 @@ do
       tbl[key] = val
     end
   end
+  return k, a, ek, ea
+end
+local k, a, ek, ea = parse(ARGV)
+
+-- Redis Cluster (see cluster.go): a change whose effect runs on another
+-- node is prepared (stored in k.pending), then committed with the
+-- effect's result; meanwhile it holds the saga: any other change answers
+-- busy, and its caller resolves the pending change first.
+local mode, pk = a.mode or 'one', k.pending
+local gone = false
+if mode == 'commit' then
+  pk = KEYS[2] -- and KEYS[3] the pending changes' index
+  local p = redis.call('HMGET', pk, 'n', 'd', 'ks', 'av')
+  if p[2] ~= a.dedupe or p[1] ~= a.attempt then
+    gone = true -- committed or dropped by someone else (another change may be pending now)
+  else
+    if p[3] ~= table.concat(KEYS, '\0') then return redis.error_reply('ksaga: commit keys differ from the prepared change') end
+    local eres, attempt = a.eres, a.attempt
+    k, a, ek, ea = parse(cmsgpack.unpack(p[4]))
+    a.eres, a.attempt = eres, attempt
+    if eres == 'x' or eres == 'late' then
+      -- the effect never ran and never will (its barrier is blocked):
+      -- the saga is as it was; the next attempt gets a new barrier
+      redis.call('HDEL', pk, 'd', 't', 'v', 'ks', 'av', 'at')
+      redis.call('HINCRBY', pk, 'n', 1)
+      redis.call('ZREM', KEYS[3], a.id)
+      return {'blocked'}
+    end
+  end
 end
 
-local h = k.saga
+local h = KEYS[1] -- k.saga
 local now = tonumber(a.now)
 local cur = redis.call('HMGET', h, a.dedupe, 'st', 'v', 'n', 'ca', 'cp', 'dc', 'd0', 'd1', 'd2', 'd3', 'sg', 'dl')
 local st, v = cur[2], tonumber(cur[3] or '0')
@@ -119,6 +161,15 @@ if stored then
   if rtime ~= '' then rtime = tostring(tonumber(cur[5]) + tonumber(rtime)) end
   return ret('duplicate', parts[1], st, reason, rtype, rtime, data, parts[6])
 end
+if gone then return {'gone'} end
+if pk and mode ~= 'commit' then
+  local p = redis.call('HMGET', pk, 'n', 'd', 't', 'v', 'ks', 'at')
+  if p[2] then
+    local ttl = tostring(redis.call('PTTL', pk))
+    if p[2] == a.dedupe and mode == 'prepare' then return {'pending', p[1], p[3], p[4], ttl, p[6] or '0'} end
+    return {'busy', p[1], p[3], p[4], ttl, p[2], p[5]}
+  end
+end
 
 local create = a.create == '1'
 local fresh = create and not st
@@ -136,8 +187,39 @@ local cp = cur[6] or ''
 local spop = a['s.pop']
 if spop ~= '' and string.match(cp, '^[^,]*') ~= spop then return ret('skipped:stack', v, st) end
 
+if mode == 'prepare' then
+  local n = redis.call('HGET', pk, 'n') or '0'
+  local ttl
+  if fresh then
+    ttl = tonumber(a.deadline) - now + tonumber(a.retention) * 1000
+  else
+    ttl = redis.call('PTTL', h)
+  end
+  local stored = {}
+  for i = 1, #ARGV, 2 do
+    if ARGV[i] ~= 'a.mode' then
+      stored[#stored + 1] = ARGV[i]
+      stored[#stored + 1] = ARGV[i + 1]
+    end
+  end
+  -- at: when it was prepared, by this node's clock (its effect may run
+  -- until a.late ms later)
+  local t = redis.call('TIME')
+  local at = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  redis.call('HSET', pk, 'n', n, 'd', a.dedupe, 't', a.btag, 'v', v, 'ks', table.concat(KEYS, '\0'),
+    'av', cmsgpack.pack(stored), 'at', at)
+  if ttl > 0 then redis.call('PEXPIRE', pk, ttl) end
+  redis.call('ZADD', k.pendings, now, a.id)
+  return {'prepared', n, a.btag, tostring(v), tostring(ttl), at}
+end
+
 local code, m, freason = 'applied', 's.', nil
-local res = effect(ek, ea)
+local res
+if mode == 'commit' then
+  if a.eres ~= '+' then res = string.sub(a.eres, 2) end
+else
+  res = effect(ek, ea)
+end
 if res ~= nil and res ~= true then
   freason = tostring(res)
 elseif a.fail == '1' then
@@ -145,9 +227,18 @@ elseif a.fail == '1' then
 end
 if freason then
   if a.hasf ~= '1' then
+    if mode == 'commit' then -- dropped: the next attempt runs the effect again
+      redis.call('HDEL', pk, 'd', 't', 'v', 'ks', 'av', 'at')
+      redis.call('HINCRBY', pk, 'n', 1)
+      redis.call('ZREM', k.pendings, a.id)
+    end
     return redis.error_reply('ksaga: effect failed and the change has no failure outcome: ' .. freason)
   end
   code, m = 'failed', 'f.'
+end
+if mode == 'commit' then
+  redis.call('HDEL', pk, 'n', 'd', 't', 'v', 'ks', 'av', 'at') -- (DEL is not every function's to run)
+  redis.call('ZREM', k.pendings, a.id)
 end
 
 local function arg(name) return a[m .. name] end
@@ -286,7 +377,7 @@ if terminal(st) and not terminal(prev) then
   redis.call('EXPIRE', h, retention)
   if k.key then redis.call('EXPIRE', k.key, retention) end
   redis.call('LPUSH', k.stats, now .. ':' .. (now - ca) .. ':' .. st)
-  redis.call('LTRIM', k.stats, 0, 999)
+  redis.call('LTRIM', k.stats, 0, tonumber(a.recent) - 1)
 elseif prev and terminal(prev) and not terminal(st) then
   -- unfinished again (a redriven compensation): kept until the retention
   -- after its deadline, or after now if that is past
@@ -347,6 +438,66 @@ redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(f))
 return 1
 `
 
+// effectLua runs a change's effect on the node of its keys, when they are
+// not in the saga's slot (Redis Cluster; see cluster.go), with the
+// attempt's barrier: KEYS[1] is the barrier, then the effect's keys;
+// ARGV are name/value pairs as for transitionLua: a.ttl (ms, the
+// barrier's), a.notafter (unix ms: the attempt's effect may not run
+// later; 0 any time), and the effect's K/A pairs. The barrier holds the
+// effect's result once it has run ("+", or "-" and the failure reason),
+// or "x" once the attempt was resolved without it: either way the effect
+// never runs (again) for this attempt. It returns the barrier, or "late"
+// (nothing written) past notafter.
+const effectLua = `
+local function effect(keys, args)
+--EFFECT--
+end
+local a, ek, ea = {}, {}, {}
+do
+  local t = {a = a, K = ek, A = ea}
+  for i = 1, #ARGV, 2 do
+    local name, val = ARGV[i], ARGV[i + 1]
+    local kind = string.sub(name, 1, 1)
+    local tbl, key = t[kind], string.sub(name, 3)
+    if kind == 'K' then val = KEYS[tonumber(val)] end
+    if string.sub(key, -2) == '[]' then
+      key = string.sub(key, 1, -3)
+      local l = tbl[key]
+      if not l then l = {} tbl[key] = l end
+      l[#l + 1] = val
+    else
+      tbl[key] = val
+    end
+  end
+end
+local b = redis.call('GET', KEYS[1])
+if b then return b end
+local notafter = tonumber(a.notafter)
+if notafter > 0 then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > notafter then return 'late' end
+end
+local res = effect(ek, ea)
+local r = '+'
+if res ~= nil and res ~= true then r = '-' .. tostring(res) end
+redis.call('SET', KEYS[1], r, 'PX', a.ttl)
+return r
+`
+
+// resolveLua settles an attempt whose change was left pending: the
+// effect's result if it ran, else "x", stored so that it never runs.
+// KEYS[1] is the barrier; ARGV[1] its TTL (ms).
+const resolveLua = `
+local b = redis.call('GET', KEYS[1])
+if b then return b end
+redis.call('SET', KEYS[1], 'x', 'PX', ARGV[1])
+return 'x'
+`
+
 func transitionScript(effectLua string) string {
 	return strings.Replace(transitionLua, "--EFFECT--", effectLua, 1)
+}
+
+func effectScript(body string) string {
+	return strings.Replace(effectLua, "--EFFECT--", body, 1)
 }

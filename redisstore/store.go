@@ -1,12 +1,15 @@
 // Package redisstore keeps saga records in Redis (github.com/redis/go-redis/v9).
 // It is the only package that knows their layout.
 //
-// Each saga is one hash, "ksaga:{<sagaID>}". Each change is one Lua script,
-// loaded once and called by SHA, that dedupes the incoming event, checks
-// the saga's definition, version, status and compensation stack, runs the
-// step's domain write (its Effect), records the outcome and what the step
+// Each saga is one hash. Each change is one Lua script, loaded once and
+// called by SHA, that dedupes the incoming event, checks the saga's
+// definition, version, status and compensation stack, runs the step's
+// domain write (its Effect), records the outcome and what the step
 // produced, stores the reply the saga then waits on, and keeps the indexes
-// the generic operations read (see transitionLua for the layout):
+// the generic operations read (see transitionLua for the fields).
+//
+// On one primary (optionally with Sentinel: any client but a
+// *redis.ClusterClient) the layout is:
 //
 //	ksaga:{<id>}                 the saga's record (hash)
 //	ksaga:idx:defs               the definitions seen (set)
@@ -20,10 +23,40 @@
 //	ksaga:dl:kept:<digest>       a dead letter's once-marker
 //	ksaga:dl:replayed            who replayed which dead letter (hash)
 //
-// A step's domain keys (balances, stock) live under the step's own prefix
-// and are passed to the same script, so the domain write and the saga's
-// change are atomic: this needs a single Redis primary (optionally with
-// Sentinel). See docs/deploy.md, "Redis".
+// and a step's domain keys (balances, stock), wherever they are, are
+// passed to the same script: the domain write and the saga's change are
+// one atomic script.
+//
+// On a Redis Cluster (New with a *redis.ClusterClient; REDIS_URL
+// "redis://host:port?cluster=true&addr=host2:port2"), a script's keys
+// must share one hash slot. Sagas are spread over 64 shards by an
+// FNV-1a hash of their id; everything a change of a saga writes except its
+// effect is in its shard's slot, tagged {<shard tag>} (see shardTags):
+//
+//	ksaga:{<t>}:s:<id>                the saga's record (hash)
+//	ksaga:{<t>}:p:<id>                its pending change, if any (hash; see cluster.go)
+//	ksaga:{<t>}:pending               the shard's pending changes by time (sorted set)
+//	ksaga:{<t>}:defs                  the definitions seen (set)
+//	ksaga:{<t>}:idx:<saga>:created    as above, for the shard's sagas
+//	ksaga:{<t>}:idx:<saga>:due        …
+//	ksaga:{<t>}:idx:<saga>:s:<status> …
+//	ksaga:{<t>}:idx:<saga>:k:<key>    …
+//	ksaga:{<t>}:idx:<saga>:stats      the shard's last finished sagas (list)
+//	ksaga:{<t>}:dl                    the shard's dead letters (stream)
+//	ksaga:{<t>}:dl:kept:<digest>      a dead letter's once-marker
+//	ksaga:dl:replayed                 who replayed which dead letter (hash)
+//	ksaga:b:{<tag>}:<id>:<v>:<event>:<n>
+//	                                  an effect's barrier, in its keys' slot
+//
+// so a saga's indexes change in the same script as its record and can
+// never disagree with it; reads across sagas (List, Due, Stats, ByKey,
+// Compact) read every shard in one pipeline and merge. A step's effect
+// must touch keys of one slot (Apply says which keys are not): give keys
+// an effect writes together one hash tag ("inventory:{stock}:<sku>"). An
+// effect in the saga's own slot runs in the one script; an effect
+// elsewhere runs as three scripts — prepare on the saga's slot, the effect
+// with its barrier on its own slot, commit on the saga's slot — with the
+// same guarantees (cluster.go; docs/redis-cluster.md).
 package redisstore
 
 import (
@@ -37,6 +70,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -56,16 +90,22 @@ type Options struct {
 // Store is a saga.Store on Redis.
 type Store struct {
 	rdb       redis.UniversalClient
+	l         layout
 	retention time.Duration
 	now       func() time.Time
 
 	mu      sync.Mutex
-	scripts map[string]effectScript // by effect name; "" = no effect
+	scripts map[string]*effectScripts // by effect name; "" = no effect
+
+	slots atomic.Value // Redis Cluster: a slotMap
 }
 
-type effectScript struct {
+// effectScripts are the scripts of one effect: the whole change in one
+// script, and (Redis Cluster) the effect alone with its barrier.
+type effectScripts struct {
 	lua    string
-	script *redis.Script
+	change *redis.Script
+	effect *redis.Script
 }
 
 var _ saga.Store = (*Store)(nil)
@@ -74,11 +114,14 @@ var (
 	noteScript       = redis.NewScript(noteLua)
 	rescheduleScript = redis.NewScript(rescheduleLua)
 	keepDLScript     = redis.NewScript(keepDeadLetterLua)
+	resolveScript    = redis.NewScript(resolveLua)
 )
 
-// New returns a Store.
+// New returns a Store. A *redis.ClusterClient gets the Redis Cluster
+// layout (see the package doc); any other client the one-primary layout.
 func New(rdb redis.UniversalClient, opts Options) (*Store, error) {
-	s := &Store{rdb: rdb, retention: opts.Retention, now: opts.Now, scripts: map[string]effectScript{}}
+	_, cluster := rdb.(*redis.ClusterClient)
+	s := &Store{rdb: rdb, l: layout{cluster: cluster}, retention: opts.Retention, now: opts.Now, scripts: map[string]*effectScripts{}}
 	if s.retention <= 0 {
 		s.retention = 24 * time.Hour
 	}
@@ -88,29 +131,36 @@ func New(rdb redis.UniversalClient, opts Options) (*Store, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.scripts[""] = effectScript{script: redis.NewScript(transitionScript(""))}
+	s.scripts[""] = &effectScripts{change: redis.NewScript(transitionScript(""))}
 	return s, nil
 }
 
 // Preload loads the change scripts of the given effects (and of none)
-// into Redis (SCRIPT LOAD), so the first changes run by SHA, and reports a
-// Lua syntax error at start-up. Other scripts load on first use.
+// into Redis (SCRIPT LOAD; on a Redis Cluster into every master), so the
+// first changes run by SHA, and reports a Lua syntax error at start-up.
+// Other scripts load on first use.
 func (s *Store) Preload(ctx context.Context, effects ...*saga.Effect) error {
 	for _, e := range append([]*saga.Effect{nil}, effects...) {
 		sc, err := s.script(e)
 		if err != nil {
 			return err
 		}
-		if err := sc.Load(ctx, s.rdb).Err(); err != nil {
-			return fmt.Errorf("load change script: %w", err)
+		all := []*redis.Script{sc.change}
+		if s.l.cluster && e != nil {
+			all = append(all, sc.effect)
+		}
+		for _, x := range all {
+			if err := x.Load(ctx, s.rdb).Err(); err != nil {
+				return fmt.Errorf("load change script: %w", err)
+			}
 		}
 	}
 	return nil
 }
 
-// script returns the change script running effect e (nil: none), built
-// on first use. An effect name must always come with the same body.
-func (s *Store) script(e *saga.Effect) (*redis.Script, error) {
+// script returns the scripts running effect e (nil: none), built on first
+// use. An effect name must always come with the same body.
+func (s *Store) script(e *saga.Effect) (*effectScripts, error) {
 	name, lua := "", ""
 	if e != nil {
 		name, lua = e.Name, e.Lua
@@ -124,28 +174,16 @@ func (s *Store) script(e *saga.Effect) (*redis.Script, error) {
 		if sc.lua != lua {
 			return nil, fmt.Errorf("redisstore: two effects named %q with different bodies", name)
 		}
-		return sc.script, nil
+		return sc, nil
 	}
-	sc := effectScript{lua: lua, script: redis.NewScript(transitionScript(lua))}
+	sc := &effectScripts{lua: lua, change: redis.NewScript(transitionScript(lua)), effect: redis.NewScript(effectScript(lua))}
 	s.scripts[name] = sc
-	return sc.script, nil
+	return sc, nil
 }
 
-// Key layout (see the package doc).
-func sagaKey(sagaID string) string                { return "ksaga:{" + sagaID + "}" }
-func indexKey(def, name string) string            { return "ksaga:idx:" + def + ":" + name }
-func statusKey(def string, st saga.Status) string { return indexKey(def, "s:"+string(st)) }
-func businessKey(def, key string) string          { return indexKey(def, "k:"+key) }
-
-const (
-	defsKey       = "ksaga:idx:defs"
-	deadLetterKey = "ksaga:dl"
-	replayedKey   = "ksaga:dl:replayed"
-)
-
-// KeyPatterns are the Redis ACL key patterns of the store's layout: what
+// KeyPatterns are the Redis ACL key patterns of the store's layouts: what
 // every function's Redis user needs, besides its own domain's keys.
-func KeyPatterns() []string { return []string{"ksaga:{*", "ksaga:idx:*", "ksaga:dl*"} }
+func KeyPatterns() []string { return []string{"ksaga:{*", "ksaga:idx:*", "ksaga:dl*", "ksaga:b:*"} }
 
 // dedupeField is the hash field holding the reply to the event (source, id):
 // a 72-bit digest keeps it short whatever the source and id are (a saga sees
@@ -202,24 +240,78 @@ func (s *Store) Apply(ctx context.Context, ch saga.Change) (saga.Result, error) 
 	if def == "" {
 		return saga.Result{}, fmt.Errorf("redisstore: saga %s: the change names no definition", ch.SagaID)
 	}
+	c, sc, split, err := s.plan(ch, def)
+	if err != nil {
+		return saga.Result{}, err
+	}
+	var res saga.Result
+	if split != "" {
+		res, err = s.applySplit(ctx, ch, c, sc, split)
+	} else {
+		res, err = s.applyOne(ctx, ch, c, sc.change)
+	}
+	if err != nil {
+		return saga.Result{}, err
+	}
+	if r := res.Reply; r != nil {
+		switch {
+		case res.Duplicate:
+			r.ID = saga.ReplyID(ch.Event.Source, ch.Event.ID, r.Type)
+		case res.Failed && ch.Failure != nil && ch.Failure.Emit != nil:
+			r.ID = ch.Failure.Emit.ID
+		case ch.Success.Emit != nil:
+			r.ID = ch.Success.Emit.ID
+		}
+		r.Data = saga.MergeReason(r.Data, res.Reason)
+	}
+	return res, nil
+}
+
+// plan builds a change's script call: split is the effect's hash tag when
+// its keys are in another slot than the saga's (Redis Cluster), and the
+// call then holds the saga's side only.
+func (s *Store) plan(ch saga.Change, def string) (c *call, sc *effectScripts, split string, err error) {
 	var effect *saga.Effect
 	if ch.Effect != nil {
 		effect = ch.Effect.Effect
 	}
-	sc, err := s.script(effect)
-	if err != nil {
-		return saga.Result{}, err
+	if sc, err = s.script(effect); err != nil {
+		return nil, nil, "", err
 	}
-	now := s.now()
+	c = s.changeCall(ch, def)
+	if ch.Effect == nil {
+		return c, sc, "", nil
+	}
+	if s.l.cluster {
+		tag, err := effectTag(effect.Name, ch.Effect.KeyValues())
+		if err != nil {
+			return nil, nil, "", err
+		}
+		if slot(tag) != slot(c.keys[0]) {
+			return c, sc, tag, nil
+		}
+	}
+	addEffect(c, ch.Effect)
+	return c, sc, "", nil
+}
+
+// changeCall is the saga's side of a change: its keys (all in the saga's
+// slot) and arguments, without the effect.
+func (s *Store) changeCall(ch saga.Change, def string) *call {
+	sh := s.l.shardOf(ch.SagaID)
 	c := &call{}
-	c.key("k", "saga", sagaKey(ch.SagaID))
-	c.key("k", "created", indexKey(def, "created"))
-	c.key("k", "due", indexKey(def, "due"))
-	for _, st := range saga.Statuses {
-		c.key("k", "s."+string(st), statusKey(def, st))
+	c.key("k", "saga", s.l.sagaKey(ch.SagaID))
+	if s.l.cluster { // KEYS[2] and KEYS[3]: a commit finds the rest in the pending change
+		c.key("k", "pending", s.l.pendingKey(ch.SagaID))
+		c.key("k", "pendings", s.l.pendingsKey(sh))
 	}
-	c.key("k", "defs", defsKey)
-	c.key("k", "stats", indexKey(def, "stats"))
+	c.key("k", "created", s.l.indexKey(sh, def, "created"))
+	c.key("k", "due", s.l.indexKey(sh, def, "due"))
+	for _, st := range saga.Statuses {
+		c.key("k", "s."+string(st), s.l.statusKey(sh, def, string(st)))
+	}
+	c.key("k", "defs", s.l.defsKey(sh))
+	c.key("k", "stats", s.l.indexKey(sh, def, "stats"))
 	key := ch.Key
 	create, accept, data, deadline, traceID := "0", "0", []byte(nil), int64(0), ""
 	if ch.Create != nil {
@@ -229,10 +321,10 @@ func (s *Store) Apply(ctx context.Context, ch saga.Change) (saga.Result, error) 
 		}
 	}
 	if key != "" {
-		c.key("k", "key", businessKey(def, key))
+		c.key("k", "key", s.l.businessKey(sh, def, key))
 	}
 	c.arg("dedupe", dedupeField(ch.Event.Source, ch.Event.ID))
-	c.arg("now", now.UnixMilli())
+	c.arg("now", s.now().UnixMilli())
 	c.arg("create", create)
 	c.arg("accept", accept)
 	c.arg("version", ch.Version)
@@ -251,6 +343,7 @@ func (s *Store) Apply(ctx context.Context, ch saga.Change) (saga.Result, error) 
 	c.arg("actor", ch.Actor)
 	c.arg("fail", flag(ch.Fail))
 	c.arg("hasf", flag(ch.Failure != nil))
+	c.arg("recent", s.recentCap())
 	move(c, "s.", &ch.Success)
 	if ch.Failure != nil {
 		move(c, "f.", ch.Failure)
@@ -258,11 +351,11 @@ func (s *Store) Apply(ctx context.Context, ch saga.Change) (saga.Result, error) 
 		move(c, "f.", &saga.Move{})
 	}
 	if dl := ch.DeadLetter; dl != nil {
-		c.key("k", "dl", deadLetterKey)
-		c.key("k", "dlkept", keptMarker(dl))
+		c.key("k", "dl", s.l.deadLetterKey(sh))
+		c.key("k", "dlkept", s.keptMarker(sh, dl))
 		c.arg("dl.id", "1")
 		c.arg("dl.keep", int64(keptMarkerTTL/time.Second))
-		c.arg("dl.max", maxDeadLetters)
+		c.arg("dl.max", s.deadLetterCap())
 		c.arg("dl.dest", dl.Destination)
 		c.arg("dl.code", dl.Code)
 		c.arg("dl.body", dl.Body)
@@ -270,37 +363,47 @@ func (s *Store) Apply(ctx context.Context, ch saga.Change) (saga.Result, error) 
 		c.arg("dl.handling", dl.Handling)
 		c.arg("dl.event", dl.Event)
 	}
-	if ch.Effect != nil {
-		for _, k := range ch.Effect.Keys {
-			c.named("K", k, true)
-		}
-		for _, a := range ch.Effect.Args {
-			c.named("A", a, false)
-		}
+	return c
+}
+
+// addEffect adds an effect's keys and arguments to a call.
+func addEffect(c *call, e *saga.Call) {
+	for _, k := range e.Keys {
+		c.named("K", k, true)
 	}
-	vals, err := sc.Run(ctx, s.rdb, c.keys, c.args...).StringSlice()
-	if err != nil {
-		if isScriptError(err) {
-			return saga.Result{}, fmt.Errorf("saga %s change on %s: %w", ch.SagaID, ch.Event.Type, err)
+	for _, a := range e.Args {
+		c.named("A", a, false)
+	}
+}
+
+// applyOne applies a change as one script (with its effect, if any). On
+// a Redis Cluster, a change another event left pending is resolved first
+// (see cluster.go).
+func (s *Store) applyOne(ctx context.Context, ch saga.Change, c *call, sc *redis.Script) (saga.Result, error) {
+	for range changeAttempts {
+		vals, err := s.evalStrings(ctx, sc, ch.Create != nil, c.keys, c.args...)
+		if err != nil {
+			return saga.Result{}, changeErr(ch, err)
 		}
-		return saga.Result{}, saga.Transient(err, "redis")
-	}
-	res, err := parseResult(vals)
-	if err != nil {
-		return saga.Result{}, err
-	}
-	if r := res.Reply; r != nil {
-		switch {
-		case res.Duplicate:
-			r.ID = saga.ReplyID(ch.Event.Source, ch.Event.ID, r.Type)
-		case res.Failed && ch.Failure != nil && ch.Failure.Emit != nil:
-			r.ID = ch.Failure.Emit.ID
-		case ch.Success.Emit != nil:
-			r.ID = ch.Success.Emit.ID
+		if vals[0] == "busy" {
+			if err := s.resolve(ctx, ch.SagaID, vals); err != nil {
+				return saga.Result{}, err
+			}
+			continue
 		}
-		r.Data = saga.MergeReason(r.Data, res.Reason)
+		return parseResult(vals)
 	}
-	return res, nil
+	return saga.Result{}, errBusy(ch)
+}
+
+// changeErr wraps an error of a change's script: a Lua error (a bug, or a
+// failed effect without a failure outcome) is permanent, anything else
+// transient.
+func changeErr(ch saga.Change, err error) error {
+	if isScriptError(err) {
+		return fmt.Errorf("saga %s change on %s: %w", ch.SagaID, ch.Event.Type, err)
+	}
+	return saga.Transient(err, "redis")
 }
 
 // move adds a move's arguments under prefix.
@@ -357,7 +460,7 @@ func isScriptError(err error) bool {
 		return false
 	}
 	msg := re.Error()
-	for _, p := range []string{"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN",
+	for _, p := range []string{"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK",
 		"OOM", "MISCONF", "NOREPLICAS", "ERR max number of clients reached"} {
 		if strings.HasPrefix(msg, p) {
 			return false
@@ -406,7 +509,7 @@ func (s *Store) Get(ctx context.Context, sagaID string) (saga.State, error) {
 
 // Load implements saga.Store.
 func (s *Store) Load(ctx context.Context, sagaID, source, id string) (saga.State, *saga.Emitted, error) {
-	m, err := s.rdb.HGetAll(ctx, sagaKey(sagaID)).Result()
+	m, err := s.rdb.HGetAll(ctx, s.l.sagaKey(sagaID)).Result()
 	if err != nil {
 		return saga.State{}, nil, saga.Transient(err, "redis")
 	}
@@ -582,7 +685,7 @@ func (s *Store) Note(ctx context.Context, sagaID string, r saga.StepRecord) erro
 	if at.IsZero() {
 		at = s.now()
 	}
-	n, err := noteScript.Run(ctx, s.rdb, []string{sagaKey(sagaID)}, at.UnixMilli(), r.Step, r.Outcome, r.EventType,
+	n, err := noteScript.Run(ctx, s.rdb, []string{s.l.sagaKey(sagaID)}, at.UnixMilli(), r.Step, r.Outcome, r.EventType,
 		r.EventID, r.EventSource, r.Actor, r.Reason).Int()
 	if err != nil {
 		return saga.Transient(err, "redis")
@@ -596,7 +699,7 @@ func (s *Store) Note(ctx context.Context, sagaID string, r saga.StepRecord) erro
 // Reschedule sets when the deadline sweeper looks at an unfinished saga
 // next, if it is still at version; it reports whether it did.
 func (s *Store) Reschedule(ctx context.Context, def, sagaID string, version int64, due time.Time) (bool, error) {
-	n, err := rescheduleScript.Run(ctx, s.rdb, []string{sagaKey(sagaID), indexKey(def, "due")}, version, due.UnixMilli(), sagaID).Int()
+	n, err := rescheduleScript.Run(ctx, s.rdb, []string{s.l.sagaKey(sagaID), s.l.indexKey(s.l.shardOf(sagaID), def, "due")}, version, due.UnixMilli(), sagaID).Int()
 	if err != nil {
 		return false, saga.Transient(err, "redis")
 	}

@@ -174,20 +174,20 @@ for i, key in ipairs(keys.list or {}) do redis.call('INCRBY', key, args.qty[i]) 
 func suiteEffects(t *testing.T, s saga.Store, rdb redis.UniversalClient) {
 	mustApply(t, s, create("e1", `{}`))
 	c := next("e1", 1, "b", "t.b.done")
-	c.Effect = suiteEffect.Call().Key("one", "suite:one").KeyList("list", "suite:x", "suite:y").ArgList("qty", 2, 3).ArgList("sku", "x", "y").Arg("value", "v1")
+	c.Effect = suiteEffect.Call().Key("one", "suite:{fx}:one").KeyList("list", "suite:{fx}:x", "suite:{fx}:y").ArgList("qty", 2, 3).ArgList("sku", "x", "y").Arg("value", "v1")
 	c.Success.Output = []byte(`{"charged":5}`)
 	c.Failure = &saga.Move{Outcome: "failed", Status: saga.StatusCompensating, Emit: &saga.Emit{Type: "t.b.failed", ID: "e1-f", Source: "/b"}}
 	r := mustApply(t, s, c)
 	if !r.Applied || r.Failed {
 		t.Fatalf("effect: %+v", r)
 	}
-	if v, _ := rdb.Get(ctx, "suite:one").Result(); v != "v1" {
+	if v, _ := rdb.Get(ctx, "suite:{fx}:one").Result(); v != "v1" {
 		t.Fatalf("effect's key: %q", v)
 	}
-	if x, _ := rdb.Get(ctx, "suite:x").Int(); x != 2 {
+	if x, _ := rdb.Get(ctx, "suite:{fx}:x").Int(); x != 2 {
 		t.Fatalf("effect's list key x: %d", x)
 	}
-	if y, _ := rdb.Get(ctx, "suite:y").Int(); y != 3 {
+	if y, _ := rdb.Get(ctx, "suite:{fx}:y").Int(); y != 3 {
 		t.Fatalf("effect's list key y: %d", y)
 	}
 	var out struct{ Charged int }
@@ -196,7 +196,7 @@ func suiteEffects(t *testing.T, s saga.Store, rdb redis.UniversalClient) {
 	}
 	// a business failure: the failure move, its reason, no output, nothing written
 	c = next("e1", 2, "c", "t.c.done")
-	c.Effect = suiteEffect.Call().Key("one", "suite:two").KeyList("list", "suite:x").ArgList("qty", -1).ArgList("sku", "x").Arg("value", "v2")
+	c.Effect = suiteEffect.Call().Key("one", "suite:{fx}:two").KeyList("list", "suite:{fx}:x").ArgList("qty", -1).ArgList("sku", "x").Arg("value", "v2")
 	c.Success.Output = []byte(`{"no":1}`)
 	c.Failure = &saga.Move{Outcome: "failed", Status: saga.StatusCompensating, Emit: &saga.Emit{Type: "t.c.failed", ID: "e1-f2", Source: "/c"}}
 	r = mustApply(t, s, c)
@@ -211,13 +211,13 @@ func suiteEffects(t *testing.T, s saga.Store, rdb redis.UniversalClient) {
 	if json.Unmarshal(r.Reply.Data, &failure) != nil || failure["reason"] != "negative x" {
 		t.Fatalf("the failure reply carries its reason: %s", r.Reply.Data)
 	}
-	if n, _ := rdb.Exists(ctx, "suite:two").Result(); n != 0 {
+	if n, _ := rdb.Exists(ctx, "suite:{fx}:two").Result(); n != 0 {
 		t.Fatalf("a failing effect wrote")
 	}
 	// a failure without a failure move is an error and changes nothing
 	c = saga.Change{SagaID: "e1", Saga: suiteDef, Event: saga.EventRef{Source: "/t", ID: "nofail", Type: "t"}, Version: 3,
 		Allow: []saga.Status{saga.StatusCompensating}, Step: "c",
-		Effect:  suiteEffect.Call().Key("one", "suite:three").KeyList("list", "suite:x").ArgList("qty", -1).ArgList("sku", "x").Arg("value", "v"),
+		Effect:  suiteEffect.Call().Key("one", "suite:{fx}:three").KeyList("list", "suite:{fx}:x").ArgList("qty", -1).ArgList("sku", "x").Arg("value", "v"),
 		Success: saga.Move{Outcome: "undone"}}
 	if _, err := s.Apply(ctx, c); err == nil {
 		t.Fatal("an effect failing without a failure move must be an error")
@@ -228,13 +228,13 @@ func suiteEffects(t *testing.T, s saga.Store, rdb redis.UniversalClient) {
 	// Fail: the effect runs, the failure move applies
 	mustApply(t, s, create("e2", `{}`))
 	c = next("e2", 1, "b", "t.b.done")
-	c.Effect = suiteEffect.Call().Key("one", "suite:e2").Arg("value", "written")
+	c.Effect = suiteEffect.Call().Key("one", "suite:{fx}:e2").Arg("value", "written")
 	c.Fail = true
 	c.Failure = &saga.Move{Outcome: "rejected", Status: saga.StatusCompensating, Reason: "decided", Emit: &saga.Emit{Type: "t.b.failed", ID: "e2-f", Source: "/b"}}
 	if r := mustApply(t, s, c); !r.Failed || r.Reason != "decided" {
 		t.Fatalf("fail: %+v", r)
 	}
-	if v, _ := rdb.Get(ctx, "suite:e2").Result(); v != "written" {
+	if v, _ := rdb.Get(ctx, "suite:{fx}:e2").Result(); v != "written" {
 		t.Fatalf("Fail still runs the effect: %q", v)
 	}
 }

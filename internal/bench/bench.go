@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"github.com/ksaga/ksaga/internal/redisserver"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -49,15 +50,21 @@ type Config struct {
 	Sweep            []int
 	AttributionSagas int // 0: no MONITOR run
 	AOF              string
-	Out              string // results folder ("" writes nothing)
-	QuietWait        time.Duration
-	QuietIdle        float64
-	SagaTimeout      time.Duration
-	Seed             uint64
-	MemorySample     int
-	Perf             bool      // profile the loaded window with Linux perf
-	Command          string    // the command line, for the report
-	Log              io.Writer // progress (default: discard)
+	// RedisMasters > 0 runs the stack on a Redis Cluster of that many
+	// masters (no replicas) instead of one redis-server: the saga phases,
+	// the memory and the MONITOR attribution (on every node) only (the
+	// floors, the from-zero phase and the cold starts are one-server
+	// measurements).
+	RedisMasters int
+	Out          string // results folder ("" writes nothing)
+	QuietWait    time.Duration
+	QuietIdle    float64
+	SagaTimeout  time.Duration
+	Seed         uint64
+	MemorySample int
+	Perf         bool      // profile the loaded window with Linux perf
+	Command      string    // the command line, for the report
+	Log          io.Writer // progress (default: discard)
 }
 
 // Defaults of Config.
@@ -139,11 +146,16 @@ type runner struct {
 	tmp   string
 	redis *redisserver.Server
 	rdb   *redis.Client
-	dev   *devProcess
-	trig  string // the bench Triggers' file
-	drv   *driver
-	procs []proc
-	self  int
+	// With --redis-masters: the cluster. nodes are every node's client (one
+	// server: rdb), data the client of the saga data (one server: rdb).
+	cluster *redisserver.Cluster
+	nodes   []*redis.Client
+	data    redis.UniversalClient
+	dev     *devProcess
+	trig    string // the bench Triggers' file
+	drv     *driver
+	procs   []proc
+	self    int
 	// perfFiles are the --perf reports written (nil without --perf).
 	perfFiles []string
 }
@@ -173,6 +185,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if cfg.Mode != "choreography" && cfg.Mode != "orchestration" {
 		return nil, fmt.Errorf("--mode %q: want choreography or orchestration", cfg.Mode)
+	}
+	if cfg.RedisMasters > 0 {
+		cfg.Floor, cfg.FromZeroRuns, cfg.ColdStartRuns = false, 0, 0
 	}
 	began := time.Now()
 	r := &runner{cfg: cfg, self: os.Getpid(), res: &Result{Schema: 1, StartedAt: began.UTC(), Command: cfg.Command}}
@@ -219,15 +234,23 @@ func (r *runner) setup(ctx context.Context) error {
 	cfg := r.cfg
 	r.res.Machine = machine()
 	r.res.Tree = gitTree(cfg.Dir)
-	r.logf("redis-server (persistence: %s)", cfg.AOF)
 	var err error
-	if r.redis, err = startRedis(ctx, r.tmp, cfg.AOF); err != nil {
-		return err
+	redisURL := ""
+	if cfg.RedisMasters > 0 {
+		if redisURL, err = r.startCluster(ctx); err != nil {
+			return err
+		}
+	} else {
+		r.logf("redis-server (persistence: %s)", cfg.AOF)
+		if r.redis, err = startRedis(ctx, r.tmp, cfg.AOF); err != nil {
+			return err
+		}
+		r.res.Settings.Redis = redisSettingsText(cfg.AOF)
+		r.rdb = redis.NewClient(&redis.Options{Addr: r.redis.Addr(), PoolSize: 4})
+		r.nodes, r.data, redisURL = []*redis.Client{r.rdb}, r.rdb, r.redis.URL()
 	}
-	r.res.Settings.Redis = redisSettingsText(cfg.AOF)
-	r.rdb = redis.NewClient(&redis.Options{Addr: r.redis.Addr(), PoolSize: 4})
-	r.res.Machine.Redis = redisVersion(ctx, r.rdb)
-	if err := seedBenchData(ctx, r.rdb); err != nil {
+	r.res.Machine.Redis = redisVersion(ctx, r.nodes[0])
+	if err := seedBenchData(ctx, r.data); err != nil {
 		return err
 	}
 	if r.drv, err = newDriver(); err != nil {
@@ -245,7 +268,7 @@ func (r *runner) setup(ctx context.Context) error {
 	// One process per function, always, as in the runs the numbers are
 	// compared with; the from-zero phase has its own ksaga dev.
 	r.logf("ksaga dev --mode %s --scale=always-on (builds the functions if needed)", cfg.Mode)
-	r.dev, err = startDev(ctx, cfg.Ksaga, cfg.Dir, cfg.Mode, r.redis.URL(), r.trig, filepath.Join(r.tmp, "ksaga-dev.log"), 5*time.Minute, "--scale=always-on")
+	r.dev, err = startDev(ctx, cfg.Ksaga, cfg.Dir, cfg.Mode, redisURL, r.trig, filepath.Join(r.tmp, "ksaga-dev.log"), 5*time.Minute, "--scale=always-on")
 	if err != nil {
 		return err
 	}
@@ -254,7 +277,14 @@ func (r *runner) setup(ctx context.Context) error {
 	for _, f := range r.dev.functions {
 		r.procs = append(r.procs, proc{f.Name, f.PID})
 	}
-	r.procs = append(r.procs, proc{"redis-server", r.redis.PID()}, proc{"bench", r.self})
+	if r.cluster != nil {
+		for _, n := range r.cluster.Nodes { // one row: their CPU is summed
+			r.procs = append(r.procs, proc{"redis-server", n.PID()})
+		}
+	} else {
+		r.procs = append(r.procs, proc{"redis-server", r.redis.PID()})
+	}
+	r.procs = append(r.procs, proc{"bench", r.self})
 	return nil
 }
 
@@ -269,14 +299,18 @@ func (r *runner) teardown() {
 	if r.redis != nil {
 		r.redis.Kill()
 	}
+	if r.cluster != nil {
+		for _, n := range r.nodes {
+			_ = n.Close()
+		}
+		_ = r.data.Close()
+		r.cluster.Kill()
+	}
 }
 
 func (r *runner) runPhases(ctx context.Context) {
 	cfg := r.cfg
-	usedBefore := int64(0)
-	if info, err := r.rdb.Info(ctx, "memory").Result(); err == nil {
-		usedBefore = infoInt(parseInfo(info), "used_memory")
-	}
+	usedBefore := usedMemory(ctx, r.nodes)
 	// A short unmeasured run first: connections, scripts and goroutine
 	// stacks get warm in every process.
 	r.logf("settling: 1 s at inflight %d", cfg.Inflight)
@@ -333,7 +367,7 @@ func (r *runner) runPhases(ctx context.Context) {
 		started += p.Accepted
 	}
 	r.logf("Redis memory per finished saga (MEMORY USAGE on %d sagas)", cfg.MemorySample)
-	m := measureMemory(ctx, r.rdb, cfg.MemorySample, usedBefore, started)
+	m := measureMemory(ctx, r.data, r.nodes, cfg.MemorySample, usedBefore, started)
 	r.res.Memory = &m
 	if m.Error != "" {
 		r.errorf("memory: %s", m.Error)
@@ -370,7 +404,7 @@ func (r *runner) snap(ctx context.Context, procs []proc, start, steps bool) snap
 			s.steps = r.scrapeSteps(ctx)
 		}
 		var err error
-		if s.redis, err = takeRedisSnapshot(ctx, r.rdb); err != nil {
+		if s.redis, err = takeRedisSnapshots(ctx, r.nodes); err != nil {
 			r.errorf("redis snapshot: %v", err)
 		}
 	}
@@ -378,7 +412,7 @@ func (r *runner) snap(ctx context.Context, procs []proc, start, steps bool) snap
 		s.cpu = map[string]time.Duration{}
 		for _, p := range procs {
 			if d, err := processCPU(p.pid); err == nil {
-				s.cpu[p.name] = d
+				s.cpu[p.name] += d // the nodes of a cluster share a name
 			}
 		}
 		s.sys, _ = readSysCPU()
@@ -545,17 +579,19 @@ func (r *runner) sagaPhase(ctx context.Context, name string, inflight int, rate 
 func (r *runner) waitBrokerIdle(ctx context.Context, limit time.Duration) (float64, int64) {
 	start := time.Now()
 	var keys []string
-	iter := r.rdb.Scan(ctx, 0, "ksaga:broker:{*}", 100).Iterator()
-	for iter.Next(ctx) {
-		if k := iter.Val(); !strings.Contains(k, ":done:") {
-			keys = append(keys, k)
+	for _, node := range r.nodes {
+		iter := node.Scan(ctx, 0, "ksaga:broker:{*}", 100).Iterator()
+		for iter.Next(ctx) {
+			if k := iter.Val(); !strings.Contains(k, ":done:") {
+				keys = append(keys, k)
+			}
 		}
 	}
 	var first int64 = -1
 	for ctx.Err() == nil {
 		var n int64
 		for _, k := range keys {
-			n += r.rdb.XLen(ctx, k).Val()
+			n += r.data.XLen(ctx, k).Val()
 		}
 		if first < 0 {
 			first = n
@@ -610,7 +646,12 @@ func (r *runner) sagaResult(p *phase, q Quiet, s0, s1 snapshot) *SagaPhase {
 func cpuRows(procs []proc, s0, s1 snapshot, units float64, steps map[string]int64) ([]ProcCPU, float64) {
 	var rows []ProcCPU
 	var total float64
+	seen := map[string]bool{} // a cluster's nodes: one row, their CPU summed by snap
 	for _, p := range procs {
+		if seen[p.name] {
+			continue
+		}
+		seen[p.name] = true
 		a, ok0 := s0.cpu[p.name]
 		b, ok1 := s1.cpu[p.name]
 		if !ok0 || !ok1 {
@@ -714,11 +755,18 @@ func cpuOf(rows []ProcCPU, name string) float64 {
 func (r *runner) attribution(ctx context.Context, n int) *Attribution {
 	r.logf("Redis attribution: %d sagas under MONITOR (not timed)", n)
 	a := &Attribution{}
-	mon, err := startMonitor(r.redis.Addr())
-	if err != nil {
-		a.Error = err.Error()
-		r.errorf("MONITOR: %v", err)
-		return a
+	var mons []*monitor
+	for _, node := range r.nodes { // every node of a cluster
+		mon, err := startMonitor(node.Options().Addr)
+		if err != nil {
+			a.Error = err.Error()
+			r.errorf("MONITOR: %v", err)
+			for _, m := range mons {
+				m.stop()
+			}
+			return a
+		}
+		mons = append(mons, mon)
 	}
 	steps0 := r.scrapeSteps(ctx)
 	p := newPhase("attribution")
@@ -751,8 +799,12 @@ func (r *runner) attribution(ctx context.Context, n int) *Attribution {
 		time.Sleep(20 * time.Millisecond) // poll interval
 		steps1 = r.scrapeSteps(ctx)
 	}
-	agg := mon.stop()
-	byProc := byProcess(agg, clientOwners(r.redis.Port(), r.procs))
+	byProc := map[string]*ProcRedis{}
+	for i, mon := range mons {
+		_, port, _ := net.SplitHostPort(r.nodes[i].Options().Addr)
+		n, _ := strconv.Atoi(port)
+		mergeProcRedis(byProc, byProcess(mon.stop(), clientOwners(n, r.procs)))
+	}
 	stepsOf := steps1.delta(steps0)
 	for _, d := range stepsOf {
 		a.StepsTotal += d

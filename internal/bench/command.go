@@ -83,6 +83,7 @@ func Command(ctx context.Context, args []string, ksaga string, stdout, stderr io
 	fs.BoolVar(&sweep, "sweep", false, "also run a sweep of in-flight levels and plot throughput vs latency (SVG)")
 	fs.StringVar(&sweepLevels, "sweep-levels", "1,2,4,8,16,32,64", "in-flight levels of --sweep")
 	fs.StringVar(&cfg.AOF, "aof", "off", "redis-server persistence: off (perf.md's floors), everysec or always (AOF)")
+	fs.IntVar(&cfg.RedisMasters, "redis-masters", 0, "0: one redis-server; N: a Redis Cluster of N masters instead (saga phases, memory and attribution only)")
 	fs.StringVar(&cfg.Out, "out", "bench/results", "results folder (empty: write nothing)")
 	fs.StringVar(&cfg.Dir, "dir", ".", "the project folder (brokers/, triggers/, manifests/, functions/)")
 	fs.DurationVar(&cfg.QuietWait, "quiet-wait", DefaultQuietWait, "longest wait for a quiet 1-s window before each phase")

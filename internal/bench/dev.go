@@ -87,8 +87,12 @@ var (
 	}
 )
 
-func seedBenchData(ctx context.Context, rdb *redis.Client) error {
-	_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+func seedBenchData(ctx context.Context, rdb redis.UniversalClient) error {
+	pipelined := rdb.TxPipelined
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		pipelined = rdb.Pipelined // a transaction's keys must share a slot
+	}
+	_, err := pipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, ordersaga.UserKey(richUser), "username", "bench-rich", "email", "rich@bench.invalid")
 		p.HSet(ctx, ordersaga.UserKey(brokeUser), "username", "bench-broke", "email", "broke@bench.invalid")
 		p.Set(ctx, ordersaga.BalanceKey(richUser), huge, 0)
@@ -135,7 +139,7 @@ func startDev(ctx context.Context, bin, dir, mode, redisURL, benchTriggers, logP
 			return nil, fmt.Errorf("%s not found under %s: run ksaga bench from the project folder (or pass --dir)", p, dir)
 		}
 	}
-	args := append([]string{"--redis-url", redisURL, "--seed=false"}, extra...)
+	args := append([]string{"--redis-url", redisURL}, extra...) // no --seed: the bench seeds its own data
 	for _, p := range append(paths, benchTriggers) {
 		args = append(args, "-f", p)
 	}

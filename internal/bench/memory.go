@@ -91,7 +91,7 @@ func (t *TTLStats) add(ttl time.Duration) {
 }
 
 // measureMemory samples up to n finished sagas.
-func measureMemory(ctx context.Context, rdb *redis.Client, n int, usedBefore int64, sagasStarted int64) Memory {
+func measureMemory(ctx context.Context, rdb redis.UniversalClient, nodes []*redis.Client, n int, usedBefore int64, sagasStarted int64) Memory {
 	var m Memory
 	m.Encoding = map[string]int{}
 	store, err := redisstore.New(rdb, redisstore.Options{})
@@ -181,8 +181,8 @@ func measureMemory(ctx context.Context, rdb *redis.Client, n int, usedBefore int
 	m.Sampled = len(finished)
 	m.SagaHash = sizeStats(hashSizes)
 	m.Total = sizeStats(totals)
-	if info, err := rdb.Info(ctx, "memory").Result(); err == nil && sagasStarted > 0 {
-		m.UsedMemoryPerSaga = round1(float64(infoInt(parseInfo(info), "used_memory")-usedBefore) / float64(sagasStarted))
+	if sagasStarted > 0 {
+		m.UsedMemoryPerSaga = round1(float64(usedMemory(ctx, nodes)-usedBefore) / float64(sagasStarted))
 	}
 	return m
 }

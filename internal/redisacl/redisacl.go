@@ -48,9 +48,10 @@ const (
 
 // StoreKeys are the key patterns of the saga store, which every function
 // uses: redisstore.KeyPatterns, the one place that knows the layout (the
-// sagas' hashes "ksaga:{<id>}", the indexes "ksaga:idx:*" and the dead
-// letters "ksaga:dl*"). The Broker's streams (ksaga:broker:*) are not among
-// them: functions never touch them.
+// sagas' hashes "ksaga:{<id>}", the indexes "ksaga:idx:*", the dead
+// letters "ksaga:dl*" and, on a Redis Cluster, the effects' barriers
+// "ksaga:b:*"). The Broker's streams (ksaga:broker:*) are not among them:
+// functions never touch them.
 var StoreKeys = redisstore.KeyPatterns()
 
 // StoreCommands are the commands of the saga store (redisstore), which
@@ -74,6 +75,10 @@ var StoreCommands = []string{
 	"+hgetall", "+get", "+exists", "+smembers", "+lrange",
 	"+zrange", "+zrangebyscore", "+zrevrangebyscore", "+zcard", "+zcount", "+zremrangebyscore",
 	"+xrange", "+xrevrange",
+	// on a Redis Cluster: the client's slot map and command table, the
+	// pending change's and the barriers' expiry, the barrier's clock (TIME),
+	// and the writes that wait for a replica
+	"+cluster|slots", "+command", "+pttl", "+pexpire", "+time", "+wait",
 }
 
 // EffectCommands are what a step's own effects (saga.Effect scripts, run
@@ -180,8 +185,14 @@ func (u User) Line(password string) string {
 }
 
 // Apply creates or resets every user on rdb (a connection with ACL
-// rights) with its password.
+// rights) with its password; on a Redis Cluster on every node, replicas
+// too (a node's users are its own, and a replica may become a master).
 func Apply(ctx context.Context, rdb redis.UniversalClient, users []User, passwords map[string]string) error {
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
+			return Apply(ctx, node, users, passwords)
+		})
+	}
 	for _, u := range users {
 		pw := passwords[u.Name]
 		if pw == "" {

@@ -59,3 +59,43 @@ func (s *Server) Restart() {
 		s.tb.Fatalf("restart redis-server: %v", err)
 	}
 }
+
+// Cluster is a Redis Cluster owned by a test.
+type Cluster struct {
+	tb testing.TB
+	*redisserver.Cluster
+}
+
+// StartCluster starts a Redis Cluster of masters masters with replicas
+// replicas each (redis-server processes on free ports, joined with
+// redis-cli --cluster create) and registers its shutdown with tb.Cleanup.
+func StartCluster(tb testing.TB, masters, replicas int, opts ...Option) *Cluster {
+	tb.Helper()
+	var args []string
+	for _, o := range opts {
+		args = append(args, o...)
+	}
+	c, err := redisserver.StartCluster(context.Background(), redisserver.ClusterOptions{Dir: tb.TempDir(), Masters: masters, Replicas: replicas, Args: args})
+	if errors.Is(err, redisserver.ErrNotInstalled) {
+		tb.Fatal(err)
+	}
+	if err != nil {
+		tb.Fatalf("start redis cluster: %v", err)
+	}
+	tb.Cleanup(c.Kill)
+	return &Cluster{tb: tb, Cluster: c}
+}
+
+// Client returns a cluster client closed at test cleanup.
+func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
+	tb.Helper()
+	cl := c.Cluster.Client()
+	tb.Cleanup(func() { _ = cl.Close() })
+	return cl
+}
+
+// NodeClient returns a client of one node of a cluster, by address (close
+// it).
+func NodeClient(addr string) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: addr, Protocol: 2})
+}
