@@ -367,14 +367,16 @@ func (r *runner) runPhases(ctx context.Context) {
 	}
 	r.res.Notes = append(r.res.Notes, fmt.Sprintf("ksaga dev's log: %s (removed unless the run had errors)", filepath.Join(r.tmp, "ksaga-dev.log")))
 
-	// The always-on ksaga dev is done: the from-zero phase runs its own, and
-	// a cold start is measured on an idle box.
+	// The always-on ksaga dev is done: a cold start is measured on an idle
+	// box, and the from-zero phase runs its own ksaga dev. Cold starts come
+	// first: they run each function with the environment this ksaga dev
+	// gave it, whose Redis ACL password the next ksaga dev replaces.
 	r.dev.stop()
-	if cfg.FromZeroRuns > 0 && ctx.Err() == nil {
-		r.res.FromZero = r.fromZero(ctx)
-	}
 	if cfg.ColdStartRuns > 0 && ctx.Err() == nil {
 		r.coldStarts(ctx)
+	}
+	if cfg.FromZeroRuns > 0 && ctx.Err() == nil {
+		r.res.FromZero = r.fromZero(ctx)
 	}
 }
 
@@ -822,6 +824,12 @@ func (r *runner) attribution(ctx context.Context, n int) *Attribution {
 		a.StepsTotal += d
 	}
 	sagas := float64(a.Sagas)
+	callees := map[string]bool{} // functions a step calls synchronously: their lookups are on its path
+	for _, e := range r.w.Extras {
+		for _, c := range e.Callees {
+			callees[c] = true
+		}
+	}
 	var fnRT int64
 	for _, name := range sortedKeys(byProc) {
 		pr := byProc[name]
@@ -829,8 +837,11 @@ func (r *runner) attribution(ctx context.Context, n int) *Attribution {
 			continue
 		}
 		pr.Steps = stepsOf[name]
-		if name == "ksaga-dev" {
+		switch {
+		case name == "ksaga-dev":
 			pr.StepPath = pr.RoundTrips // stream reads and acks are the broker's data path
+		case name != "other" && pr.Steps == 0 && !callees[name]:
+			pr.StepPath = 0 // a function without steps (the sweeper's passes, the console's gauges) is on no step's path
 		}
 		var cmds int64
 		for _, v := range pr.TopLevel {
@@ -861,6 +872,9 @@ func (r *runner) attribution(ctx context.Context, n int) *Attribution {
 	for _, st := range a.StepTypes {
 		if st.RoundTrips > a.WorstStepRoundTrips {
 			a.WorstStepRoundTrips, a.WorstStepPath = st.RoundTrips, st.Function+", "+st.Step+" step"
+			if st.Step == "" {
+				a.WorstStepPath = st.Function + ", every step"
+			}
 		}
 	}
 	slices.SortFunc(a.Processes, func(x, y *ProcRedis) int { return int(y.RoundTrips - x.RoundTrips) })

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -76,12 +77,14 @@ func buildStripped(ctx context.Context, dir, outDir string) (map[string]string, 
 }
 
 // withPort replaces PORT and LISTEN_ADDRESS in env, and leaves out the
-// sender-identity settings (KSAGA_OIDC_*): the probe sends no token (a
-// function that verifies tokens also fetches the issuer's discovery
-// document and keys at its first token, which is not measured here).
+// sender-identity settings (KSAGA_OIDC_*, KSAGA_SINK_TOKEN_FILE): the
+// probe sends no token (a function that verifies tokens also fetches the
+// issuer's discovery document and keys at its first token, which is not
+// measured here), and the sink's token file went with ksaga dev.
 func withPort(env []string, port int) []string {
 	out := slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
-		return strings.HasPrefix(kv, "PORT=") || strings.HasPrefix(kv, "LISTEN_ADDRESS=") || strings.HasPrefix(kv, "KSAGA_OIDC_")
+		return strings.HasPrefix(kv, "PORT=") || strings.HasPrefix(kv, "LISTEN_ADDRESS=") || strings.HasPrefix(kv, "KSAGA_OIDC_") ||
+			strings.HasPrefix(kv, "KSAGA_SINK_TOKEN_FILE=")
 	})
 	return append(out, "PORT="+strconv.Itoa(port), "LISTEN_ADDRESS=127.0.0.1:"+strconv.Itoa(port))
 }
@@ -124,6 +127,8 @@ func coldStartOnce(ctx context.Context, bin string, env []string, probe Probe, d
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	cmd := exec.Command(bin)
 	cmd.Env = withPort(env, port)
+	var out tailBuffer // the function's log, for an error
+	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	done := make(chan struct{})
 	t0 := time.Now()
@@ -163,7 +168,7 @@ func coldStartOnce(ctx context.Context, bin string, env []string, probe Probe, d
 		}
 		select {
 		case <-done:
-			return 0, memUsage{}, fmt.Errorf("%s exited before answering (%v)", filepath.Base(bin), err)
+			return 0, memUsage{}, fmt.Errorf("%s exited before answering (%v): %s", filepath.Base(bin), err, out.String())
 		case <-ctx.Done():
 			return 0, memUsage{}, ctx.Err()
 		default:
@@ -180,4 +185,26 @@ func coldStartOnce(ctx context.Context, bin string, env []string, probe Probe, d
 		mem, _ = processMem(cmd.Process.Pid)
 	}
 	return d, mem, nil
+}
+
+// tailBuffer keeps the last 1 KiB written to it.
+type tailBuffer struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > 1024 {
+		t.b = append([]byte(nil), t.b[len(t.b)-1024:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.b))
 }

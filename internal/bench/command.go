@@ -43,8 +43,8 @@ report is printed to stdout; progress goes to stderr.
 
 Phases: settle (1 s, not measured), unloaded (1 in flight), loaded
 (--inflight) then floor reply and floor evalsha, --rounds times; open loop
-(--rate), [sweep], Redis attribution (MONITOR, not timed), memory, from
-zero, cold start. Each
+(--rate), [sweep], Redis attribution (MONITOR, not timed), memory, cold
+start, from zero. Each
 measured phase waits (at most --quiet-wait) for a quiet 1-s window first and
 records whether it found one. The saga phases run ksaga dev with
 --scale=always-on (one process per function, as earlier runs); the from-zero
