@@ -64,7 +64,7 @@ chromium: # the console's browser tests drive chromium headless (outside CI they
 	  fi; }
 
 .PHONY: bench
-bench: redis-server ksaga ## Saga throughput/latency vs this machine's floor (writes bench/results)
+bench: redis-server ksaga ## Saga throughput/latency vs this machine's floor (writes docs/benchmarks/results)
 	$(KSAGA) bench $(BENCHFLAGS)
 
 .PHONY: bench-console

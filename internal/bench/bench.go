@@ -1,9 +1,11 @@
-// Package bench is `ksaga bench`: it measures the reference order saga
-// through the real stack — `ksaga dev` (broker + ingress) with its function
-// processes and a redis-server it starts — and, in the same run, the floor
-// of the same hops without saga logic (perf.md Part 2 c/d), the functions'
-// cold start and idle RSS, and the Redis memory a finished saga keeps. See
-// bench/README.md for the method.
+// Package bench is `ksaga bench`: it measures a saga (its Workload; the
+// reference order saga) through the real stack — `ksaga dev` (broker +
+// ingress) with its function processes and a redis-server it starts — and,
+// in the same run, this machine's floor for the same hops without saga
+// logic (a plain sdk-go receiver, and one doing a single EVALSHA), the
+// functions' cold start and idle RSS, and the Redis memory a finished saga
+// keeps. Only workload.go knows the saga. See docs/benchmarks/README.md for
+// the method.
 package bench
 
 import (
@@ -26,21 +28,22 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/ksaga/ksaga/ordersaga"
 )
 
 // Config configures Run. Zero fields get the defaults of `ksaga bench`.
 type Config struct {
-	Dir              string // the project folder (brokers/, triggers/, manifests/, functions/)
-	Ksaga            string // the ksaga binary to run `dev` and `bench-floor-server` with
-	Mode             string // choreography or orchestration
+	Dir              string    // the project folder (brokers/, triggers/, manifests/, functions/)
+	Ksaga            string    // the ksaga binary to run `dev` and `bench-floor-server` with
+	Workload         *Workload // the saga measured (default OrderSaga)
+	Mode             string    // choreography or orchestration
+	OIDC             bool      // sender identity in ksaga dev (tokens, EventPolicies)
+	RedisACL         bool      // every function its own Redis ACL user (ksaga dev --redis-acl)
 	Inflight         int
 	Duration         time.Duration
 	Warmup           time.Duration
-	Unloaded         bool    // run the inflight-1 phase (unloaded latency)
-	Rate             float64 // open-loop sagas/s (0: no open-loop phase)
-	Mix              [3]float64
+	Unloaded         bool      // run the inflight-1 phase (unloaded latency)
+	Rate             float64   // open-loop sagas/s (0: no open-loop phase)
+	Mix              []float64 // weights of the workload's kinds (default: the workload's)
 	Floor            bool
 	FloorInflight    int
 	Rounds           int // loaded + floor phases, repeated; the ratio targets use the median round
@@ -84,6 +87,10 @@ const (
 	DefaultRounds           = 3
 )
 
+// DefaultOut is the results folder of `ksaga bench`, under the project
+// folder (the method and the targets are in its parent's README.md).
+const DefaultOut = "docs/benchmarks/results"
+
 // DefaultSweep are the in-flight levels of --sweep.
 var DefaultSweep = []int{1, 2, 4, 8, 16, 32, 64}
 
@@ -103,8 +110,11 @@ func (c *Config) setDefaults() {
 	if c.Warmup < 0 {
 		c.Warmup = 0
 	}
-	if c.Mix == ([3]float64{}) {
-		c.Mix = [3]float64{80, 10, 10}
+	if c.Workload == nil {
+		c.Workload = OrderSaga
+	}
+	if len(c.Mix) == 0 {
+		c.Mix = c.Workload.Mix
 	}
 	if c.FloorInflight <= 0 {
 		c.FloorInflight = c.Inflight
@@ -141,6 +151,7 @@ type proc struct {
 // runner holds one Run's state.
 type runner struct {
 	cfg   Config
+	w     *Workload
 	res   *Result
 	logMu sync.Mutex
 	tmp   string
@@ -186,14 +197,23 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Mode != "choreography" && cfg.Mode != "orchestration" {
 		return nil, fmt.Errorf("--mode %q: want choreography or orchestration", cfg.Mode)
 	}
+	w := cfg.Workload
+	if len(cfg.Mix) != len(w.Kinds) {
+		return nil, fmt.Errorf("bench: %d mix weights for %d kinds of saga (%s)", len(cfg.Mix), len(w.Kinds), strings.Join(w.kindNames(), ", "))
+	}
 	if cfg.RedisMasters > 0 {
 		cfg.Floor, cfg.FromZeroRuns, cfg.ColdStartRuns = false, 0, 0
 	}
 	began := time.Now()
-	r := &runner{cfg: cfg, self: os.Getpid(), res: &Result{Schema: 1, StartedAt: began.UTC(), Command: cfg.Command}}
+	r := &runner{cfg: cfg, w: w, self: os.Getpid(), res: &Result{Schema: 2, StartedAt: began.UTC(), Command: cfg.Command, CPUNote: w.CPUNote}}
+	mix := map[string]float64{}
+	for i, k := range w.Kinds {
+		mix[k.Name] = cfg.Mix[i]
+	}
 	r.res.Settings = Settings{
+		Saga: w.Def.Name, Kinds: w.kindNames(), Labels: w.kindLabels(), OIDC: cfg.OIDC, RedisACL: cfg.RedisACL,
 		Mode: cfg.Mode, Inflight: cfg.Inflight, DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(),
-		RatePerS: cfg.Rate, Mix: map[string]float64{kindHappy: cfg.Mix[0], kindPayFail: cfg.Mix[1], kindInvFail: cfg.Mix[2]},
+		RatePerS: cfg.Rate, Mix: mix,
 		FloorInflight: cfg.FloorInflight, ColdStartRuns: cfg.ColdStartRuns, FromZeroRuns: cfg.FromZeroRuns, AttributionSagas: cfg.AttributionSagas,
 		SagaTimeoutS: cfg.SagaTimeout.Seconds(), QuietMinIdlePct: cfg.QuietIdle, QuietMaxWaitS: cfg.QuietWait.Seconds(), Seed: cfg.Seed,
 	}
@@ -233,7 +253,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 func (r *runner) setup(ctx context.Context) error {
 	cfg := r.cfg
 	r.res.Machine = machine()
-	r.res.Tree = gitTree(cfg.Dir)
+	r.res.Tree = gitTree(cfg.Dir, cfg.Out)
 	var err error
 	redisURL := ""
 	if cfg.RedisMasters > 0 {
@@ -250,13 +270,13 @@ func (r *runner) setup(ctx context.Context) error {
 		r.nodes, r.data, redisURL = []*redis.Client{r.rdb}, r.rdb, r.redis.URL()
 	}
 	r.res.Machine.Redis = redisVersion(ctx, r.nodes[0])
-	if err := seedBenchData(ctx, r.data); err != nil {
+	if err := r.w.Seed(ctx, r.data); err != nil {
 		return err
 	}
 	if r.drv, err = newDriver(); err != nil {
 		return err
 	}
-	if r.trig, err = writeTriggers(r.tmp, r.drv.receiverURL()); err != nil {
+	if r.trig, err = writeTriggers(r.tmp, r.drv.receiverURL(), r.w); err != nil {
 		return err
 	}
 	if cfg.Perf {
@@ -267,12 +287,12 @@ func (r *runner) setup(ctx context.Context) error {
 	}
 	// One process per function, always, as in the runs the numbers are
 	// compared with; the from-zero phase has its own ksaga dev.
-	r.logf("ksaga dev --mode %s --scale=always-on (builds the functions if needed)", cfg.Mode)
-	r.dev, err = startDev(ctx, cfg.Ksaga, cfg.Dir, cfg.Mode, redisURL, r.trig, filepath.Join(r.tmp, "ksaga-dev.log"), 5*time.Minute, "--scale=always-on")
+	r.logf("ksaga dev --mode %s --oidc=%t --redis-acl=%t --scale=always-on (builds the functions if needed)", cfg.Mode, cfg.OIDC, cfg.RedisACL)
+	r.dev, err = startDev(ctx, r.devOptions(redisURL, "ksaga-dev.log"), "--scale=always-on")
 	if err != nil {
 		return err
 	}
-	r.drv.brokerURL = r.dev.brokerURL()
+	r.drv.brokerURL = r.dev.brokerURL(r.w)
 	r.procs = []proc{{"ksaga-dev", r.dev.PID()}}
 	for _, f := range r.dev.functions {
 		r.procs = append(r.procs, proc{f.Name, f.PID})
@@ -286,6 +306,13 @@ func (r *runner) setup(ctx context.Context) error {
 	}
 	r.procs = append(r.procs, proc{"bench", r.self})
 	return nil
+}
+
+// devOptions are how the bench runs ksaga dev against redisURL, logging
+// to logName in its temporary folder.
+func (r *runner) devOptions(redisURL, logName string) devOptions {
+	return devOptions{bin: r.cfg.Ksaga, dir: r.cfg.Dir, mode: r.cfg.Mode, w: r.w, redisURL: redisURL, benchTriggers: r.trig,
+		oidc: r.cfg.OIDC, redisACL: r.cfg.RedisACL, logPath: filepath.Join(r.tmp, logName), readyTimeout: 5 * time.Minute}
 }
 
 func (r *runner) teardown() {
@@ -314,7 +341,7 @@ func (r *runner) runPhases(ctx context.Context) {
 	// A short unmeasured run first: connections, scripts and goroutine
 	// stacks get warm in every process.
 	r.logf("settling: 1 s at inflight %d", cfg.Inflight)
-	r.drv.closedLoop(ctx, newPhase("settle"), cfg.Inflight, 0, time.Second, cfg.SagaTimeout, cfg.Mix, cfg.Seed+99, nil)
+	r.drv.closedLoop(ctx, newPhase("settle"), cfg.Inflight, 0, time.Second, cfg.SagaTimeout, r.w.Kinds, cfg.Mix, cfg.Seed+99, nil)
 
 	if cfg.Unloaded {
 		r.res.Unloaded = r.sagaPhase(ctx, "unloaded", 1, 0)
@@ -367,21 +394,23 @@ func (r *runner) runPhases(ctx context.Context) {
 		started += p.Accepted
 	}
 	r.logf("Redis memory per finished saga (MEMORY USAGE on %d sagas)", cfg.MemorySample)
-	m := measureMemory(ctx, r.data, r.nodes, cfg.MemorySample, usedBefore, started)
+	m := measureMemory(ctx, r.data, r.nodes, r.w, cfg.MemorySample, usedBefore, started)
 	r.res.Memory = &m
 	if m.Error != "" {
 		r.errorf("memory: %s", m.Error)
 	}
 	r.res.Notes = append(r.res.Notes, fmt.Sprintf("ksaga dev's log: %s (removed unless the run had errors)", filepath.Join(r.tmp, "ksaga-dev.log")))
 
-	// The always-on ksaga dev is done: the from-zero phase runs its own, and
-	// a cold start is measured on an idle box.
+	// The always-on ksaga dev is done: a cold start is measured on an idle
+	// box, and the from-zero phase runs its own ksaga dev. Cold starts come
+	// first: they run each function with the environment this ksaga dev
+	// gave it, whose Redis ACL password the next ksaga dev replaces.
 	r.dev.stop()
-	if cfg.FromZeroRuns > 0 && ctx.Err() == nil {
-		r.res.FromZero = r.fromZero(ctx)
-	}
 	if cfg.ColdStartRuns > 0 && ctx.Err() == nil {
 		r.coldStarts(ctx)
+	}
+	if cfg.FromZeroRuns > 0 && ctx.Err() == nil {
+		r.res.FromZero = r.fromZero(ctx)
 	}
 }
 
@@ -442,6 +471,29 @@ func (c stepCounts) service(s string) float64 {
 	return n
 }
 
+// total is every service's count.
+func (c stepCounts) total() float64 {
+	var n float64
+	for svc := range c {
+		n += c.service(svc)
+	}
+	return n
+}
+
+// finalSteps counts the events of the saga's final step handled between
+// two scrapes.
+func (r *runner) finalSteps(now, before stepCounts) int64 {
+	var n float64
+	for svc, types := range now {
+		for t, v := range types {
+			if r.w.isFinal(t) {
+				n += v - before[svc][t]
+			}
+		}
+	}
+	return int64(n)
+}
+
 // delta is c − before by service (only services that handled events).
 func (c stepCounts) delta(before stepCounts) map[string]int64 {
 	out := map[string]int64{}
@@ -453,7 +505,8 @@ func (c stepCounts) delta(before stepCounts) map[string]int64 {
 	return out
 }
 
-// scrapeSteps reads ksaga_step_events_total of every function.
+// scrapeSteps reads ksaga_step_events_total of every function, for the
+// workload's event types only (the sweeper's pings are not steps).
 func (r *runner) scrapeSteps(ctx context.Context) stepCounts {
 	out := stepCounts{}
 	c := &http.Client{Timeout: 2 * time.Second}
@@ -470,7 +523,9 @@ func (r *runner) scrapeSteps(ctx context.Context) stepCounts {
 				out[svc] = map[string]float64{}
 			}
 			for t, v := range types {
-				out[svc][t] += v
+				if r.w.isStep(t) {
+					out[svc][t] += v
+				}
 			}
 		}
 	}
@@ -544,9 +599,9 @@ func (r *runner) sagaPhase(ctx context.Context, name string, inflight int, rate 
 	}
 	late0 := r.drv.late.Load()
 	if rate > 0 {
-		r.drv.openLoop(ctx, p, rate, cfg.Warmup, cfg.Duration, cfg.SagaTimeout, cfg.Mix, cfg.Seed, int64(rate*cfg.SagaTimeout.Seconds())+1000, mark)
+		r.drv.openLoop(ctx, p, rate, cfg.Warmup, cfg.Duration, cfg.SagaTimeout, r.w.Kinds, cfg.Mix, cfg.Seed, int64(rate*cfg.SagaTimeout.Seconds())+1000, mark)
 	} else {
-		r.drv.closedLoop(ctx, p, inflight, cfg.Warmup, cfg.Duration, cfg.SagaTimeout, cfg.Mix, cfg.Seed, mark)
+		r.drv.closedLoop(ctx, p, inflight, cfg.Warmup, cfg.Duration, cfg.SagaTimeout, r.w.Kinds, cfg.Mix, cfg.Seed, mark)
 	}
 	sp := r.sagaResult(p, q, s0, s1)
 	sp.Inflight, sp.RatePerS = inflight, rate
@@ -726,7 +781,7 @@ func (r *runner) floorPhase(ctx context.Context, mode string) *FloorPhase {
 			s1 = r.snap(ctx, procs, false, false)
 		}
 	}
-	run := floorLoad(ctx, "http://"+srv.addr+"/", cfg.FloorInflight, cfg.Warmup, cfg.Duration, cfg.Seed, mark)
+	run := floorLoad(ctx, "http://"+srv.addr+"/", r.w.EventData, cfg.FloorInflight, cfg.Warmup, cfg.Duration, cfg.Seed, mark)
 	fp.WindowS = round3(run.window)
 	fp.EventsPerS = round1(div(float64(run.ended), run.window))
 	fp.Latency = summarize(run.samples)
@@ -775,7 +830,7 @@ func (r *runner) attribution(ctx context.Context, n int) *Attribution {
 	var left atomic.Int64
 	left.Store(int64(n))
 	for i := range 4 {
-		m := newMixer(r.cfg.Mix, r.cfg.Seed+7, uint64(i)+1)
+		m := newMixer(r.w.Kinds, r.cfg.Mix, r.cfg.Seed+7, uint64(i)+1)
 		wg.Go(func() {
 			for left.Add(-1) >= 0 && ctx.Err() == nil {
 				rec := r.drv.newSaga(p, m.next(), true)
@@ -792,12 +847,23 @@ func (r *runner) attribution(ctx context.Context, n int) *Attribution {
 	}
 	wg.Wait()
 	a.Sagas = p.endedInWindow.Load()
-	// Every saga ends with a notification step, which runs after the
-	// terminal event the bench waits for: poll until all have run.
+	// A saga's final step runs after the terminal event the bench waits
+	// for: poll until the final steps have run for every saga and the step
+	// counts have stopped moving (in orchestration the orchestrator hears
+	// the terminal event before the final step runs).
 	steps1 := r.scrapeSteps(ctx)
-	for deadline := time.Now().Add(5 * time.Second); steps1.delta(steps0)["notification"] < a.Sagas && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond) // poll interval
-		steps1 = r.scrapeSteps(ctx)
+	for deadline, still := time.Now().Add(5*time.Second), 0; time.Now().Before(deadline) && ctx.Err() == nil; {
+		time.Sleep(50 * time.Millisecond) // poll interval
+		next := r.scrapeSteps(ctx)
+		if next.total() == steps1.total() {
+			still++
+		} else {
+			still = 0
+		}
+		steps1 = next
+		if still >= 4 && (r.w.Def.Finally == nil || r.finalSteps(steps1, steps0) >= a.Sagas) {
+			break
+		}
 	}
 	byProc := map[string]*ProcRedis{}
 	for i, mon := range mons {
@@ -810,6 +876,12 @@ func (r *runner) attribution(ctx context.Context, n int) *Attribution {
 		a.StepsTotal += d
 	}
 	sagas := float64(a.Sagas)
+	callees := map[string]bool{} // functions a step calls synchronously: their lookups are on its path
+	for _, e := range r.w.Extras {
+		for _, c := range e.Callees {
+			callees[c] = true
+		}
+	}
 	var fnRT int64
 	for _, name := range sortedKeys(byProc) {
 		pr := byProc[name]
@@ -817,8 +889,11 @@ func (r *runner) attribution(ctx context.Context, n int) *Attribution {
 			continue
 		}
 		pr.Steps = stepsOf[name]
-		if name == "ksaga-dev" {
+		switch {
+		case name == "ksaga-dev":
 			pr.StepPath = pr.RoundTrips // stream reads and acks are the broker's data path
+		case name != "other" && pr.Steps == 0 && !callees[name]:
+			pr.StepPath = 0 // a function without steps (the sweeper's passes, the console's gauges) is on no step's path
 		}
 		var cmds int64
 		for _, v := range pr.TopLevel {
@@ -845,37 +920,13 @@ func (r *runner) attribution(ctx context.Context, n int) *Attribution {
 	if b := byProc["ksaga-dev"]; b != nil {
 		a.BrokerRoundTripsStep = round3(div(float64(b.RoundTrips), float64(a.StepsTotal)))
 	}
-	// Order's step types are told apart by the commands only they send:
-	// the catalogue MGET and the users lookup (over gRPC, answered by the
-	// users function's HGETALL) are made by create; a state read (HGETALL)
-	// by the cancel step when the failure event carries no reason.
-	if o := byProc["order"]; o != nil {
-		d := func(types ...string) float64 {
-			var n float64
-			for _, t := range types {
-				n += steps1["order"][t] - steps0["order"][t]
+	a.StepTypes = stepTypeRoundTrips(r.w.Extras, byProc, steps0, steps1)
+	for _, st := range a.StepTypes {
+		if st.RoundTrips > a.WorstStepRoundTrips {
+			a.WorstStepRoundTrips, a.WorstStepPath = st.RoundTrips, st.Function+", "+st.Step+" step"
+			if st.Step == "" {
+				a.WorstStepPath = st.Function + ", every step"
 			}
-			return n
-		}
-		creates, cancels := d(ordersaga.Create), d(ordersaga.Cancel, ordersaga.PayFailed, ordersaga.PayRefunded)
-		var usersRT float64
-		if u := byProc["users"]; u != nil {
-			usersRT = float64(u.StepPath)
-		}
-		if creates > 0 {
-			a.OrderCreateStep = round3(1 + (float64(o.TopLevel["mget"])+usersRT)/creates)
-			a.WorstStepRoundTrips, a.WorstStepPath = a.OrderCreateStep, "order, create step"
-		}
-		if cancels > 0 {
-			a.OrderCancelStep = round3(1 + float64(o.TopLevel["hgetall"])/cancels)
-			if a.OrderCancelStep > a.WorstStepRoundTrips {
-				a.WorstStepRoundTrips, a.WorstStepPath = a.OrderCancelStep, "order, cancel step"
-			}
-		}
-	}
-	for _, pr := range a.Processes {
-		if pr.Steps > 0 && pr.StepPathPerStep > a.WorstStepRoundTrips {
-			a.WorstStepRoundTrips, a.WorstStepPath = pr.StepPathPerStep, pr.Process+", mean per step"
 		}
 	}
 	slices.SortFunc(a.Processes, func(x, y *ProcRedis) int { return int(y.RoundTrips - x.RoundTrips) })
@@ -907,8 +958,11 @@ func (r *runner) coldStarts(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		env := f.Env
-		cs := coldStart(ctx, f.Name, bin, env, r.cfg.ColdStartRuns)
+		probe, ok := r.w.Probes[f.Name]
+		if !ok {
+			probe = Probe{Get: "/readyz"}
+		}
+		cs := coldStart(ctx, f.Name, bin, f.Env, probe, r.w.EventData, r.cfg.ColdStartRuns)
 		r.logf("  %-13s %5.1f MB  median %.2f ms (%d runs)  idle RSS %.1f MB %s", f.Name, float64(cs.BinaryBytes)/1e6,
 			cs.MedianMs, cs.Runs, float64(cs.IdleRSSBytes)/(1<<20), cs.Error)
 		if cs.Error != "" {
@@ -920,7 +974,7 @@ func (r *runner) coldStarts(ctx context.Context) {
 
 func redisSettingsText(aof string) string {
 	if aof == "off" {
-		return `no persistence (--save "" --appendonly no), as perf.md's floors; the saga and the floor share this server`
+		return `no persistence (--save "" --appendonly no); the saga and the floor share this server`
 	}
 	return fmt.Sprintf(`AOF appendfsync %s (--save "" --appendonly yes); the saga and the floor share this server`, aof)
 }
@@ -955,17 +1009,27 @@ func machine() Machine {
 }
 
 // gitTree records the commit and the uncommitted changes of dir, leaving
-// out bench/results/.
-func gitTree(dir string) Tree {
+// out the results folder out (earlier runs' results are not the code
+// being measured).
+func gitTree(dir, out string) Tree {
 	var t Tree
-	if out, err := exec.Command("git", "-C", dir, "rev-parse", "--short", "HEAD").Output(); err == nil {
-		t.Commit = strings.TrimSpace(string(out))
+	if head, err := exec.Command("git", "-C", dir, "rev-parse", "--short", "HEAD").Output(); err == nil {
+		t.Commit = strings.TrimSpace(string(head))
 	}
-	if out, err := exec.Command("git", "-C", dir, "status", "--porcelain").Output(); err == nil {
-		// "XY path" lines; the results of earlier runs are not the code
-		// being measured.
-		for l := range strings.SplitSeq(strings.TrimRight(string(out), "\n"), "\n") {
-			if len(l) < 4 || strings.HasPrefix(l[3:], "bench/results/") {
+	results := ""
+	if out != "" {
+		if abs, err := filepath.Abs(out); err == nil {
+			if root, err := filepath.Abs(dir); err == nil {
+				if rel, err := filepath.Rel(root, abs); err == nil && !strings.HasPrefix(rel, "..") {
+					results = filepath.ToSlash(rel) + "/"
+				}
+			}
+		}
+	}
+	if st, err := exec.Command("git", "-C", dir, "status", "--porcelain").Output(); err == nil {
+		// "XY path" lines.
+		for l := range strings.SplitSeq(strings.TrimRight(string(st), "\n"), "\n") {
+			if len(l) < 4 || (results != "" && strings.HasPrefix(l[3:], results)) {
 				continue
 			}
 			t.Dirty = append(t.Dirty, strings.TrimSpace(l))

@@ -13,16 +13,17 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
-	"github.com/ksaga/ksaga/ordersaga"
+	"github.com/ksaga/ksaga/saga"
 )
 
-// ColdStart is perf.md (e) for one function: exec its stripped binary
-// with its ksaga dev environment (on a fresh port, without sender
-// identity), then poll it every 200 µs on a fresh connection until the
-// first 2xx.
+// ColdStart is one function's cold start: exec its stripped binary (built
+// as for a container image) with its ksaga dev environment (on a fresh
+// port, without sender identity), then poll it every 200 µs on a fresh
+// connection until the first 2xx.
 type ColdStart struct {
 	Function     string  `json:"function"`
 	BinaryBytes  int64   `json:"binary_bytes"`
@@ -40,34 +41,6 @@ type ColdStart struct {
 	IdleFileBytes int64  `json:"idle_rss_file_bytes"`
 	Probe         string `json:"probe"`
 	Error         string `json:"error,omitempty"`
-}
-
-// probeSpec is what proves a function serves: a CloudEvent it answers with
-// 2xx without a saga (an unknown saga is skipped with 200 and no reply), or
-// a GET for a function without a CloudEvents step.
-type probeSpec struct {
-	get    string // GET this path instead of POSTing an event
-	ceType string
-}
-
-// probeOrder is an order event's data, valid for every step that decodes it.
-var probeOrder = []byte(`{"order_id":"coldstart","user_id":9001,"items":[{"sku":"book","qty":1,"price_cents":1250}],"total_cents":1250}`)
-
-var probes = map[string]probeSpec{
-	"order":        {ceType: ordersaga.Confirm},
-	"payment":      {ceType: ordersaga.AuthorizePay},
-	"inventory":    {ceType: ordersaga.ReserveStock},
-	"notification": {ceType: ordersaga.SendNotification},
-	"orchestrator": {ceType: ordersaga.Created},
-	"deadletter":   {ceType: ordersaga.Created},
-	"users":        {get: "/healthz"}, // gRPC only: no CloudEvents step
-}
-
-func (p probeSpec) String() string {
-	if p.get != "" {
-		return "GET " + p.get
-	}
-	return "POST binary CE " + p.ceType + " (unknown saga: 200, no reply)"
 }
 
 // buildStripped builds every main package under ./functions like a
@@ -104,30 +77,29 @@ func buildStripped(ctx context.Context, dir, outDir string) (map[string]string, 
 }
 
 // withPort replaces PORT and LISTEN_ADDRESS in env, and leaves out the
-// sender-identity settings (KSAGA_OIDC_*): the probe sends no token (a
-// function that verifies tokens also fetches the issuer's discovery
-// document and keys at its first token, which is not measured here).
+// sender-identity settings (KSAGA_OIDC_*, KSAGA_SINK_TOKEN_FILE): the
+// probe sends no token (a function that verifies tokens also fetches the
+// issuer's discovery document and keys at its first token, which is not
+// measured here), and the sink's token file went with ksaga dev.
 func withPort(env []string, port int) []string {
 	out := slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
-		return strings.HasPrefix(kv, "PORT=") || strings.HasPrefix(kv, "LISTEN_ADDRESS=") || strings.HasPrefix(kv, "KSAGA_OIDC_")
+		return strings.HasPrefix(kv, "PORT=") || strings.HasPrefix(kv, "LISTEN_ADDRESS=") || strings.HasPrefix(kv, "KSAGA_OIDC_") ||
+			strings.HasPrefix(kv, "KSAGA_SINK_TOKEN_FILE=")
 	})
 	return append(out, "PORT="+strconv.Itoa(port), "LISTEN_ADDRESS=127.0.0.1:"+strconv.Itoa(port))
 }
 
-// coldStart measures runs cold starts of bin.
-func coldStart(ctx context.Context, name, bin string, env []string, runs int) ColdStart {
+// coldStart measures runs cold starts of bin, probed with probe (data:
+// the body of a CloudEvent probe).
+func coldStart(ctx context.Context, name, bin string, env []string, probe Probe, data []byte, runs int) ColdStart {
 	cs := ColdStart{Function: name}
 	if st, err := os.Stat(bin); err == nil {
 		cs.BinaryBytes = st.Size()
 	}
-	probe, ok := probes[name]
-	if !ok {
-		probe = probeSpec{get: "/readyz"}
-	}
 	cs.Probe = probe.String()
 	var times []float64
 	for i := range runs {
-		d, mem, err := coldStartOnce(ctx, bin, env, probe, i, i == 0)
+		d, mem, err := coldStartOnce(ctx, bin, env, probe, data, i, i == 0)
 		if err != nil {
 			cs.Error = err.Error()
 			break
@@ -146,7 +118,7 @@ func coldStart(ctx context.Context, name, bin string, env []string, runs int) Co
 	return cs
 }
 
-func coldStartOnce(ctx context.Context, bin string, env []string, probe probeSpec, run int, readMem bool) (time.Duration, memUsage, error) {
+func coldStartOnce(ctx context.Context, bin string, env []string, probe Probe, data []byte, run int, readMem bool) (time.Duration, memUsage, error) {
 	port, err := redisserver.FreePort()
 	if err != nil {
 		return 0, memUsage{}, err
@@ -155,6 +127,8 @@ func coldStartOnce(ctx context.Context, bin string, env []string, probe probeSpe
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	cmd := exec.Command(bin)
 	cmd.Env = withPort(env, port)
+	var out tailBuffer // the function's log, for an error
+	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	done := make(chan struct{})
 	t0 := time.Now()
@@ -169,16 +143,19 @@ func coldStartOnce(ctx context.Context, bin string, env []string, probe probeSpe
 	sagaID := "bench-coldstart-" + strconv.Itoa(run)
 	for {
 		var req *http.Request
-		if probe.get != "" {
-			req, _ = http.NewRequestWithContext(ctx, http.MethodGet, base+probe.get, nil)
+		if probe.Get != "" {
+			req, _ = http.NewRequestWithContext(ctx, http.MethodGet, base+probe.Get, nil)
 		} else {
-			req, _ = http.NewRequestWithContext(ctx, http.MethodPost, base+"/", bytes.NewReader(probeOrder))
+			req, _ = http.NewRequestWithContext(ctx, http.MethodPost, base+"/", bytes.NewReader(data))
 			h := req.Header
 			h["Ce-Specversion"] = []string{"1.0"}
 			h["Ce-Id"] = []string{sagaID + "-" + strconv.FormatInt(time.Now().UnixNano(), 10)}
 			h["Ce-Source"] = []string{"/ksaga/bench"}
-			h["Ce-Type"] = []string{probe.ceType}
+			h["Ce-Type"] = []string{probe.Type}
 			h["Ce-Correlationid"] = []string{sagaID}
+			// Every saga event after the start carries the version it was
+			// emitted at; the saga is unknown, so nothing is applied.
+			h[http.CanonicalHeaderKey("ce-"+saga.ExtSagaVersion)] = []string{"1"}
 			h["Content-Type"] = []string{"application/json"}
 		}
 		resp, err := client.Do(req)
@@ -191,7 +168,7 @@ func coldStartOnce(ctx context.Context, bin string, env []string, probe probeSpe
 		}
 		select {
 		case <-done:
-			return 0, memUsage{}, fmt.Errorf("%s exited before answering (%v)", filepath.Base(bin), err)
+			return 0, memUsage{}, fmt.Errorf("%s exited before answering (%v): %s", filepath.Base(bin), err, out.String())
 		case <-ctx.Done():
 			return 0, memUsage{}, ctx.Err()
 		default:
@@ -208,4 +185,26 @@ func coldStartOnce(ctx context.Context, bin string, env []string, probe probeSpe
 		mem, _ = processMem(cmd.Process.Pid)
 	}
 	return d, mem, nil
+}
+
+// tailBuffer keeps the last 1 KiB written to it.
+type tailBuffer struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > 1024 {
+		t.b = append([]byte(nil), t.b[len(t.b)-1024:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.b))
 }

@@ -33,15 +33,18 @@ const usage = `Usage: ksaga bench [flags]
 Measures the reference order saga through the real stack — ksaga dev (the
 broker and its ingress), every function process, and a redis-server the
 bench starts on a free port — and, in the same run, this machine's floor for
-the same hops (perf.md Part 2 c/d), function cold starts, idle RSS, binary
-sizes and the Redis memory a finished saga keeps. Run it from the project
-folder (make bench does). Results: bench/results/latest.{json,md}, a
-timestamped copy of each, and with --sweep a throughput/latency plot (SVG).
-The markdown report is printed to stdout; progress goes to stderr.
+the same hops (a plain sdk-go CloudEvents receiver, and one doing a single
+EVALSHA per event), function cold starts, idle RSS, binary sizes and the
+Redis memory a finished saga keeps. Run it from the project folder (make
+bench does). Results: docs/benchmarks/results/latest.{json,md}, a
+timestamped copy of each, and with --sweep a throughput/latency plot (SVG);
+docs/benchmarks/README.md explains the method and the targets. The markdown
+report is printed to stdout; progress goes to stderr.
 
 Phases: settle (1 s, not measured), unloaded (1 in flight), loaded
-(--inflight), open loop (--rate), [sweep], floor reply, floor evalsha, Redis
-attribution (MONITOR, not timed), memory, from zero, cold start. Each
+(--inflight) then floor reply and floor evalsha, --rounds times; open loop
+(--rate), [sweep], Redis attribution (MONITOR, not timed), memory, cold
+start, from zero. Each
 measured phase waits (at most --quiet-wait) for a quiet 1-s window first and
 records whether it found one. The saga phases run ksaga dev with
 --scale=always-on (one process per function, as earlier runs); the from-zero
@@ -71,7 +74,9 @@ func Command(ctx context.Context, args []string, ksaga string, stdout, stderr io
 	fs.DurationVar(&cfg.Duration, "duration", DefaultDuration, "measured window of every phase")
 	fs.DurationVar(&cfg.Warmup, "warmup", DefaultWarmup, "warm-up before every measured window")
 	fs.Float64Var(&cfg.Rate, "rate", DefaultRate, "open-loop arrival rate in sagas/s (0 skips the open-loop phase)")
-	fs.StringVar(&mix, "mix", "80,10,10", "percentages of happy, payment-failing and inventory-failing sagas")
+	fs.StringVar(&mix, "mix", formatMix(OrderSaga.Mix), "weights of the kinds of saga, in order: "+strings.Join(OrderSaga.kindNames(), ", "))
+	fs.BoolVar(&cfg.RedisACL, "redis-acl", true, "every function connects to Redis as its own ACL user (ksaga dev --redis-acl)")
+	fs.BoolVar(&cfg.OIDC, "oidc", false, "sender identity in ksaga dev (--oidc: tokens on every delivery, verified by the functions; the EventPolicies of policies/ at the broker); off by default, as in a cluster without authentication-oidc")
 	fs.BoolVar(&noUnload, "no-unloaded", false, "skip the 1-in-flight phase (unloaded latency)")
 	fs.BoolVar(&noFloor, "no-floor", false, "skip the floor phases")
 	fs.IntVar(&cfg.FloorInflight, "floor-inflight", 0, "requests in flight for the floor (default: --inflight)")
@@ -82,9 +87,9 @@ func Command(ctx context.Context, args []string, ksaga string, stdout, stderr io
 	fs.IntVar(&cfg.AttributionSagas, "attribution-sagas", DefaultAttributionSagas, "sagas run under MONITOR to attribute Redis commands to processes (0 skips)")
 	fs.BoolVar(&sweep, "sweep", false, "also run a sweep of in-flight levels and plot throughput vs latency (SVG)")
 	fs.StringVar(&sweepLevels, "sweep-levels", "1,2,4,8,16,32,64", "in-flight levels of --sweep")
-	fs.StringVar(&cfg.AOF, "aof", "off", "redis-server persistence: off (perf.md's floors), everysec or always (AOF)")
+	fs.StringVar(&cfg.AOF, "aof", "off", "redis-server persistence: off (as the floors were measured), everysec or always (AOF)")
 	fs.IntVar(&cfg.RedisMasters, "redis-masters", 0, "0: one redis-server; N: a Redis Cluster of N masters instead (saga phases, memory and attribution only)")
-	fs.StringVar(&cfg.Out, "out", "bench/results", "results folder (empty: write nothing)")
+	fs.StringVar(&cfg.Out, "out", DefaultOut, "results folder (empty: write nothing)")
 	fs.StringVar(&cfg.Dir, "dir", ".", "the project folder (brokers/, triggers/, manifests/, functions/)")
 	fs.DurationVar(&cfg.QuietWait, "quiet-wait", DefaultQuietWait, "longest wait for a quiet 1-s window before each phase")
 	fs.Float64Var(&cfg.QuietIdle, "quiet-idle", DefaultQuietIdle, "idle percentage that makes a 1-s window quiet")
@@ -102,7 +107,7 @@ func Command(ctx context.Context, args []string, ksaga string, stdout, stderr io
 		return usagef("unexpected arguments %q", fs.Args())
 	}
 	var err error
-	if cfg.Mix, err = parseMix(mix); err != nil {
+	if cfg.Mix, err = parseMix(mix, OrderSaga); err != nil {
 		return usagef("--mix: %v", err)
 	}
 	if cfg.Seed, err = strconv.ParseUint(seedStr, 10, 64); err != nil {
@@ -141,25 +146,34 @@ func Command(ctx context.Context, args []string, ksaga string, stdout, stderr io
 	return nil
 }
 
-func parseMix(s string) ([3]float64, error) {
-	var m [3]float64
+// parseMix parses the weights of the kinds of w, in order.
+func parseMix(s string, w *Workload) ([]float64, error) {
 	parts := strings.Split(s, ",")
-	if len(parts) != 3 {
-		return m, fmt.Errorf("%q: want three numbers: happy,payment-fail,inventory-fail", s)
+	if len(parts) != len(w.Kinds) {
+		return nil, fmt.Errorf("%q: want %d numbers: %s", s, len(w.Kinds), strings.Join(w.kindNames(), ","))
 	}
+	m := make([]float64, len(parts))
 	total := 0.0
 	for i, p := range parts {
 		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
 		if err != nil || v < 0 {
-			return m, fmt.Errorf("%q: %q is not a non-negative number", s, p)
+			return nil, fmt.Errorf("%q: %q is not a non-negative number", s, p)
 		}
 		m[i] = v
 		total += v
 	}
 	if total == 0 {
-		return m, fmt.Errorf("%q: all zero", s)
+		return nil, fmt.Errorf("%q: all zero", s)
 	}
 	return m, nil
+}
+
+func formatMix(m []float64) string {
+	parts := make([]string, len(m))
+	for i, v := range m {
+		parts[i] = strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return strings.Join(parts, ",")
 }
 
 func parseLevels(s string) ([]int, error) {

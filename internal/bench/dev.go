@@ -8,13 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/ksaga/ksaga/internal/devproc"
-	"github.com/ksaga/ksaga/ordersaga"
 )
 
 // The bench's own subscription: one Trigger per terminal event type, whose
@@ -26,9 +24,9 @@ apiVersion: eventing.knative.dev/v1
 kind: Trigger
 metadata:
   name: ksaga-bench-%[1]s
-  namespace: saga
+  namespace: %[4]s
 spec:
-  broker: default
+  broker: %[5]s
   filter:
     attributes:
       type: %[2]s
@@ -37,76 +35,15 @@ spec:
 ---
 `
 
-// terminalTypes are the saga's terminal events the bench subscribes to: the
-// order step's last reply, in both modes.
-var terminalTypes = []string{ordersaga.Confirmed, ordersaga.Cancelled}
-
-// writeTriggers writes the bench Triggers for receiverURL into dir.
-func writeTriggers(dir, receiverURL string) (string, error) {
+// writeTriggers writes the bench Triggers of w's Broker, one per terminal
+// event type, for receiverURL into dir.
+func writeTriggers(dir, receiverURL string, w *Workload) (string, error) {
 	var b strings.Builder
-	for _, t := range terminalTypes {
-		fmt.Fprintf(&b, triggerTemplate, t[strings.LastIndexByte(t, '.')+1:], t, receiverURL)
+	for _, t := range w.terminalTypes() {
+		fmt.Fprintf(&b, triggerTemplate, t[strings.LastIndexByte(t, '.')+1:], t, receiverURL, w.Namespace, w.Broker)
 	}
 	p := filepath.Join(dir, "bench-triggers.yaml")
 	return p, os.WriteFile(p, []byte(b.String()), 0o644)
-}
-
-// Bench data (seeded before ksaga dev starts, which runs with --seed=false):
-// a rich user and a huge book stock so that happy sagas never run out, a
-// broke user (payment fails → compensated), and a lamp stock of 1 that
-// orders of 2 lamps never get (inventory fails → refund → cancel).
-const (
-	richUser  = int32(9001)
-	brokeUser = int32(9002)
-	bookPrice = 1250
-	lampPrice = 4999
-	huge      = int64(1_000_000_000_000_000)
-)
-
-// Saga kinds of the mix.
-const (
-	kindHappy   = "happy"
-	kindPayFail = "payment_fail"
-	kindInvFail = "inventory_fail"
-)
-
-var kinds = []string{kindHappy, kindPayFail, kindInvFail}
-
-// kindBody is the data of the Create command of each kind, and kindEnd the
-// terminal event it must end with.
-var (
-	kindBody = map[string][]byte{
-		kindHappy:   []byte(`{"user_id":9001,"items":[{"sku":"book","qty":1}]}`),
-		kindPayFail: []byte(`{"user_id":9002,"items":[{"sku":"book","qty":1}]}`),
-		kindInvFail: []byte(`{"user_id":9001,"items":[{"sku":"lamp","qty":2}]}`),
-	}
-	kindEnd = map[string]string{
-		kindHappy:   ordersaga.Confirmed,
-		kindPayFail: ordersaga.Cancelled,
-		kindInvFail: ordersaga.Cancelled,
-	}
-)
-
-func seedBenchData(ctx context.Context, rdb redis.UniversalClient) error {
-	pipelined := rdb.TxPipelined
-	if _, ok := rdb.(*redis.ClusterClient); ok {
-		pipelined = rdb.Pipelined // a transaction's keys must share a slot
-	}
-	_, err := pipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, ordersaga.UserKey(richUser), "username", "bench-rich", "email", "rich@bench.invalid")
-		p.HSet(ctx, ordersaga.UserKey(brokeUser), "username", "bench-broke", "email", "broke@bench.invalid")
-		p.Set(ctx, ordersaga.BalanceKey(richUser), huge, 0)
-		p.Set(ctx, ordersaga.BalanceKey(brokeUser), 0, 0)
-		p.Set(ctx, ordersaga.CatalogKey("book"), bookPrice, 0)
-		p.Set(ctx, ordersaga.CatalogKey("lamp"), lampPrice, 0)
-		p.Set(ctx, ordersaga.StockKey("book"), huge, 0)
-		p.Set(ctx, ordersaga.StockKey("lamp"), 1, 0)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("seed bench data: %w", err)
-	}
-	return nil
 }
 
 // devProcess is the running `ksaga dev`.
@@ -124,23 +61,42 @@ type function struct {
 	Env  []string // read from /proc/<pid>/environ at start
 }
 
-func (d *devProcess) brokerURL() string {
-	return d.URL("/saga/default")
+// brokerURL is the ingress of w's Broker.
+func (d *devProcess) brokerURL(w *Workload) string {
+	return d.URL("/" + w.Namespace + "/" + w.Broker)
 }
 
-// startDev runs `<bin> dev` from dir with the repo's broker, the mode's
-// triggers, the manifests and the bench triggers, against redisURL, with
-// extra flags, and waits until its /readyz answers 200 (every function ready
-// and the broker delivering). Its output goes to logPath.
-func startDev(ctx context.Context, bin, dir, mode, redisURL, benchTriggers, logPath string, readyTimeout time.Duration, extra ...string) (*devProcess, error) {
-	paths := []string{filepath.Join("brokers", "mt-channel"), filepath.Join("triggers", mode), "manifests"}
+// devOptions say how the bench runs `ksaga dev`.
+type devOptions struct {
+	bin, dir, mode string
+	w              *Workload
+	redisURL       string
+	benchTriggers  string // the bench's Triggers file
+	// oidc turns sender identity on (ksaga dev --oidc, and the
+	// EventPolicies of policies/); off, ksaga dev runs --oidc=false.
+	oidc bool
+	// redisACL has every function connect as its own Redis ACL user
+	// (ksaga dev --redis-acl).
+	redisACL     bool
+	logPath      string // its output
+	readyTimeout time.Duration
+}
+
+// startDev runs `<bin> dev` from dir with the workload's manifests for
+// the mode and the bench triggers, against redisURL, with extra flags, and
+// waits until its /readyz answers 200 (every function ready and the broker
+// delivering). ksaga dev gets no --seed: the bench writes its own data
+// first.
+func startDev(ctx context.Context, o devOptions, extra ...string) (*devProcess, error) {
+	bin, dir, logPath := o.bin, o.dir, o.logPath
+	paths := o.w.Manifests(o.mode, o.oidc)
 	for _, p := range paths {
 		if st, err := os.Stat(filepath.Join(dir, p)); err != nil || !st.IsDir() {
 			return nil, fmt.Errorf("%s not found under %s: run ksaga bench from the project folder (or pass --dir)", p, dir)
 		}
 	}
-	args := append([]string{"--redis-url", redisURL}, extra...) // no --seed: the bench seeds its own data
-	for _, p := range append(paths, benchTriggers) {
+	args := append([]string{"--redis-url", o.redisURL, "--oidc=" + strconv.FormatBool(o.oidc), "--redis-acl=" + strconv.FormatBool(o.redisACL)}, extra...)
+	for _, p := range append(paths, o.benchTriggers) {
 		args = append(args, "-f", p)
 	}
 	logf, err := os.Create(logPath)
@@ -152,7 +108,7 @@ func startDev(ctx context.Context, bin, dir, mode, redisURL, benchTriggers, logP
 	// close the pipe, and ksaga dev would die of SIGPIPE at its next log
 	// line.
 	proc, err := devproc.Start(ctx, devproc.Options{Binary: bin, Dir: dir, Args: args,
-		Stdout: logf, Stderr: logf, ReadyTimeout: readyTimeout})
+		Stdout: logf, Stderr: logf, ReadyTimeout: o.readyTimeout})
 	if err != nil {
 		_ = logf.Close()
 		return nil, err

@@ -28,8 +28,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The floor of perf.md Part 2 (c) and (d), reproduced inside ksaga so that
-// it runs in the same process layout and the same Redis as the saga:
+// The floor: what this machine can do for the same hops without saga
+// logic, measured inside ksaga so that it runs in the same process layout
+// and the same Redis as the saga (docs/benchmarks/README.md):
 //
 //	reply:   sdk-go cloudevents.NewHTTP(WithListener) + NewClient(WithTimeNow,
 //	         WithUUIDs) + StartReceiver, replying with a new binary-mode
@@ -41,13 +42,11 @@ import (
 // own closed-loop load generator (binary-mode CE POSTs with Ce-Specversion,
 // Id, Source, Type, Subject and a JSON body the size of a saga event).
 
-// floorTransition is perf.md's transition.lua (3 redis calls).
+// floorTransition is the floor's saga transition: read a state, write two
+// fields, bump a version (3 redis calls).
 const floorTransition = `local cur = redis.call('HGET', KEYS[1], 'state')
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'step', ARGV[2])
 return redis.call('HINCRBY', KEYS[1], 'ver', 1)`
-
-// floorBody is the floor's request data: an order event's size.
-var floorBody = []byte(`{"order_id":"53d3aa06-00da-5556-9c56-19b8fea8b0ef","user_id":9001,"items":[{"sku":"book","qty":1,"price_cents":1250}],"total_cents":1250}`)
 
 // FloorServerCommand is the hidden `ksaga bench-floor-server`: it prints
 // "listening <addr>" once it accepts connections, then serves until
@@ -190,8 +189,9 @@ type floorRun struct {
 }
 
 // floorLoad drives url with inflight closed-loop workers, each POSTing a
-// binary-mode CloudEvent and reading the reply, for warmup + dur.
-func floorLoad(ctx context.Context, url string, inflight int, warmup, dur time.Duration, seed uint64, mark window) floorRun {
+// binary-mode CloudEvent with body (the size of a saga's event) and
+// reading the reply, for warmup + dur.
+func floorLoad(ctx context.Context, url string, body []byte, inflight int, warmup, dur time.Duration, seed uint64, mark window) floorRun {
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		MaxIdleConns: 4096, MaxIdleConnsPerHost: 4096, IdleConnTimeout: 90 * time.Second, DisableCompression: true,
 	}}
@@ -213,7 +213,7 @@ func floorLoad(ctx context.Context, url string, inflight int, warmup, dur time.D
 			var local []time.Duration
 			for !stopped.Load() && ctx.Err() == nil {
 				id := strconv.FormatInt(seq.Add(1), 10)
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(floorBody))
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 				h := req.Header
 				h["Ce-Specversion"] = []string{"1.0"}
 				h["Ce-Id"] = []string{id}

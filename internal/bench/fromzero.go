@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +20,7 @@ type FromZero struct {
 	Runs    int      `json:"runs"`
 	WindowS float64  `json:"window_s"` // ksaga dev's --scale-window
 	AtZero  []string `json:"at_zero"`  // the services at zero before each cold saga
+	Up      []string `json:"up"`       // the services that stay up (min-scale ≥ 1)
 	Cold    Latency  `json:"cold"`     // started with those at zero
 	Warm    Latency  `json:"warm"`     // warmPerRun sagas right after each cold one
 	// ZeroWaitS is the mean wait, after a run, until every service that
@@ -44,21 +44,21 @@ const warmPerRun = 3
 
 // fromZero runs the phase with a ksaga dev of its own (Knative's
 // autoscaling, --scale-window), on the bench's Redis and Triggers. The
-// happy saga is used throughout: its path reaches every step function.
+// workload's first kind is used throughout: its path reaches every step
+// function.
 func (r *runner) fromZero(ctx context.Context) *FromZero {
 	cfg := r.cfg
 	fz := &FromZero{Runs: cfg.FromZeroRuns, WindowS: cfg.FromZeroWindow.Seconds()}
 	r.logf("from zero: ksaga dev --scale-window %s; %d sagas started with every step function at zero, each followed by %d warm ones",
 		cfg.FromZeroWindow, cfg.FromZeroRuns, warmPerRun)
-	d, err := startDev(ctx, cfg.Ksaga, cfg.Dir, cfg.Mode, r.redis.URL(), r.trig, filepath.Join(r.tmp, "ksaga-dev-from-zero.log"),
-		5*time.Minute, "--scale-window", cfg.FromZeroWindow.String())
+	d, err := startDev(ctx, r.devOptions(r.redis.URL(), "ksaga-dev-from-zero.log"), "--scale-window", cfg.FromZeroWindow.String())
 	if err != nil {
 		fz.Error = err.Error()
 		r.errorf("from zero: %v", err)
 		return fz
 	}
 	defer d.stop()
-	r.drv.brokerURL = d.brokerURL()
+	r.drv.brokerURL = d.brokerURL(r.w)
 	cold, warm := newPhase("from-zero"), newPhase("from-zero-warm")
 	now := time.Now().UnixNano()
 	cold.wStart.Store(now)
@@ -66,14 +66,14 @@ func (r *runner) fromZero(ctx context.Context) *FromZero {
 	var waited time.Duration
 	for i := 0; i < cfg.FromZeroRuns && ctx.Err() == nil; i++ {
 		t0 := time.Now()
-		atZero, err := waitZero(ctx, d, 2*time.Minute)
+		atZero, up, err := waitZero(ctx, d, 2*time.Minute)
 		if err != nil {
 			fz.Error = err.Error()
 			r.errorf("from zero: %v", err)
 			break
 		}
 		waited += time.Since(t0)
-		fz.AtZero = atZero
+		fz.AtZero, fz.Up = atZero, up
 		r.oneSaga(ctx, cold)
 		for range warmPerRun {
 			r.oneSaga(ctx, warm)
@@ -99,9 +99,10 @@ func (r *runner) fromZero(ctx context.Context) *FromZero {
 	return fz
 }
 
-// oneSaga runs one happy saga of p and waits for its end.
+// oneSaga runs one saga of the workload's first kind in p and waits for
+// its end.
 func (r *runner) oneSaga(ctx context.Context, p *phase) {
-	rec := r.drv.newSaga(p, kindHappy, true)
+	rec := r.drv.newSaga(p, &r.w.Kinds[0], true)
 	if !r.drv.post(ctx, rec) {
 		return
 	}
@@ -117,17 +118,19 @@ func (r *runner) oneSaga(ctx context.Context, p *phase) {
 }
 
 // waitZero polls until every service whose min-scale is 0 has no replica,
-// and returns their names.
-func waitZero(ctx context.Context, d *devProcess, limit time.Duration) ([]string, error) {
+// and returns their names, and those of the services that stay up.
+func waitZero(ctx context.Context, d *devProcess, limit time.Duration) (zero, up []string, err error) {
 	deadline := time.Now().Add(limit)
 	for {
 		doc, err := d.services(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		var zero, busy []string
+		var busy []string
+		zero, up = nil, nil
 		for _, s := range doc.Services {
 			if s.Autoscaling == nil || s.Autoscaling.MinScale > 0 {
+				up = append(up, s.Name)
 				continue
 			}
 			if s.Desired == 0 && s.Ready == 0 && len(s.Replicas) == 0 {
@@ -138,10 +141,11 @@ func waitZero(ctx context.Context, d *devProcess, limit time.Duration) ([]string
 		}
 		if len(busy) == 0 {
 			slices.Sort(zero)
-			return zero, nil
+			slices.Sort(up)
+			return zero, up, nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, fmt.Errorf("not at zero after %s: %s", limit, strings.Join(busy, ", "))
+			return nil, nil, fmt.Errorf("not at zero after %s: %s", limit, strings.Join(busy, ", "))
 		}
 		sleepCtx(ctx, 50*time.Millisecond)
 	}

@@ -13,14 +13,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/ksaga/ksaga/ordersaga"
 )
 
 // driver starts sagas at the broker ingress and receives their terminal
 // events on its own HTTP receiver (the subscriber of the bench Triggers).
 //
-// A saga's latency is the time from just before its Create command is
+// A saga's latency is the time from just before its start command is
 // POSTed (the POST that the ingress answers 202) to the arrival of its
 // terminal event at the receiver.
 type driver struct {
@@ -39,7 +37,7 @@ type driver struct {
 // sagaRec is one saga the driver started and has not seen end.
 type sagaRec struct {
 	id    string
-	kind  string
+	kind  *Kind
 	ph    *phase
 	start time.Time
 	done  chan struct{} // closed on completion (closed loop); nil in open loop
@@ -102,7 +100,7 @@ func (d *driver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // newSaga registers a saga of kind in phase p, started now.
-func (d *driver) newSaga(p *phase, kind string, closed bool) *sagaRec {
+func (d *driver) newSaga(p *phase, kind *Kind, closed bool) *sagaRec {
 	rec := &sagaRec{id: "bench-" + d.runID + "-" + strconv.FormatInt(d.seq.Add(1), 10), kind: kind, ph: p}
 	if closed {
 		rec.done = make(chan struct{})
@@ -113,11 +111,11 @@ func (d *driver) newSaga(p *phase, kind string, closed bool) *sagaRec {
 	return rec
 }
 
-// post sends the saga's Create command to the broker ingress (binary mode,
+// post sends the saga's start command to the broker ingress (binary mode,
 // correlationid = the saga id chosen by the bench). A failure unregisters
 // the saga and is counted in its phase.
 func (d *driver) post(ctx context.Context, rec *sagaRec) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.brokerURL, bytes.NewReader(kindBody[rec.kind]))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.brokerURL, bytes.NewReader(rec.kind.Data))
 	if err != nil {
 		d.fail(rec, &rec.ph.postErrors, err.Error())
 		return false
@@ -126,7 +124,7 @@ func (d *driver) post(ctx context.Context, rec *sagaRec) bool {
 	h["Ce-Specversion"] = []string{"1.0"}
 	h["Ce-Id"] = []string{rec.id}
 	h["Ce-Source"] = []string{"/ksaga/bench"}
-	h["Ce-Type"] = []string{ordersaga.Create}
+	h["Ce-Type"] = []string{rec.kind.Start}
 	h["Ce-Correlationid"] = []string{rec.id}
 	h["Content-Type"] = []string{"application/json"}
 	resp, err := d.client.Do(req)
@@ -159,7 +157,7 @@ func (d *driver) timeout(rec *sagaRec) bool {
 	}
 	rec.ph.outstanding.Add(-1)
 	rec.ph.timeouts.Add(1)
-	rec.ph.noteError("saga " + rec.id + " (" + rec.kind + ") did not end in time")
+	rec.ph.noteError("saga " + rec.id + " (" + rec.kind.Name + ") did not end in time")
 	return true
 }
 
@@ -209,9 +207,9 @@ func (p *phase) complete(rec *sagaRec, typ string, now time.Time) {
 	if ws != 0 && n >= ws && (we == 0 || n < we) {
 		p.endedInWindow.Add(1)
 	}
-	if typ != kindEnd[rec.kind] {
+	if typ != rec.kind.End {
 		p.unexpected.Add(1)
-		p.noteError(fmt.Sprintf("saga %s (%s) ended with %s, want %s", rec.id, rec.kind, typ, kindEnd[rec.kind]))
+		p.noteError(fmt.Sprintf("saga %s (%s) ended with %s, want %s", rec.id, rec.kind.Name, typ, rec.kind.End))
 	}
 	s := rec.start.UnixNano()
 	if ws == 0 || s < ws || (we != 0 && s >= we) {
@@ -220,7 +218,7 @@ func (p *phase) complete(rec *sagaRec, typ string, now time.Time) {
 	lat := now.Sub(rec.start)
 	p.mu.Lock()
 	p.samples = append(p.samples, lat)
-	p.byKind[rec.kind] = append(p.byKind[rec.kind], lat)
+	p.byKind[rec.kind.Name] = append(p.byKind[rec.kind.Name], lat)
 	p.mu.Unlock()
 }
 
@@ -236,15 +234,19 @@ func (p *phase) errors() int64 {
 	return p.postErrors.Load() + p.badStatus.Load() + p.timeouts.Load() + p.unexpected.Load() + p.dropped.Load()
 }
 
-// mixer picks saga kinds with the mix's weights.
+// mixer picks saga kinds with the mix's weights (one per kind).
 type mixer struct {
-	cum []float64
-	rng *rand.Rand
+	kinds []Kind
+	cum   []float64
+	rng   *rand.Rand
 }
 
-func newMixer(mix [3]float64, seed, stream uint64) *mixer {
-	m := &mixer{rng: rand.New(rand.NewPCG(seed, stream))}
-	total := mix[0] + mix[1] + mix[2]
+func newMixer(kinds []Kind, mix []float64, seed, stream uint64) *mixer {
+	m := &mixer{kinds: kinds, rng: rand.New(rand.NewPCG(seed, stream))}
+	total := 0.0
+	for _, w := range mix {
+		total += w
+	}
 	acc := 0.0
 	for _, w := range mix {
 		acc += w / total
@@ -253,14 +255,14 @@ func newMixer(mix [3]float64, seed, stream uint64) *mixer {
 	return m
 }
 
-func (m *mixer) next() string {
+func (m *mixer) next() *Kind {
 	x := m.rng.Float64()
 	for i, c := range m.cum {
 		if x < c {
-			return kinds[i]
+			return &m.kinds[i]
 		}
 	}
-	return kinds[len(kinds)-1]
+	return &m.kinds[len(m.kinds)-1]
 }
 
 // window is called at the start and at the end of a phase's measured
@@ -271,10 +273,10 @@ type window func(start bool)
 // waits for its end, and starts the next; warmup, then the measured window
 // of dur. It returns once every worker's last saga has ended or timed out.
 func (d *driver) closedLoop(ctx context.Context, p *phase, inflight int, warmup, dur, sagaTimeout time.Duration,
-	mix [3]float64, seed uint64, mark window) {
+	kinds []Kind, mix []float64, seed uint64, mark window) {
 	var wg sync.WaitGroup
 	for i := range inflight {
-		m := newMixer(mix, seed, uint64(i)+1)
+		m := newMixer(kinds, mix, seed, uint64(i)+1)
 		wg.Go(func() {
 			t := time.NewTimer(time.Hour)
 			defer t.Stop()
@@ -312,9 +314,9 @@ func (d *driver) closedLoop(ctx context.Context, p *phase, inflight int, warmup,
 // scheduled time; the lag of actual behind scheduled send times is
 // recorded.
 func (d *driver) openLoop(ctx context.Context, p *phase, rate float64, warmup, dur, sagaTimeout time.Duration,
-	mix [3]float64, seed uint64, maxOutstanding int64, mark window) {
+	kinds []Kind, mix []float64, seed uint64, maxOutstanding int64, mark window) {
 	interval := time.Duration(float64(time.Second) / rate)
-	m := newMixer(mix, seed, 1000)
+	m := newMixer(kinds, mix, seed, 1000)
 	begin := time.Now()
 	end := begin.Add(warmup + dur)
 	windowDone := make(chan struct{})

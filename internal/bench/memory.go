@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,32 +9,38 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
 )
 
 // Memory is the Redis memory a finished saga leaves behind, from MEMORY
 // USAGE (SAMPLES 0: every field) on a sample of finished sagas: the saga's
-// own hash, and the keys the functions write for it.
+// own record (read through the store: redisstore.Store.Sample), and the
+// keys the functions write for it (the workload's).
 type Memory struct {
 	Sampled  int            `json:"sampled"`
 	SagaHash SizeStats      `json:"saga_hash"`
 	Encoding map[string]int `json:"saga_hash_encoding"` // OBJECT ENCODING → count
 	HashTTL  TTLStats       `json:"saga_hash_ttl"`
 	Related  []RelatedKeys  `json:"related_keys"`
-	// OutboxEntryBytes is the notification outbox stream's MEMORY USAGE
-	// divided by its length: one entry per saga, not expired but trimmed
-	// by the relay once sent and past 100,000 entries.
-	OutboxEntryBytes float64   `json:"outbox_entry_bytes"`
-	OutboxLen        int64     `json:"outbox_len"`
-	Total            SizeStats `json:"total_per_saga"` // hash + related keys + outbox share
+	// Streams are the workload's streams of one entry per saga (an
+	// outbox): each one's MEMORY USAGE divided by its length.
+	Streams []StreamMemory `json:"streams"`
+	Total   SizeStats      `json:"total_per_saga"` // hash + related keys + the streams' entries
 	// UsedMemoryPerSaga is INFO used_memory's growth over the run divided
 	// by the sagas started (includes the keys' dictionary and expiry
 	// overhead; the broker's stream entries are deleted once delivered).
 	UsedMemoryPerSaga float64 `json:"used_memory_per_saga"`
 	ActiveIndexLen    int64   `json:"active_index_len"` // sagas unfinished after the run (accepted, running, compensating)
 	Error             string  `json:"error,omitempty"`
+}
+
+// StreamMemory is a stream's size per entry.
+type StreamMemory struct {
+	Key        string  `json:"key"`
+	About      string  `json:"about"`
+	Len        int64   `json:"len"`
+	EntryBytes float64 `json:"entry_bytes"`
 }
 
 // SizeStats summarises sizes in bytes.
@@ -90,8 +95,8 @@ func (t *TTLStats) add(ttl time.Duration) {
 	t.MaxS = max(t.MaxS, s)
 }
 
-// measureMemory samples up to n finished sagas.
-func measureMemory(ctx context.Context, rdb redis.UniversalClient, nodes []*redis.Client, n int, usedBefore int64, sagasStarted int64) Memory {
+// measureMemory samples up to n finished sagas of the workload w.
+func measureMemory(ctx context.Context, rdb redis.UniversalClient, nodes []*redis.Client, w *Workload, n int, usedBefore int64, sagasStarted int64) Memory {
 	var m Memory
 	m.Encoding = map[string]int{}
 	store, err := redisstore.New(rdb, redisstore.Options{})
@@ -104,21 +109,10 @@ func measureMemory(ctx context.Context, rdb redis.UniversalClient, nodes []*redi
 		m.Error = err.Error()
 		return m
 	}
-	ids := make([]string, len(fps))
-	states := make([]saga.State, len(fps))
-	for i, fp := range fps {
-		ids[i], states[i] = fp.State.ID, fp.State
-	}
-	// The keys the functions write for a saga.
-	related := []struct {
-		pattern string
-		key     func(sagaID, orderID string) string
-	}{
-		{"order:o:<order id>", func(_, o string) string { return ordersaga.OrderKey(o) }},
-	}
+	related := w.Related
 	m.Related = make([]RelatedKeys, len(related))
 	for i := range related {
-		m.Related[i].Pattern = related[i].pattern
+		m.Related[i].Pattern = related[i].Pattern
 	}
 	type rel struct {
 		usage *redis.IntCmd
@@ -126,34 +120,47 @@ func measureMemory(ctx context.Context, rdb redis.UniversalClient, nodes []*redi
 	}
 	var hashSizes, totals []float64
 	var finished []int
-	rels := make([][]rel, len(ids))
+	rels := make([][]rel, len(fps))
 	pipe := rdb.Pipeline()
-	for i, id := range ids {
-		switch states[i].Status {
+	for i, fp := range fps {
+		if fp.State.Saga != w.Def.Name {
+			continue
+		}
+		switch fp.State.Status {
 		case saga.StatusCompleted, saga.StatusCompensated, saga.StatusCompensationFailed:
 		default:
 			continue
 		}
 		finished = append(finished, i)
-		var o struct {
-			OrderID string `json:"order_id"`
-		}
-		_ = json.Unmarshal(states[i].Data, &o)
 		for _, r := range related {
-			k := r.key(id, o.OrderID)
+			k := r.Key(fp.State)
+			if k == "" {
+				rels[i] = append(rels[i], rel{})
+				continue
+			}
 			rels[i] = append(rels[i], rel{usage: pipe.MemoryUsage(ctx, k, 0), ttl: pipe.TTL(ctx, k)})
 		}
 	}
-	outboxUsage := pipe.MemoryUsage(ctx, ordersaga.OutboxKey, 0)
-	outboxLen := pipe.XLen(ctx, ordersaga.OutboxKey)
+	type streamCmds struct {
+		usage, len *redis.IntCmd
+	}
+	streams := make([]streamCmds, len(w.Streams))
+	for i, st := range w.Streams {
+		streams[i] = streamCmds{pipe.MemoryUsage(ctx, st.Key, 0), pipe.XLen(ctx, st.Key)}
+	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && m.Error == "" {
 		m.Error = fmt.Sprintf("related keys: %v", err)
 	}
-	m.OutboxLen = outboxLen.Val()
-	if m.OutboxLen > 0 {
-		m.OutboxEntryBytes = round1(float64(outboxUsage.Val()) / float64(m.OutboxLen))
+	var perSaga float64 // the streams' entries
+	for i, st := range w.Streams {
+		sm := StreamMemory{Key: st.Key, About: st.About, Len: streams[i].len.Val()}
+		if sm.Len > 0 {
+			sm.EntryBytes = round1(float64(streams[i].usage.Val()) / float64(sm.Len))
+		}
+		perSaga += sm.EntryBytes
+		m.Streams = append(m.Streams, sm)
 	}
-	if st, err := store.Stats(ctx, "order", time.Now()); err == nil {
+	if st, err := store.Stats(ctx, w.Def.Name, time.Now()); err == nil {
 		m.ActiveIndexLen = int64(st.ByStatus[saga.StatusAccepted] + st.ByStatus[saga.StatusRunning] + st.ByStatus[saga.StatusCompensating])
 	}
 	relSizes := make([][]float64, len(related))
@@ -162,9 +169,9 @@ func measureMemory(ctx context.Context, rdb redis.UniversalClient, nodes []*redi
 		hashSizes = append(hashSizes, h)
 		m.HashTTL.add(fps[i].TTL)
 		m.Encoding[fps[i].Encoding]++
-		total := h + m.OutboxEntryBytes
+		total := h + perSaga
 		for j, r := range rels[i] {
-			if r.usage.Err() != nil || r.usage.Val() == 0 { // redis.Nil: no such key
+			if r.usage == nil || r.usage.Err() != nil || r.usage.Val() == 0 { // redis.Nil: no such key
 				continue
 			}
 			u := float64(r.usage.Val())

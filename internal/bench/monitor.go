@@ -54,14 +54,14 @@ func parseMonitorLine(s string) (monitorLine, bool) {
 }
 
 // backgroundCommands are what a function process sends to Redis outside
-// the handling of a step: notification's outbox relay (XGROUP CREATE,
-// XAUTOCLAIM, XREADGROUP, XACK on notification:outbox), order's saga
-// gauges computed when /metrics is scraped (ZCARD, ZCOUNT,
-// ZREMRANGEBYSCORE on the store's indexes), readiness PINGs, connection set-up.
+// the handling of a step: an outbox relay's stream reads (XGROUP CREATE,
+// XAUTOCLAIM, XREADGROUP, XACK), the saga gauges computed when /metrics is
+// scraped (ZCARD, ZCOUNT, ZREMRANGEBYSCORE on the store's indexes),
+// readiness PINGs, connection set-up.
 var backgroundCommands = map[string]bool{
 	"xgroup": true, "xautoclaim": true, "xreadgroup": true, "xack": true,
 	"zcard": true, "zcount": true, "zremrangebyscore": true,
-	"ping": true, "hello": true, "client": true, "script": true, "info": true, "select": true,
+	"lrange": true, "ping": true, "hello": true, "client": true, "script": true, "info": true, "select": true,
 }
 
 // clientAgg counts one client connection's commands.
@@ -244,7 +244,7 @@ func clientOwners(redisPort int, procs []proc) map[int]string {
 // ProcRedis is one process's Redis traffic in the attribution run.
 type ProcRedis struct {
 	Process    string           `json:"process"`
-	Steps      int64            `json:"steps"` // CloudEvents it handled (0 for the broker and users)
+	Steps      int64            `json:"steps"` // the saga's events it handled (0 for the broker and functions without steps)
 	TopLevel   map[string]int64 `json:"top_level"`
 	Lua        map[string]int64 `json:"in_scripts,omitempty"`
 	RoundTrips int64            `json:"round_trips"`
@@ -281,6 +281,109 @@ func byProcess(agg *monitorAgg, owners map[int]string) map[string]*ProcRedis {
 		}
 		pr.RoundTrips += c.roundTrips
 		pr.StepPath += c.roundTrips - c.background
+	}
+	return out
+}
+
+// StepRoundTrips are the step-path round trips of one step type of a
+// function, or of all its steps.
+type StepRoundTrips struct {
+	Function string `json:"function"`
+	// Step is a StepExtra's step, "other" (the function's other steps) or
+	// "" (all its steps: it has no StepExtra).
+	Step       string  `json:"step"`
+	Steps      int64   `json:"steps"`
+	RoundTrips float64 `json:"round_trips_per_step"`
+	// Commands are the top-level commands behind them, per step of that
+	// type (a callee's as "<callee> <command>").
+	Commands map[string]float64 `json:"commands_per_step"`
+}
+
+// stepTypeRoundTrips splits every function's step-path round trips by step
+// type: a StepExtra's commands (and its callees' step paths) count toward
+// its step type only; the rest is shared by all the function's steps.
+func stepTypeRoundTrips(extras []StepExtra, byProc map[string]*ProcRedis, steps0, steps1 stepCounts) []StepRoundTrips {
+	var out []StepRoundTrips
+	for _, name := range sortedKeys(byProc) {
+		pr := byProc[name]
+		if pr.Steps == 0 || name == "ksaga-dev" || name == "other" || name == "bench" {
+			continue
+		}
+		var mine []StepExtra
+		for _, e := range extras {
+			if e.Function == name {
+				mine = append(mine, e)
+			}
+		}
+		own := map[string]bool{} // commands of a step type only
+		for _, e := range mine {
+			for _, c := range e.Commands {
+				own[c] = true
+			}
+		}
+		var shared int64 // round trips of all its steps
+		base := map[string]float64{}
+		for c, n := range pr.TopLevel {
+			if own[c] || backgroundCommands[c] {
+				continue
+			}
+			if c != "exec" && c != "discard" {
+				base[strings.ToUpper(c)] += float64(n)
+			}
+		}
+		shared = pr.StepPath
+		for c := range own {
+			shared -= pr.TopLevel[c]
+		}
+		perStep := func(m map[string]float64, n float64) map[string]float64 {
+			out := map[string]float64{}
+			for k, v := range m {
+				if x := round3(div(v, n)); x > 0 {
+					out[k] = x
+				}
+			}
+			return out
+		}
+		baseRT := div(float64(shared), float64(pr.Steps))
+		if len(mine) == 0 {
+			out = append(out, StepRoundTrips{Function: name, Steps: pr.Steps, RoundTrips: round3(baseRT), Commands: perStep(base, float64(pr.Steps))})
+			continue
+		}
+		var typed int64
+		for _, e := range mine {
+			var n float64
+			for _, t := range e.Types {
+				n += steps1[name][t] - steps0[name][t]
+			}
+			if n <= 0 {
+				continue
+			}
+			typed += int64(n)
+			extra := map[string]float64{}
+			var rt float64
+			for _, c := range e.Commands {
+				extra[strings.ToUpper(c)] += float64(pr.TopLevel[c])
+				rt += float64(pr.TopLevel[c])
+			}
+			for _, callee := range e.Callees {
+				if cp := byProc[callee]; cp != nil {
+					rt += float64(cp.StepPath)
+					for c, v := range cp.TopLevel {
+						if !backgroundCommands[c] && c != "exec" && c != "discard" {
+							extra[callee+" "+strings.ToUpper(c)] += float64(v)
+						}
+					}
+				}
+			}
+			cmds := perStep(base, float64(pr.Steps))
+			for k, v := range perStep(extra, n) {
+				cmds[k] = v
+			}
+			out = append(out, StepRoundTrips{Function: name, Step: e.Step, Steps: int64(n), RoundTrips: round3(baseRT + rt/n), Commands: cmds})
+		}
+		if rest := pr.Steps - typed; rest > 0 {
+			out = append(out, StepRoundTrips{Function: name, Step: "other", Steps: rest, RoundTrips: round3(baseRT), Commands: perStep(base, float64(pr.Steps))})
+		}
 	}
 	return out
 }

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// CPU accounting from /proc, as perf.md measures it: a process's CPU is
+// CPU accounting from /proc, as the floors were first measured: a process's CPU is
 // utime+stime of /proc/<pid>/stat (all its threads, including exited ones),
 // read at the start and the end of a measured window.
 
@@ -196,8 +196,8 @@ func busyPct(a, b sysCPU) float64 {
 	return 100 * (1 - float64(b.Idle-a.Idle)/dt)
 }
 
-// Quiet records the quiet gate before a measured phase (perf.md's
-// waitquiet.sh): a 1-s window with at least MinIdle% idle CPU.
+// Quiet records the quiet gate before a measured phase: a 1-s window with
+// at least MinIdle% idle CPU.
 type Quiet struct {
 	Quiet   bool    `json:"quiet"`
 	IdlePct float64 `json:"idle_pct"` // of the last 1-s window looked at

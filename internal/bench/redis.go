@@ -115,7 +115,7 @@ func takeRedisSnapshot(ctx context.Context, rdb *redis.Client) (redisSnapshot, e
 }
 
 // persistenceArgs are the redis-server arguments for an AOF setting: "off"
-// is perf.md's configuration (no RDB snapshots, no AOF).
+// is how the floors and targets were set (no RDB snapshots, no AOF).
 func persistenceArgs(aof string) ([]string, error) {
 	switch aof {
 	case "off", "":

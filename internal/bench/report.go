@@ -22,10 +22,19 @@ func Markdown(res *Result) string {
 	if n := len(res.Tree.Dirty); n > 0 {
 		tree += fmt.Sprintf(" + %d uncommitted changes (%s)", n, strings.Join(res.Tree.Dirty, "; "))
 	}
-	p("Tree: %s. Mix: %.0f%% happy / %.0f%% payment fails / %.0f%% inventory fails. Warm-up %gs, window %gs per phase. Took %.0f s.\n\n",
-		tree, res.Settings.Mix[kindHappy], res.Settings.Mix[kindPayFail], res.Settings.Mix[kindInvFail], res.Settings.WarmupS, res.Settings.DurationS, res.TookS)
+	identity := "sender identity off"
+	if res.Settings.OIDC {
+		identity = "sender identity on (OIDC tokens, EventPolicies)"
+	}
+	if res.Settings.RedisACL {
+		identity += ", a Redis ACL user per function"
+	} else {
+		identity += ", no Redis ACL users"
+	}
+	p("Tree: %s. Saga: %s, mix %s; %s. Warm-up %gs, window %gs per phase. Took %.0f s.\n\n",
+		tree, res.Settings.Saga, mixText(res.Settings), identity, res.Settings.WarmupS, res.Settings.DurationS, res.TookS)
 
-	p("## Targets (issue 8, this machine)\n\n| | target | goal | measured | note |\n|---|---|---|---|---|\n")
+	p("## Targets (this machine; docs/benchmarks/README.md says where each comes from)\n\n| | target | goal | measured | note |\n|---|---|---|---|---|\n")
 	for _, t := range res.Targets {
 		mark := "–"
 		if t.Pass != nil {
@@ -58,7 +67,7 @@ func Markdown(res *Result) string {
 	}
 	if l := res.Loaded; l != nil {
 		var parts []string
-		for _, k := range kinds {
+		for _, k := range res.Settings.Kinds {
 			if lat, ok := l.ByKind[k]; ok {
 				parts = append(parts, fmt.Sprintf("%s p50 %.2f / p99 %.2f ms (%d)", k, lat.P50Ms, lat.P99Ms, lat.Count))
 			}
@@ -90,14 +99,17 @@ func Markdown(res *Result) string {
 		for _, s := range sortedKeys(l.Steps) {
 			steps = append(steps, fmt.Sprintf("%s %.2f", s, div(float64(l.Steps[s]), float64(l.Ended))))
 		}
-		p("\nA *step* is one delivered event handled by a function (its `ksaga_step_events_total`). Steps per saga: %.2f (%s); "+
-			"deliveries per saga %.2f (steps + the terminal event to the bench); hops per saga %.2f (1 ingress POST + deliveries). "+
-			"ksaga-dev is the broker, its ingress and the ingress's proxy of order → users gRPC calls.\n",
+		p("\nA *step* is one delivered event of the saga handled by a function (its `ksaga_step_events_total`). Steps per saga: %.2f (%s); "+
+			"deliveries per saga %.2f (steps + the terminal event to the bench); hops per saga %.2f (1 ingress POST + deliveries).",
 			l.StepsPerSaga, strings.Join(steps, ", "), l.DeliveriesPerSaga, 1+l.DeliveriesPerSaga)
+		if res.CPUNote != "" {
+			p(" %s.", res.CPUNote)
+		}
+		p("\n")
 	}
 
 	if res.FloorReply != nil || res.FloorEvalsha != nil {
-		p("\n## Floor, same run (perf.md Part 2 c/d: sdk-go receiver replying with an event; + 1 EVALSHA)\n\n")
+		p("\n## Floor, same run (an sdk-go receiver replying with an event; the same + 1 EVALSHA per event)\n\n")
 		p("| receiver | in flight | events/s | p50 ms | p99 ms | server µs/event | redis µs/event | bench (client) µs/event | errors | quiet |\n|---|---|---|---|---|---|---|---|---|---|\n")
 		for i, rd := range res.rounds() {
 			for _, f := range []*FloorPhase{rd.FloorReply, rd.FloorEvalsha} {
@@ -151,9 +163,8 @@ func Markdown(res *Result) string {
 	}
 	if a := res.Attribution; a != nil && len(a.Processes) > 0 {
 		p("\nBy process (%d sagas under MONITOR, %d steps). A round trip is a top-level command, or one MULTI…EXEC. "+
-			"The step path excludes a function's background commands (%s). Order's create step: %.2f round trips "+
-			"(EVALSHA + catalogue MGET + users lookups, per create); its cancel step: %.2f (EVALSHA + state reads, per cancel).\n\n",
-			a.Sagas, a.StepsTotal, strings.Join(sortedKeys(backgroundCommands), ", "), a.OrderCreateStep, a.OrderCancelStep)
+			"The step path excludes a function's background commands (%s).\n\n",
+			a.Sagas, a.StepsTotal, strings.Join(sortedKeys(backgroundCommands), ", "))
 		p("| process | steps/saga | step-path round trips/step | round trips/saga (all / step path) | top-level commands per saga | run inside its scripts per saga |\n|---|---|---|---|---|---|\n")
 		for _, pr := range a.Processes {
 			rtStep := ""
@@ -163,13 +174,28 @@ func Markdown(res *Result) string {
 			p("| %s | %.2f | %s | %.2f / %.2f | %s | %s |\n", pr.Process, div(float64(pr.Steps), float64(a.Sagas)), rtStep, pr.RoundTripsPerSaga,
 				pr.StepPathPerSaga, perSaga(pr.TopLevel, a.Sagas), perSaga(pr.Lua, a.Sagas))
 		}
+		if len(a.StepTypes) > 0 {
+			p("\nRound trips per step on each step's own path, by function and step type (a step type's own commands, and those of the " +
+				"functions it calls, count toward it alone):\n\n| function | step | steps | round trips per step | top-level commands per step |\n|---|---|---|---|---|\n")
+			for _, st := range a.StepTypes {
+				step := st.Step
+				if step == "" {
+					step = "every step"
+				}
+				p("| %s | %s | %d | %.2f | %s |\n", st.Function, step, st.Steps, st.RoundTrips, perStepText(st.Commands))
+			}
+		}
 	}
 
 	if fz := res.FromZero; fz != nil && fz.Cold.Count > 0 {
 		p("\n## From zero (Knative's autoscaling in ksaga dev, --scale-window %gs)\n\n", fz.WindowS)
-		p("Each saga started when %s had no process (order has min-scale 1: it stays up); the activator's hold, "+
+		up := ""
+		if len(fz.Up) > 0 {
+			up = fmt.Sprintf(" (%s: min-scale ≥ 1, always up)", strings.Join(fz.Up, ", "))
+		}
+		p("Each saga started when %s had no process%s; the activator's hold, "+
 			"the process start and its first readiness probe are in the saga's latency. Warm: %d sagas right after each, every function up.\n\n",
-			strings.Join(fz.AtZero, ", "), warmPerRun)
+			strings.Join(fz.AtZero, ", "), up, warmPerRun)
 		p("| saga latency | sagas | p50 | mean | max |\n|---|---|---|---|---|\n")
 		p("| from zero | %d | %.1f ms | %.1f ms | %.1f ms |\n", fz.Cold.Count, fz.Cold.P50Ms, fz.Cold.MeanMs, fz.Cold.MaxMs)
 		p("| warm, right after | %d | %.1f ms | %.1f ms | %.1f ms |\n", fz.Warm.Count, fz.Warm.P50Ms, fz.Warm.MeanMs, fz.Warm.MaxMs)
@@ -204,7 +230,9 @@ func Markdown(res *Result) string {
 		for _, k := range mem.Related {
 			p("| %s | %d | %.0f | %s |\n", k.Pattern, k.Present, k.Mean, ttlText(k.TTL))
 		}
-		p("| notification:outbox entry (stream, sent entries trimmed past 100,000) | %d entries | %.0f | none (capped) |\n", mem.OutboxLen, mem.OutboxEntryBytes)
+		for _, st := range mem.Streams {
+			p("| %s | %d entries | %.0f | none (capped) |\n", st.About, st.Len, st.EntryBytes)
+		}
 		p("| **total per saga** | | **%.0f** (p95 %.0f) | |\n", mem.Total.Mean, mem.Total.P95)
 		p("\nSaga hash encoding: %s. INFO used_memory grew %.0f B per saga started. %d sagas were unfinished after the run.\n",
 			encodings(mem.Encoding), mem.UsedMemoryPerSaga, mem.ActiveIndexLen)
@@ -260,6 +288,32 @@ func perSaga(m map[string]int64, sagas int64) string {
 	for _, x := range kvs {
 		if v := div(float64(x.v), float64(sagas)); v >= 0.01 {
 			parts = append(parts, fmt.Sprintf("%s %.2f", strings.ToUpper(x.k), v))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// mixText is the mix's weights by kind label.
+func mixText(s Settings) string {
+	var parts []string
+	for i, k := range s.Kinds {
+		label := k
+		if i < len(s.Labels) && s.Labels[i] != "" {
+			label = s.Labels[i]
+		}
+		parts = append(parts, fmt.Sprintf("%.0f%% %s", s.Mix[k], label))
+	}
+	return strings.Join(parts, " / ")
+}
+
+// perStepText lists commands per step, largest first.
+func perStepText(m map[string]float64) string {
+	keys := sortedKeys(m)
+	slices.SortStableFunc(keys, func(a, b string) int { return cmpDesc(m[a], m[b]) })
+	var parts []string
+	for _, k := range keys {
+		if m[k] >= 0.01 {
+			parts = append(parts, fmt.Sprintf("%s %.2f", k, m[k]))
 		}
 	}
 	return strings.Join(parts, ", ")

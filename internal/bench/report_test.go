@@ -17,12 +17,13 @@ func sampleResult() *Result {
 	}
 	res := &Result{
 		StartedAt: time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC), Command: "ksaga bench",
-		Machine:  Machine{CPUs: 2, Hostname: "vm"},
-		Settings: Settings{Mode: "choreography", Mix: map[string]float64{kindHappy: 80, kindPayFail: 10, kindInvFail: 10}},
+		Machine: Machine{CPUs: 2, Hostname: "vm"},
+		Settings: Settings{Mode: "choreography", Saga: "order", Kinds: []string{"happy", "payment_fail", "inventory_fail"},
+			Labels: []string{"happy", "payment fails", "inventory fails"}, Mix: map[string]float64{"happy": 80, "payment_fail": 10, "inventory_fail": 10}},
 		Unloaded: &SagaPhase{Name: "unloaded", Inflight: 1, Latency: Latency{Count: 100, P50Ms: 2.5, P99Ms: 7}, Quiet: Quiet{Quiet: true}},
 		Loaded: &SagaPhase{Name: "loaded", Inflight: 32, Ended: 4000, SagasPerS: 400, WindowS: 10, StepsPerSaga: 5, DeliveriesPerSaga: 6,
 			Latency: Latency{Count: 4000, P50Ms: 70, MeanMs: 80, P99Ms: 120}, BoxBusyPct: 97, CPU: cpu, CPUUsPerSaga: 4000,
-			Steps: map[string]int64{"order": 8000, "payment": 4000}, ByKind: map[string]Latency{kindHappy: {P50Ms: 70}},
+			Steps: map[string]int64{"order": 8000, "payment": 4000}, ByKind: map[string]Latency{"happy": {P50Ms: 70}},
 			Redis: &RedisWindow{CallsPerStep: 20, ReadsPerStep: 3, Commands: []CmdRow{{Command: "evalsha", PerStep: 1, PerSaga: 5}}}},
 		FloorReply:   &FloorPhase{Mode: "reply", Inflight: 32, EventsPerS: 10000, CPU: []ProcCPU{{Process: "floor-server", PerUnit: 100}}},
 		FloorEvalsha: &FloorPhase{Mode: "evalsha", Inflight: 32, EventsPerS: 6000, CPU: []ProcCPU{{Process: "floor-server", PerUnit: 150}, {Process: "redis-server", PerUnit: 40}}},

@@ -35,6 +35,10 @@ type Result struct {
 	FromZero    *FromZero    `json:"from_zero,omitempty"`
 	Memory      *Memory      `json:"redis_memory,omitempty"`
 
+	// CPUNote says what ksaga-dev's CPU includes besides the broker and
+	// its ingress (the workload's).
+	CPUNote string `json:"cpu_note,omitempty"`
+
 	Targets []Target `json:"targets"`
 	Limits  []string `json:"limits"`
 	Notes   []string `json:"notes,omitempty"`
@@ -75,6 +79,11 @@ type Tree struct {
 
 // Settings are the run's parameters.
 type Settings struct {
+	Saga             string             `json:"saga"`            // the workload's definition
+	Kinds            []string           `json:"kinds"`           // the workload's kinds of saga, in --mix order
+	Labels           []string           `json:"kind_labels"`     // … as the report names them
+	OIDC             bool               `json:"sender_identity"` // ksaga dev --oidc and the EventPolicies
+	RedisACL         bool               `json:"redis_acl"`       // ksaga dev --redis-acl
 	Mode             string             `json:"mode"`
 	Inflight         int                `json:"inflight"`
 	DurationS        float64            `json:"duration_s"`
@@ -100,7 +109,7 @@ type SagaPhase struct {
 	Quiet    Quiet   `json:"quiet"`
 	WindowS  float64 `json:"window_s"`
 
-	Accepted   int64              `json:"accepted"`        // Create commands answered 202 (whole phase)
+	Accepted   int64              `json:"accepted"`        // start commands answered 202 (whole phase)
 	Ended      int64              `json:"ended_in_window"` // sagas whose terminal event arrived in the window
 	SagasPerS  float64            `json:"sagas_per_s"`
 	Latency    Latency            `json:"latency"` // sagas started in the window
@@ -179,7 +188,8 @@ type CmdRow struct {
 	UsecPerCall float64 `json:"usec_per_call"`
 }
 
-// FloorPhase is one floor run (perf.md Part 2 c or d).
+// FloorPhase is one floor run: a plain sdk-go receiver, or one doing an
+// EVALSHA per event (see floor.go).
 type FloorPhase struct {
 	Mode       string    `json:"mode"` // reply or evalsha
 	Inflight   int       `json:"inflight"`
@@ -243,16 +253,13 @@ type Attribution struct {
 	StepsTotal int64        `json:"steps_total"`
 	Processes  []*ProcRedis `json:"processes"`
 	// FunctionRoundTripsPerStep is the step-path round trips of every
-	// function process (users' lookups included) per step.
+	// function process (the lookups of functions called synchronously
+	// included) per step.
 	FunctionRoundTripsPerStep float64 `json:"function_round_trips_per_step"`
-	// OrderCreateStep is the round trips of order's create step: its
-	// EVALSHA, the catalogue MGET and the users lookups (users' HGETALL),
-	// per create. OrderCancelStep: its EVALSHA and the state reads
-	// (HGETALL) per cancel.
-	OrderCreateStep float64 `json:"order_create_step_round_trips"`
-	OrderCancelStep float64 `json:"order_cancel_step_round_trips"`
-	// WorstStepPath is the step with the most round trips on its path:
-	// order's create step, or a function's average per step.
+	// StepTypes are each function's step-path round trips per step, by
+	// step type where the workload tells them apart (StepExtra).
+	StepTypes []StepRoundTrips `json:"step_types"`
+	// WorstStepPath is the step type with the most round trips on its path.
 	WorstStepPath        string  `json:"worst_step_path"`
 	WorstStepRoundTrips  float64 `json:"worst_step_round_trips"`
 	BrokerRoundTripsStep float64 `json:"broker_round_trips_per_step"`

@@ -82,22 +82,23 @@ func TestMedian(t *testing.T) {
 }
 
 func TestMixer(t *testing.T) {
-	m := newMixer([3]float64{80, 10, 10}, 1, 1)
+	kinds := []Kind{{Name: "a"}, {Name: "b"}, {Name: "c"}}
+	m := newMixer(kinds, []float64{80, 10, 10}, 1, 1)
 	n := map[string]int{}
 	for range 100000 {
-		n[m.next()]++
+		n[m.next().Name]++
 	}
-	if n[kindHappy] < 79000 || n[kindHappy] > 81000 || n[kindPayFail] < 9500 || n[kindInvFail] < 9500 {
+	if n["a"] < 79000 || n["a"] > 81000 || n["b"] < 9500 || n["c"] < 9500 {
 		t.Errorf("mix 80/10/10 gave %v", n)
 	}
-	only := newMixer([3]float64{0, 0, 5}, 1, 1)
+	only := newMixer(kinds, []float64{0, 0, 5}, 1, 1)
 	for range 100 {
-		if k := only.next(); k != kindInvFail {
-			t.Fatalf("mix 0/0/5 gave %s", k)
+		if k := only.next(); k.Name != "c" {
+			t.Fatalf("mix 0/0/5 gave %s", k.Name)
 		}
 	}
 	// Same seed and stream, same sequence.
-	a, b := newMixer([3]float64{1, 1, 1}, 9, 3), newMixer([3]float64{1, 1, 1}, 9, 3)
+	a, b := newMixer(kinds, []float64{1, 1, 1}, 9, 3), newMixer(kinds, []float64{1, 1, 1}, 9, 3)
 	for range 100 {
 		if a.next() != b.next() {
 			t.Fatal("mixer not deterministic")
@@ -106,13 +107,17 @@ func TestMixer(t *testing.T) {
 }
 
 func TestParseMixAndLevels(t *testing.T) {
-	if m, err := parseMix("80, 10,10"); err != nil || m != [3]float64{80, 10, 10} {
+	w := &Workload{Kinds: []Kind{{Name: "a"}, {Name: "b"}, {Name: "c"}}}
+	if m, err := parseMix("80, 10,10", w); err != nil || !slices.Equal(m, []float64{80, 10, 10}) {
 		t.Errorf("parseMix: %v %v", m, err)
 	}
 	for _, bad := range []string{"1,2", "a,b,c", "-1,1,1", "0,0,0", "1,2,3,4"} {
-		if _, err := parseMix(bad); err == nil {
+		if _, err := parseMix(bad, w); err == nil {
 			t.Errorf("parseMix(%q) accepted", bad)
 		}
+	}
+	if got := formatMix(OrderSaga.Mix); got != "80,10,10" {
+		t.Errorf("the order saga's default mix is %q", got)
 	}
 	if l, err := parseLevels("1,2,4"); err != nil || !slices.Equal(l, []int{1, 2, 4}) {
 		t.Errorf("parseLevels: %v %v", l, err)

@@ -34,18 +34,18 @@ func TestGitTreeIgnoresResults(t *testing.T) {
 	}
 	git("init", "-q")
 	write("main.go", "package main\n")
-	write("bench/results/latest.md", "old\n")
+	write("docs/benchmarks/results/latest.md", "old\n")
 	git("add", ".")
 	git("commit", "-q", "-m", "init")
 
-	write("bench/results/latest.md", "new\n")
-	write("bench/results/20261125T000000Z.md", "run\n")
-	if got := gitTree(dir); got.Commit == "" || len(got.Dirty) != 0 {
+	write("docs/benchmarks/results/latest.md", "new\n")
+	write("docs/benchmarks/results/20261125T000000Z.md", "run\n")
+	if got := gitTree(dir, filepath.Join(dir, DefaultOut)); got.Commit == "" || len(got.Dirty) != 0 {
 		t.Fatalf("only results changed: %+v", got)
 	}
 	write("main.go", "package main // changed\n")
 	write("new.go", "package main\n")
-	if got := gitTree(dir).Dirty; !slices.Equal(got, []string{"M main.go", "?? new.go"}) {
+	if got := gitTree(dir, filepath.Join(dir, DefaultOut)).Dirty; !slices.Equal(got, []string{"M main.go", "?? new.go"}) {
 		t.Fatalf("Dirty = %q", got)
 	}
 }

@@ -30,8 +30,9 @@ import (
 	"github.com/ksaga/ksaga/internal/testredis"
 )
 
-// BenchmarkSaga runs N=4-step sagas through the broker, like perf.md
-// Part 3: the saga start is POSTed to the ingress, each step (a sdk-go
+// BenchmarkSaga runs N=4-step sagas through the broker, like the
+// prototype the targets of `make bench` were checked against
+// (docs/benchmarks/README.md): the saga start is POSTed to the ingress, each step (a sdk-go
 // receiver) replies with the next type, and the completion event is
 // delivered to a final net/http sink. One saga = 1 ingress request + 5
 // deliveries (4 steps + completion). Goroutines carry pprof labels
@@ -54,8 +55,8 @@ func benchSaga(b *testing.B, inflight int) {
 	var mu sync.Mutex
 	waiting := map[string]chan struct{}{}
 	// Steps are sdk-go receivers (client.StartReceiver, as in func-go)
-	// replying with the next event, like perf.md's cerecv (without its
-	// Redis call). The completion sink is plain net/http.
+	// replying with the next event, like the bench's plain floor receiver
+	// (internal/bench). The completion sink is plain net/http.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	types4 := []string{"saga.step1", "saga.step2", "saga.step3", "saga.step4", "saga.completed"}

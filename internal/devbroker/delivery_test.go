@@ -20,7 +20,7 @@ import (
 	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
 )
 
-// TestSubscriberRequest is §12.8 and the delivery half of §12.2: what a
+// TestSubscriberRequest (and the delivery half of the TTL rules): what a
 // subscriber sees. Prefer: reply, Kn-Namespace, binary mode by default
 // (structured with delivery.format json), pass-through and W3C trace
 // headers forwarded, others not, knativebrokerttl stripped,
@@ -105,7 +105,7 @@ func TestSubscriberRequest(t *testing.T) {
 	}
 }
 
-// TestFilters is §12.4: legacy attributes (exact, "" = present and
+// TestFilters: legacy attributes (exact, "" = present and
 // non-empty), every SubscriptionsAPI dialect, filters overriding filter,
 // no filter = everything; filter misses are acknowledged silently.
 func TestFilters(t *testing.T) {
@@ -198,10 +198,10 @@ func TestFilters(t *testing.T) {
 	}
 }
 
-// TestRetryBackoff is §12.5's timing: exponential waits d, 2d, 4d and
+// TestRetryBackoff is the retries' timing: exponential waits d, 2d, 4d and
 // linear waits 0, d, 2d (kncloudevents' 0-based attempt numbers), no
 // policy → immediate retries; then the dead letter sink gets the original
-// event with the error extensions (§12.7).
+// event with the error extensions (knativeerrordest/code/data).
 // A CESQL expression that parses but is not a boolean ("type") panics
 // Knative's filter at the first event. The broker must survive it: that
 // Trigger does not match, the others deliver, and later events go on.
@@ -298,7 +298,7 @@ func TestRetryBackoff(t *testing.T) {
 	}
 }
 
-// TestRetryableCodes is §12.5's code table: transport errors, 5xx, 404,
+// TestRetryableCodes is the retries' code table: transport errors, 5xx, 404,
 // 408, 409, 429 are retried; 3xx and every other 4xx are not.
 func TestRetryableCodes(t *testing.T) {
 	e := newEnv(t)
@@ -398,7 +398,7 @@ func TestDeliveryTimeout(t *testing.T) {
 	}
 }
 
-// TestTriggerDeliveryReplacesBroker is §12.5's precedence: a Trigger's
+// TestTriggerDeliveryReplacesBroker is the delivery specs' precedence: a Trigger's
 // delivery replaces the Broker's retry/backoff as a whole (so a Trigger
 // with only a dead letter sink gets no retries), while the dead letter
 // sink falls back to the Broker's on its own.

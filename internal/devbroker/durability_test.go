@@ -33,7 +33,7 @@ func (g *gate) handler(code int) func(http.ResponseWriter, rec, int) {
 	}
 }
 
-// TestDurableAcrossRestart is §12.3 / reliability scenario 18: every event
+// TestDurableAcrossRestart: a broker restart loses nothing: every event
 // answered 202 is delivered even if the broker stops before delivering
 // it. Run 1 accepts events but its subscriber never answers; Run stops
 // after the drain timeout; events accepted while no Run is active are

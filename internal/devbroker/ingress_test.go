@@ -8,8 +8,9 @@ import (
 	"time"
 )
 
-// TestIngressContract is knative.md §12.1 (and §1): methods, paths,
-// content modes, validation, batch, hostile input, size limit, TTL ≤ 0.
+// TestIngressContract is the Broker ingress's HTTP contract, as Knative's
+// MT broker ingress answers: methods, paths, content modes, validation,
+// batch, hostile input, size limit, TTL ≤ 0.
 func TestIngressContract(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config(brokers(nil), nil)
@@ -155,7 +156,7 @@ func TestIngressContract(t *testing.T) {
 	e.waitIdle()
 }
 
-// TestIngressStoresBeforeAccepting is §12.3: 202 means "in Redis"; with
+// TestIngressStoresBeforeAccepting: 202 means "in Redis"; with
 // Redis down the ingress answers 503 (retryable), and both the ingress and
 // the dispatcher recover when Redis comes back (here empty: no persistence).
 func TestIngressStoresBeforeAccepting(t *testing.T) {

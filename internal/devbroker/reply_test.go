@@ -17,7 +17,7 @@ import (
 	eventingduckv1 "knative.dev/eventing/pkg/apis/duck/v1"
 )
 
-// TestReplies is §12.6: a 2xx with a CloudEvent (200 or 202, binary or
+// TestReplies: a 2xx with a CloudEvent (200 or 202, binary or
 // structured, with or without data) is a reply, published back to the
 // same broker and evaluated against every trigger, including the one that
 // produced it; an empty 2xx is not.
@@ -85,7 +85,7 @@ func TestReplies(t *testing.T) {
 	}
 }
 
-// TestReplyTTL is §12.2's reply half: the TTL is stripped before the
+// TestReplyTTL is the TTL rules' reply half: the TTL is stripped before the
 // subscriber, put back on the reply and decremented by the ingress rules;
 // a reply loop ends when it reaches 0, and the rejected reply sends the
 // original event to the dead letter sink with code 400 and the broker
@@ -158,7 +158,7 @@ func TestReplyTTL(t *testing.T) {
 	}
 }
 
-// TestNonEventReplyIs502 is §12.6's failure half: a 2xx whose non-empty
+// TestNonEventReplyIs502 is the replies' failure half: a 2xx whose non-empty
 // body is not a CloudEvent, or is an unparsable one, counts as 502 and is
 // retried under the delivery policy, then dead-lettered with code 502. A
 // later valid answer ends the retries.
