@@ -31,7 +31,9 @@ import (
 //     Definition.
 //
 // A saga's start command is the one event whose data a step acts on: it
-// creates the record (or runs the start of a saga recorded Accepted).
+// creates the record. The start of a saga recorded Accepted runs on the
+// data the saga was accepted with, whatever data the admitted command
+// carries (none, or the same JSON value spelt otherwise).
 type Participant struct {
 	def     *Definition
 	actions Actions
@@ -199,6 +201,14 @@ func (p *Participant) start(ctx context.Context, e event.Event, route Route, act
 			return nil, p.refuse(ctx, e, rec, why)
 		}
 		version = rec.Version
+		// The action runs on the data the saga was accepted with, never
+		// on the event's: Awaits admits an event without data, or with
+		// data that is only the same JSON value (1.0 for 1), which an
+		// action could read otherwise, or refuse (400) — and the
+		// dead-letter sink would then reject the accepted saga.
+		e = e.Clone()
+		e.DataEncoded = rec.Next.Data
+		e.SetDataContentType(event.ApplicationJSON)
 	}
 	t, err := p.act(ctx, act, Input{SagaID: sagaID, Command: route.Command, Saga: rec, Event: e})
 	if err != nil {

@@ -2,8 +2,11 @@ package main
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
+	"github.com/ksaga/ksaga/knfunc"
+	"github.com/ksaga/ksaga/ops"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/ordersaga/orders"
 	"github.com/ksaga/ksaga/saga"
@@ -127,5 +130,70 @@ func TestVersions(t *testing.T) {
 	sameRecord(t, w.kit, done)
 	if w.orderCount(t) != 1 {
 		t.Fatalf("%d orders", w.orderCount(t))
+	}
+}
+
+// TestAcceptedStartActsOnTheAcceptedData: the start of a saga recorded
+// accepted runs on the data it was accepted with. An attacker who knows
+// the saga id derives the Create's id (orders.CreateEventID), source and
+// version, and sends a copy without data, or with data that is the same
+// JSON value but not what a step can decode ("1.0" for 1): the record
+// admits both (an event may leave its data out; 1.0 and 1 are one
+// number). Were the step to read the copy's data it would refuse it (400),
+// the Broker would dead-letter it, and the dead-letter sink — the copy is
+// the event the saga waits on — would reject the customer's accepted
+// order. The copy must start the saga with the accepted order instead.
+func TestAcceptedStartActsOnTheAcceptedData(t *testing.T) {
+	w := newWorld(t, nil)
+	reg, err := ops.NewRegistry(ordersaga.Saga)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := &ops.Operator{Sagas: reg, Store: w.kit.Store, Source: ordersaga.SourceOrderAPI, Sink: knfunc.NewSink(sagatest.NewBroker(t).URL, nil)}
+	sink, err := ops.NewDeadLetters(&ops.Operator{Sagas: reg, Store: w.kit.Store, Source: "/ksaga/deadletter", Sink: op.Sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{
+		"no data":          nil,
+		"1.0 for 1":        []byte(`{"user_id": 1.0, "items": [{"sku": "book", "qty": 2}]}`),
+		"1e0 for quantity": []byte(`{"user_id": 1, "items": [{"sku": "book", "qty": 2e0}]}`),
+	} {
+		t.Run(name, func(t *testing.T) {
+			sagaID := "copy-" + strings.ReplaceAll(name, " ", "-")
+			orderID := orders.OrderIDFor(sagaID)
+			cmd := sagatest.Event(orders.CreateEventID(sagaID), ordersaga.Create, books(2), saga.ExtCorrelationID, sagaID)
+			cmd.SetSource(ordersaga.SourceOrderAPI)
+			if _, err := op.Accept(t.Context(), ordersaga.Saga, sagaID, orderID, &cmd); err != nil {
+				t.Fatal(err)
+			}
+			copied := cmd.Clone()
+			copied.DataEncoded = data
+			if data == nil {
+				copied.SetDataContentType("")
+			}
+			if why := saga.Awaits(w.kit.Record(sagaID), copied); why != "" {
+				t.Fatalf("the record does not wait on the copy (%s): the attack needs it to", why)
+			}
+			r := w.post(t, copied, false)
+			if r.Status == http.StatusBadRequest { // what the Broker then dead-letters
+				dl := copied.Clone()
+				dl.SetExtension(ops.ExtErrorDest, w.fn.URL)
+				dl.SetExtension(ops.ExtErrorCode, "400")
+				if _, err := sink.Handle(t.Context(), dl); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st := w.kit.Record(sagaID)
+			o := w.order(t, orderID)
+			if r.Status != 200 || r.Reply == nil || r.Reply.Type() != ordersaga.Created || st.Status != saga.StatusRunning ||
+				o["user_id"] != "1" || o["total_cents"] != "2500" || o["status"] != "pending" {
+				t.Fatalf("the copy: %d %s; saga %s %v (%s); order %v", r.Status, r.Body, st.Status, sagatest.Outcomes(st), st.Reason, o)
+			}
+			// the genuine command after the copy: its stored reply
+			if again := w.post(t, cmd, false); again.Reply == nil || again.Reply.ID() != r.Reply.ID() {
+				t.Fatalf("the genuine Create: %d %s", again.Status, again.Body)
+			}
+		})
 	}
 }
