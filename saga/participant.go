@@ -188,6 +188,15 @@ func (p *Participant) start(ctx context.Context, e event.Event, route Route, act
 	var version int64
 	switch {
 	case errors.Is(err, ErrNotFound):
+		// A command that names a version was accepted (Accept sets it);
+		// older than a saga's timeout, its saga ended by its deadline at
+		// the latest (rejected, if its start never ran) and its record
+		// has expired: starting it now would revive an order its client
+		// was told is cancelled.
+		if v, _ := SagaVersionOf(e); v > 0 && !e.Time().IsZero() && p.now().Sub(e.Time()) > p.timeout {
+			p.stale(ctx, e, "expired", v, State{})
+			return nil, nil
+		}
 		rec = State{ID: sagaID}
 	case err != nil:
 		return nil, err

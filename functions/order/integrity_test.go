@@ -1,14 +1,17 @@
 package main
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ops"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/ordersaga/orders"
+	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/saga"
 	"github.com/ksaga/ksaga/sagatest"
 )
@@ -195,5 +198,57 @@ func TestAcceptedStartActsOnTheAcceptedData(t *testing.T) {
 				t.Fatalf("the genuine Create: %d %s", again.Status, again.Body)
 			}
 		})
+	}
+}
+
+// TestStartOfAnExpiredAcceptedSaga: an order accepted by order-api and
+// rejected before its start ran (withdrawn, cancelled, past its deadline,
+// or its Create dead-lettered) writes no order. Once its record has
+// expired, its Create — an operator replaying the kept dead letter, a
+// very late redelivery — must not start a new saga: the customer was told
+// the order is cancelled, and it would be placed and charged after all.
+// The Create names the accepted saga's version and is older than a saga's
+// timeout: its saga ended by its deadline at the latest.
+func TestStartOfAnExpiredAcceptedSaga(t *testing.T) {
+	w := newWorld(t, map[string]string{"KSAGA_SAGA_TIMEOUT": "1s"})
+	reg, err := ops.NewRegistry(ordersaga.Saga)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := redisstore.New(w.rdb, redisstore.Options{Retention: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := &ops.Operator{Sagas: reg, Store: store, Source: ordersaga.SourceOrderAPI, Timeout: time.Second}
+	sagaID := "withdrawn"
+	orderID := orders.OrderIDFor(sagaID)
+	cmd := sagatest.Event(orders.CreateEventID(sagaID), ordersaga.Create, books(1), saga.ExtCorrelationID, sagaID)
+	cmd.SetSource(ordersaga.SourceOrderAPI)
+	cmd.SetTime(time.Now())
+	if _, err := op.Accept(t.Context(), ordersaga.Saga, sagaID, orderID, &cmd); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := op.Withdraw(t.Context(), sagaID, "the broker did not accept the order"); err != nil || !ok {
+		t.Fatalf("withdraw: %v %v", ok, err)
+	}
+	if st := w.kit.Record(sagaID); st.Status != saga.StatusCompensated || w.orderCount(t) != 0 {
+		t.Fatalf("withdrawn saga %s, %d orders", st.Status, w.orderCount(t))
+	}
+	sagatest.Eventually(t, 10*time.Second, func() error {
+		if _, err := store.Get(t.Context(), sagaID); !errors.Is(err, saga.ErrNotFound) {
+			return errors.New("the withdrawn saga has not expired yet")
+		}
+		if time.Since(cmd.Time()) <= time.Second {
+			return errors.New("the command is not older than a saga's timeout yet")
+		}
+		return nil
+	})
+
+	r := w.post(t, cmd, false)
+	if r.Status != 200 || r.Reply != nil {
+		t.Fatalf("the Create of the expired accepted saga: %d %s", r.Status, r.Body)
+	}
+	if _, err := store.Get(t.Context(), sagaID); !errors.Is(err, saga.ErrNotFound) || w.orderCount(t) != 0 {
+		t.Fatalf("the Create started the saga again (%v) or wrote an order (%d)", err, w.orderCount(t))
 	}
 }
