@@ -31,7 +31,9 @@ import (
 //     Definition.
 //
 // A saga's start command is the one event whose data a step acts on: it
-// creates the record (or runs the start of a saga recorded Accepted).
+// creates the record. The start of a saga recorded Accepted runs on the
+// data the saga was accepted with, whatever data the admitted command
+// carries (none, or the same JSON value spelt otherwise).
 type Participant struct {
 	def     *Definition
 	actions Actions
@@ -186,6 +188,15 @@ func (p *Participant) start(ctx context.Context, e event.Event, route Route, act
 	var version int64
 	switch {
 	case errors.Is(err, ErrNotFound):
+		// A command that names a version was accepted (Accept sets it);
+		// older than a saga's timeout, its saga ended by its deadline at
+		// the latest (rejected, if its start never ran) and its record
+		// has expired: starting it now would revive an order its client
+		// was told is cancelled.
+		if v, _ := SagaVersionOf(e); v > 0 && !e.Time().IsZero() && p.now().Sub(e.Time()) > p.timeout {
+			p.stale(ctx, e, "expired", v, State{})
+			return nil, nil
+		}
 		rec = State{ID: sagaID}
 	case err != nil:
 		return nil, err
@@ -199,6 +210,14 @@ func (p *Participant) start(ctx context.Context, e event.Event, route Route, act
 			return nil, p.refuse(ctx, e, rec, why)
 		}
 		version = rec.Version
+		// The action runs on the data the saga was accepted with, never
+		// on the event's: Awaits admits an event without data, or with
+		// data that is only the same JSON value (1.0 for 1), which an
+		// action could read otherwise, or refuse (400) — and the
+		// dead-letter sink would then reject the accepted saga.
+		e = e.Clone()
+		e.DataEncoded = rec.Next.Data
+		e.SetDataContentType(event.ApplicationJSON)
 	}
 	t, err := p.act(ctx, act, Input{SagaID: sagaID, Command: route.Command, Saga: rec, Event: e})
 	if err != nil {

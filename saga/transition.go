@@ -29,8 +29,9 @@ type Input struct {
 	// Accepted, that record).
 	Saga State
 	// Event is the event that woke the step. Only a saga's start command
-	// carries data a step may act on (the request); any other event's data
-	// has been checked to be exactly what the saga emitted.
+	// carries data a step may act on (the request; for a saga recorded
+	// Accepted, the data it was accepted with, set here by the runtime);
+	// any other event's data has been checked to be what the saga emitted.
 	Event event.Event
 }
 
