@@ -81,7 +81,9 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	var errs []error
 	seen := map[string]bool{}
 	for {
-		ids, err := s.op.Store.Due(ctx, now, s.Page)
+		// Only the definitions it serves: due sagas of others (another
+		// deployment's, a removed definition's) must not fill its pages.
+		ids, err := s.op.Store.Due(ctx, now, s.Page, s.op.Sagas.Names()...)
 		if err != nil {
 			return acted, fmt.Errorf("read due sagas: %w", err)
 		}

@@ -475,3 +475,38 @@ func TestSweeperServes(t *testing.T) {
 		t.Fatalf("the abc saga was acted on by a sweeper that does not serve it: %+v", st)
 	}
 }
+
+// TestSweeperIsNotBlockedByOthersSagas: sagas of a definition the sweeper
+// does not serve (another deployment on the same Redis, with its own
+// sweeper; a definition since removed) are due like any other, and left
+// alone. A full page of them, due first, must not hide the sagas it
+// serves: they are still aborted past their deadline.
+func TestSweeperIsNotBlockedByOthersSagas(t *testing.T) {
+	e := newEnv(t)
+	mine, err := ops.NewRegistry(abc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := *e.op
+	op.Sagas = mine
+	sw := e.sweeper(&op)
+	sw.Page = 2
+	others := sagatest.New(t, xy, e.rdb)
+	for _, id := range []string{"x1", "x2", "x3"} { // due first
+		others.Run(id, order, "t.x.done")
+	}
+	e.abc.Run("s1", order, "t.a.done")
+	e.later(time.Duration(abc.Timeout) + time.Second)
+	n, err := sw.Sweep(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := e.get("s1"); n != 1 || st.Status != saga.StatusCompensating || st.Steps[len(st.Steps)-1].Outcome != "timed_out" {
+		t.Fatalf("acted on %d; the served saga is %s %v", n, st.Status, sagatest.Outcomes(st))
+	}
+	for _, id := range []string{"x1", "x2", "x3"} {
+		if st := e.get(id); st.Status != saga.StatusRunning {
+			t.Fatalf("the sweeper moved %s of another definition: %s", id, st.Status)
+		}
+	}
+}

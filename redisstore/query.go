@@ -59,10 +59,13 @@ func (a zitem) less(b zitem) bool {
 }
 
 // Due implements saga.Store.
-func (s *Store) Due(ctx context.Context, now time.Time, limit int) ([]string, error) {
-	defs, err := s.Definitions(ctx)
-	if err != nil {
-		return nil, err
+func (s *Store) Due(ctx context.Context, now time.Time, limit int, sagas ...string) ([]string, error) {
+	defs := sagas
+	if len(defs) == 0 {
+		var err error
+		if defs, err = s.Definitions(ctx); err != nil {
+			return nil, err
+		}
 	}
 	upTo := "(" + strconv.FormatInt(now.UnixMilli(), 10)
 	pipe := s.rdb.Pipeline()

@@ -30,9 +30,10 @@ type Store interface {
 	// replayed by alice". ErrNotFound if the saga does not exist.
 	Note(ctx context.Context, sagaID string, r StepRecord) error
 
-	// Due returns up to limit unfinished sagas whose due time is before
+	// Due returns up to limit unfinished sagas of the named definitions
+	// (of every definition when none is named) whose due time is before
 	// now, the earliest first (what the deadline sweeper acts on).
-	Due(ctx context.Context, now time.Time, limit int) ([]string, error)
+	Due(ctx context.Context, now time.Time, limit int, sagas ...string) ([]string, error)
 	// List answers a page of sagas matching q, from indexes (never a scan).
 	List(ctx context.Context, q Query) (Page, error)
 	// Stats answers counts by status, overdue sagas and recent durations

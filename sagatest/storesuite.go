@@ -357,6 +357,12 @@ func suiteDue(t *testing.T, s saga.Store, _ redis.UniversalClient) {
 	if err != nil || !slices.Equal(ids, []string{"u1"}) {
 		t.Fatalf("due: %v %v", ids, err)
 	}
+	if ids, err := s.Due(ctx, time.Now(), 10, suiteDef); err != nil || !slices.Equal(ids, []string{"u1"}) {
+		t.Fatalf("due of %s: %v %v", suiteDef, ids, err)
+	}
+	if ids, err := s.Due(ctx, time.Now(), 10, "another"); err != nil || len(ids) != 0 {
+		t.Fatalf("due of another definition: %v %v", ids, err)
+	}
 	if ok, err := s.Reschedule(ctx, suiteDef, "u1", 7, time.Now().Add(time.Hour)); err != nil || ok {
 		t.Fatalf("reschedule at a stale version: %v %v", ok, err)
 	}
