@@ -22,8 +22,12 @@ type Product struct {
 	Stock      int64
 }
 
-// Fixture is the documented demo data (README "Try it"), loaded by
-// `ksaga dev` at start (unless --seed=false) and by the tests.
+// Fixture is the documented demo data (README "Try it"). ksaga dev knows
+// no saga and does not load it: deploy/demo/seed.redis holds the same data
+// as Redis commands, which `ksaga dev --seed deploy/demo/seed.redis` (make
+// run) runs at start and the demo's seed Job (deploy/demo/seed-job.yaml,
+// checked against Fixture by the deploy tests) pipes into redis-cli in a
+// cluster. The tests load it with LoadFixture.
 var Fixture = struct {
 	Users    []User
 	Products []Product
