@@ -13,7 +13,8 @@ import (
 
 // Authorize is how the admin API names who makes an action request
 // (ops.API.Authorize): an actor, ops.ErrUnauthenticated (401) when the
-// request has no credentials it accepts, or another error (403).
+// request has no credentials it accepts, ops.ErrAuthUnavailable (503)
+// when they cannot be checked now, or another error (403).
 type Authorize = func(r *http.Request) (actor string, err error)
 
 // ActorHeader names the person acting with a shared token: the pages send
@@ -52,8 +53,11 @@ func OIDCAuth(v *knfunc.Verifier) Authorize {
 	return func(r *http.Request) (string, error) {
 		c, err := v.Verify(r)
 		if err != nil {
-			if knfunc.AuthStatus(err) == http.StatusUnauthorized {
+			switch knfunc.AuthStatus(err) {
+			case http.StatusUnauthorized:
 				return "", fmt.Errorf("%w: %v", ops.ErrUnauthenticated, err)
+			case http.StatusServiceUnavailable:
+				return "", fmt.Errorf("%w: %v", ops.ErrAuthUnavailable, err)
 			}
 			return "", err
 		}

@@ -36,7 +36,9 @@ import (
 type API struct {
 	Op *Operator
 	// Authorize returns who makes an action request, or an error: 401 for
-	// ErrUnauthenticated, 403 for any other.
+	// ErrUnauthenticated, 503 for ErrAuthUnavailable (the identity could
+	// not be checked now, e.g. the OIDC issuer is unreachable), 403 for any
+	// other. Every refusal is logged as a security event.
 	Authorize func(r *http.Request) (actor string, err error)
 	// TraceURL is a trace viewer's URL with "{trace_id}" in it (Jaeger,
 	// Tempo), shown with each traced saga.
@@ -47,6 +49,10 @@ type API struct {
 
 // ErrUnauthenticated: an action without valid credentials (401).
 var ErrUnauthenticated = errors.New("credentials required")
+
+// ErrAuthUnavailable: an action's credentials could not be checked now
+// (503, retry later).
+var ErrAuthUnavailable = errors.New("credentials cannot be checked now")
 
 // Routes returns the API's handlers by pattern.
 func (a *API) Routes() map[string]http.Handler {
@@ -112,13 +118,19 @@ func (a *API) action(h func(w http.ResponseWriter, r *http.Request, actor string
 			return
 		}
 		actor, err := a.Authorize(r)
-		if errors.Is(err, ErrUnauthenticated) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="ksaga"`)
-			WriteJSON(w, http.StatusUnauthorized, Error{err.Error()})
-			return
-		}
 		if err != nil {
-			WriteJSON(w, http.StatusForbidden, Error{err.Error()})
+			status := http.StatusForbidden
+			switch {
+			case errors.Is(err, ErrUnauthenticated):
+				status = http.StatusUnauthorized
+				w.Header().Set("WWW-Authenticate", `Bearer realm="ksaga"`)
+			case errors.Is(err, ErrAuthUnavailable):
+				status = http.StatusServiceUnavailable
+				w.Header().Set("Retry-After", "1")
+			}
+			a.Op.logger().WarnContext(r.Context(), "security: action refused", "method", r.Method, "path", r.URL.Path,
+				"status", status, "error", err.Error(), "remote", r.RemoteAddr)
+			WriteJSON(w, status, Error{err.Error()})
 			return
 		}
 		h(w, r, actor)
@@ -320,7 +332,8 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 // watch streams the saga as server-sent events: an event "saga" with the
 // record (as GET /api/v1/sagas/{id}) now and after every change, a comment
 // every 15s to keep proxies from closing the stream, until the client
-// leaves or the saga has ended and stayed unchanged for a while.
+// leaves or the saga's record is gone (expired). An ended saga is still
+// watched: an operator may redrive it or note a replayed dead letter.
 func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	v, ok := a.load(w, r)

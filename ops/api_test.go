@@ -28,8 +28,8 @@ import (
 const token = "s3cret"
 
 // tokenAuth authorizes "Bearer s3cret" as the Ksaga-Actor header's name
-// (or "token"), refuses "Bearer forbidden" (403), and asks anyone else
-// for credentials (401).
+// (or "token"), refuses "Bearer forbidden" (403), cannot check "Bearer
+// unverifiable" now (503), and asks anyone else for credentials (401).
 func tokenAuth(r *http.Request) (string, error) {
 	switch r.Header.Get("Authorization") {
 	case "Bearer " + token:
@@ -39,6 +39,8 @@ func tokenAuth(r *http.Request) (string, error) {
 		return "token", nil
 	case "Bearer forbidden":
 		return "", errors.New("this token may only read")
+	case "Bearer unverifiable":
+		return "", fmt.Errorf("%w: issuer down", ops.ErrAuthUnavailable)
 	}
 	return "", ops.ErrUnauthenticated
 }
@@ -515,6 +517,12 @@ func TestAPIActions(t *testing.T) {
 	}
 	if r := a.do(http.MethodPost, "/api/v1/sagas/s1/abort", "Authorization", "Bearer forbidden"); r.status != http.StatusForbidden {
 		t.Fatalf("forbidden: %d %s", r.status, r.body)
+	}
+	if r := a.do(http.MethodPost, "/api/v1/sagas/s1/abort", "Authorization", "Bearer unverifiable"); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+		t.Fatalf("credentials that cannot be checked now: %d %s", r.status, r.body)
+	}
+	if n := strings.Count(e.logs.String(), `"msg":"security: action refused"`); n != 5 {
+		t.Fatalf("%d refusals logged as security events, want 5 (3 unauthenticated, 1 forbidden, 1 unverifiable):\n%s", n, e.logs.String())
 	}
 	e.unchanged("s1", before)
 	if n := len(e.sink.Events()); n != 0 {
