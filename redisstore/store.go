@@ -204,7 +204,22 @@ func (c *call) key(kind, name, key string) {
 	c.args = append(c.args, kind+"."+name, len(c.keys))
 }
 
-func (c *call) arg(name string, v any) { c.args = append(c.args, "a."+name, v) }
+// arg adds a change's argument; an empty one is left out (the script
+// reads a missing argument as ""): fewer arguments are less work for
+// Redis, which copies every one into the script.
+func (c *call) arg(name string, v any) {
+	switch x := v.(type) {
+	case string:
+		if x == "" {
+			return
+		}
+	case []byte:
+		if len(x) == 0 {
+			return
+		}
+	}
+	c.args = append(c.args, "a."+name, v)
+}
 
 func (c *call) named(kind string, n saga.Named, key bool) {
 	name := n.Name
@@ -313,12 +328,11 @@ func (s *Store) changeCall(ch saga.Change, def string) *call {
 	c.key("k", "defs", s.l.defsKey(sh))
 	c.key("k", "stats", s.l.indexKey(sh, def, "stats"))
 	key := ch.Key
-	create, accept, data, deadline, traceID := "0", "0", []byte(nil), int64(0), ""
+	var create, accept, deadline, traceID string
+	var data []byte
 	if ch.Create != nil {
-		create, data, deadline, key, traceID = "1", ch.Create.Data, ch.Create.Deadline.UnixMilli(), ch.Create.Key, ch.Create.TraceID
-		if ch.Create.Accept {
-			accept = "1"
-		}
+		create, data, deadline, key, traceID = "1", ch.Create.Data, strconv.FormatInt(ch.Create.Deadline.UnixMilli(), 10), ch.Create.Key, ch.Create.TraceID
+		accept = flag(ch.Create.Accept)
 	}
 	if key != "" {
 		c.key("k", "key", s.l.businessKey(sh, def, key))
@@ -347,8 +361,6 @@ func (s *Store) changeCall(ch saga.Change, def string) *call {
 	move(c, "s.", &ch.Success)
 	if ch.Failure != nil {
 		move(c, "f.", ch.Failure)
-	} else {
-		move(c, "f.", &saga.Move{})
 	}
 	if dl := ch.DeadLetter; dl != nil {
 		c.key("k", "dl", s.l.deadLetterKey(sh))
@@ -410,16 +422,16 @@ func changeErr(ch saga.Change, err error) error {
 func move(c *call, prefix string, m *saga.Move) {
 	var typ, rid, src string
 	var data []byte
-	own := "0"
+	own := ""
 	if m.Emit != nil {
 		typ, rid, src, data = m.Emit.Type, m.Emit.ID, m.Emit.Source, m.Emit.Data
 		if data == nil {
 			own = "1"
 		}
 	}
-	var due int64
+	due := "" // none
 	if !m.Due.IsZero() {
-		due = m.Due.UnixMilli()
+		due = strconv.FormatInt(m.Due.UnixMilli(), 10)
 	}
 	for _, kv := range []struct {
 		name string
@@ -443,11 +455,12 @@ func allowList(allow []saga.Status) string {
 	return b.String()
 }
 
+// flag is a boolean argument: "1", or "" (left out) for false.
 func flag(b bool) string {
 	if b {
 		return "1"
 	}
-	return "0"
+	return ""
 }
 
 // isScriptError tells a Lua error (a bug or a failed effect without a
