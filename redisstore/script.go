@@ -17,7 +17,7 @@ import "strings"
 // pendings (KEYS[2] and KEYS[3]: the saga's pending change and the
 // shard's index of them), created (every saga of the definition by
 // creation time), due (unfinished sagas by due time), s.<status> (one per
-// status), defs (the definitions seen), stats (recently finished), and
+// status the change may leave or enter: see indexed), defs (the definitions seen), stats (recently finished), and
 // when set: key (the business key's index), dl and dlkept (a dead letter
 // and its marker).
 //

@@ -66,6 +66,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -323,7 +324,9 @@ func (s *Store) changeCall(ch saga.Change, def string) *call {
 	c.key("k", "created", s.l.indexKey(sh, def, "created"))
 	c.key("k", "due", s.l.indexKey(sh, def, "due"))
 	for _, st := range saga.Statuses {
-		c.key("k", "s."+string(st), s.l.statusKey(sh, def, string(st)))
+		if indexed(ch, st) {
+			c.key("k", "s."+string(st), s.l.statusKey(sh, def, string(st)))
+		}
 	}
 	c.key("k", "defs", s.l.defsKey(sh))
 	c.key("k", "stats", s.l.indexKey(sh, def, "stats"))
@@ -376,6 +379,20 @@ func (s *Store) changeCall(ch saga.Change, def string) *call {
 		c.arg("dl.event", dl.Event)
 	}
 	return c
+}
+
+// indexed reports whether a change may write the index of status st: the
+// saga's status before it (one of Allow, or none for a new saga) and
+// after it (a new saga's first, or a move's). The script gets only those
+// keys: every key is more work for Redis.
+func indexed(ch saga.Change, st saga.Status) bool {
+	if ch.Success.Status == st || ch.Failure != nil && ch.Failure.Status == st || slices.Contains(ch.Allow, st) {
+		return true
+	}
+	if ch.Create != nil {
+		return st == saga.StatusRunning || ch.Create.Accept && st == saga.StatusAccepted
+	}
+	return false
 }
 
 // addEffect adds an effect's keys and arguments to a call.
