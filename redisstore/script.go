@@ -15,11 +15,13 @@ import "strings"
 //
 // Keys: saga (the hash, always KEYS[1]), on a Redis Cluster pending and
 // pendings (KEYS[2] and KEYS[3]: the saga's pending change and the
-// shard's index of them), created (every saga of the definition by
-// creation time), due (unfinished sagas by due time), s.<status> (one per
-// status the change may leave or enter: see indexed), defs (the definitions seen), stats (recently finished), and
-// when set: key (the business key's index), dl and dlkept (a dead letter
-// and its marker).
+// shard's index of them), due (unfinished sagas by due time), and only
+// when the change may write them (see changeCall): created (every saga of
+// the definition by creation time) and defs (the definitions seen) for a
+// create, s.<status> (one per status the change may leave or enter: see
+// indexed), stats (recently finished) for a change that may end the saga,
+// key (the business key's index) for a create, an end or a resumption,
+// and dl and dlkept (a dead letter and its marker).
 //
 // Arguments: dedupe (the event's dedupe field), now (unix ms), create,
 // accept, version, allow (",a,b,"), step, data, deadline (ms), retention

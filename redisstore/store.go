@@ -321,15 +321,31 @@ func (s *Store) changeCall(ch saga.Change, def string) *call {
 		c.key("k", "pending", s.l.pendingKey(ch.SagaID))
 		c.key("k", "pendings", s.l.pendingsKey(sh))
 	}
-	c.key("k", "created", s.l.indexKey(sh, def, "created"))
+	// Only the keys the change may write: every key is more work for
+	// Redis. A new saga is indexed by creation time, its definition
+	// recorded and its business key set; a saga that ends is counted in
+	// stats; an ended saga's business key expires with it, and lives on if
+	// it is resumed (Allow holds an ended status).
+	ends, resumes := false, false
+	for _, m := range []*saga.Move{&ch.Success, ch.Failure} {
+		ends = ends || m != nil && m.Status.Terminal()
+	}
+	for _, st := range ch.Allow {
+		resumes = resumes || st.Terminal()
+	}
+	if ch.Create != nil {
+		c.key("k", "created", s.l.indexKey(sh, def, "created"))
+		c.key("k", "defs", s.l.defsKey(sh))
+	}
 	c.key("k", "due", s.l.indexKey(sh, def, "due"))
 	for _, st := range saga.Statuses {
 		if indexed(ch, st) {
 			c.key("k", "s."+string(st), s.l.statusKey(sh, def, string(st)))
 		}
 	}
-	c.key("k", "defs", s.l.defsKey(sh))
-	c.key("k", "stats", s.l.indexKey(sh, def, "stats"))
+	if ends {
+		c.key("k", "stats", s.l.indexKey(sh, def, "stats"))
+	}
 	key := ch.Key
 	var create, accept, deadline, traceID string
 	var data []byte
@@ -337,7 +353,7 @@ func (s *Store) changeCall(ch saga.Change, def string) *call {
 		create, data, deadline, key, traceID = "1", ch.Create.Data, strconv.FormatInt(ch.Create.Deadline.UnixMilli(), 10), ch.Create.Key, ch.Create.TraceID
 		accept = flag(ch.Create.Accept)
 	}
-	if key != "" {
+	if key != "" && (ch.Create != nil || ends || resumes) {
 		c.key("k", "key", s.l.businessKey(sh, def, key))
 	}
 	c.arg("dedupe", dedupeField(ch.Event.Source, ch.Event.ID))
