@@ -9,15 +9,19 @@ import "strings"
 // pairs; a name is "<kind>.<name>", kind k (a key of the change: the value
 // is its position in KEYS), a (an argument of the change), K and A (the
 // effect's keys and arguments); a name ending in "[]" appends to a list.
-// The script reads them into the tables k, a, ek and ea.
+// The script reads them into the tables k, a, ek and ea. An argument of
+// the change (a) that is empty is left out: a missing one reads "". Flags
+// are "1" (true) or left out (false).
 //
 // Keys: saga (the hash, always KEYS[1]), on a Redis Cluster pending and
 // pendings (KEYS[2] and KEYS[3]: the saga's pending change and the
-// shard's index of them), created (every saga of the definition by
-// creation time), due (unfinished sagas by due time), s.<status> (one per
-// status), defs (the definitions seen), stats (recently finished), and
-// when set: key (the business key's index), dl and dlkept (a dead letter
-// and its marker).
+// shard's index of them), due (unfinished sagas by due time), and only
+// when the change may write them (see changeCall): created (every saga of
+// the definition by creation time) and defs (the definitions seen) for a
+// create, s.<status> (one per status the change may leave or enter: see
+// indexed), stats (recently finished) for a change that may end the saga,
+// key (the business key's index) for a create, an end or a resumption,
+// and dl and dlkept (a dead letter and its marker).
 //
 // Arguments: dedupe (the event's dedupe field), now (unix ms), create,
 // accept, version, allow (",a,b,"), step, data, deadline (ms), retention
@@ -25,7 +29,7 @@ import "strings"
 // recent (how many finished sagas stats keeps), and per move (prefix "s."
 // success, "f." failure): outcome, status, reason, fstep, push, pop,
 // clear, output, type, rid, source, data, own (the reply's data is the
-// saga's), due (ms, 0 none); dead letter fields dl.*.
+// saga's), due (ms; none when left out); dead letter fields dl.*.
 //
 // mode (Redis Cluster, see cluster.go) is "one" (default: the whole
 // change), "prepare" (check it and store it pending, with btag, its
@@ -63,23 +67,26 @@ local function effect(keys, args)
 --EFFECT--
 end
 
+local sub, byte = string.sub, string.byte
+local blank = {__index = function() return '' end} -- a missing argument reads ''
 local function parse(argv)
   local k, a, ek, ea = {}, {}, {}, {}
-  local t = {k = k, a = a, K = ek, A = ea}
+  local t = {[107] = k, [97] = a, [75] = ek, [65] = ea} -- by the kind's byte: k a K A
   for i = 1, #argv, 2 do
     local name, val = argv[i], argv[i + 1]
-    local kind = string.sub(name, 1, 1)
-    local tbl, key = t[kind], string.sub(name, 3)
-    if kind == 'k' or kind == 'K' then val = KEYS[tonumber(val)] end
-    if string.sub(key, -2) == '[]' then
-      key = string.sub(key, 1, -3)
+    local kind = byte(name)
+    if kind == 107 or kind == 75 then val = KEYS[tonumber(val)] end
+    local tbl = t[kind]
+    if byte(name, -1) == 93 then -- "<kind>.<name>[]": a list
+      local key = sub(name, 3, -3)
       local l = tbl[key]
       if not l then l = {} tbl[key] = l end
       l[#l + 1] = val
     else
-      tbl[key] = val
+      tbl[sub(name, 3)] = val
     end
   end
+  setmetatable(a, blank)
   return k, a, ek, ea
 end
 local k, a, ek, ea = parse(ARGV)
@@ -88,7 +95,8 @@ local k, a, ek, ea = parse(ARGV)
 -- node is prepared (stored in k.pending), then committed with the
 -- effect's result; meanwhile it holds the saga: any other change answers
 -- busy, and its caller resolves the pending change first.
-local mode, pk = a.mode or 'one', k.pending
+local mode, pk = a.mode, k.pending
+if mode == '' then mode = 'one' end
 local gone = false
 if mode == 'commit' then
   pk = KEYS[2] -- and KEYS[3] the pending changes' index
@@ -346,7 +354,7 @@ if rtype ~= '' then
 else
   redis.call('HDEL', h, 'nx')
 end
-local due = tonumber(arg('due'))
+local due = tonumber(arg('due')) or 0
 if terminal(st) then due = 0 end
 if due > 0 or terminal(st) then put('du', due) end
 redis.call('HSET', h, unpack(f))
@@ -387,7 +395,7 @@ elseif prev and terminal(prev) and not terminal(st) then
   if k.key then redis.call('EXPIRE', k.key, ttl) end
 end
 -- a dead letter recorded with the change
-if a['dl.id'] then
+if a['dl.id'] == '1' then
   if redis.call('SET', k.dlkept, '1', 'NX', 'EX', a['dl.keep']) then
     redis.call('XADD', k.dl, 'MAXLEN', '~', a['dl.max'], '*', 'saga_id', id, 'type', a.etype, 'id', a.eid,
       'source', a.esrc, 'dest', a['dl.dest'], 'code', a['dl.code'], 'body', a['dl.body'], 'reason', a['dl.reason'],

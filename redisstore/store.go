@@ -66,6 +66,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -204,7 +205,22 @@ func (c *call) key(kind, name, key string) {
 	c.args = append(c.args, kind+"."+name, len(c.keys))
 }
 
-func (c *call) arg(name string, v any) { c.args = append(c.args, "a."+name, v) }
+// arg adds a change's argument; an empty one is left out (the script
+// reads a missing argument as ""): fewer arguments are less work for
+// Redis, which copies every one into the script.
+func (c *call) arg(name string, v any) {
+	switch x := v.(type) {
+	case string:
+		if x == "" {
+			return
+		}
+	case []byte:
+		if len(x) == 0 {
+			return
+		}
+	}
+	c.args = append(c.args, "a."+name, v)
+}
 
 func (c *call) named(kind string, n saga.Named, key bool) {
 	name := n.Name
@@ -305,22 +321,39 @@ func (s *Store) changeCall(ch saga.Change, def string) *call {
 		c.key("k", "pending", s.l.pendingKey(ch.SagaID))
 		c.key("k", "pendings", s.l.pendingsKey(sh))
 	}
-	c.key("k", "created", s.l.indexKey(sh, def, "created"))
+	// Only the keys the change may write: every key is more work for
+	// Redis. A new saga is indexed by creation time, its definition
+	// recorded and its business key set; a saga that ends is counted in
+	// stats; an ended saga's business key expires with it, and lives on if
+	// it is resumed (Allow holds an ended status).
+	ends, resumes := false, false
+	for _, m := range []*saga.Move{&ch.Success, ch.Failure} {
+		ends = ends || m != nil && m.Status.Terminal()
+	}
+	for _, st := range ch.Allow {
+		resumes = resumes || st.Terminal()
+	}
+	if ch.Create != nil {
+		c.key("k", "created", s.l.indexKey(sh, def, "created"))
+		c.key("k", "defs", s.l.defsKey(sh))
+	}
 	c.key("k", "due", s.l.indexKey(sh, def, "due"))
 	for _, st := range saga.Statuses {
-		c.key("k", "s."+string(st), s.l.statusKey(sh, def, string(st)))
-	}
-	c.key("k", "defs", s.l.defsKey(sh))
-	c.key("k", "stats", s.l.indexKey(sh, def, "stats"))
-	key := ch.Key
-	create, accept, data, deadline, traceID := "0", "0", []byte(nil), int64(0), ""
-	if ch.Create != nil {
-		create, data, deadline, key, traceID = "1", ch.Create.Data, ch.Create.Deadline.UnixMilli(), ch.Create.Key, ch.Create.TraceID
-		if ch.Create.Accept {
-			accept = "1"
+		if indexed(ch, st) {
+			c.key("k", "s."+string(st), s.l.statusKey(sh, def, string(st)))
 		}
 	}
-	if key != "" {
+	if ends {
+		c.key("k", "stats", s.l.indexKey(sh, def, "stats"))
+	}
+	key := ch.Key
+	var create, accept, deadline, traceID string
+	var data []byte
+	if ch.Create != nil {
+		create, data, deadline, key, traceID = "1", ch.Create.Data, strconv.FormatInt(ch.Create.Deadline.UnixMilli(), 10), ch.Create.Key, ch.Create.TraceID
+		accept = flag(ch.Create.Accept)
+	}
+	if key != "" && (ch.Create != nil || ends || resumes) {
 		c.key("k", "key", s.l.businessKey(sh, def, key))
 	}
 	c.arg("dedupe", dedupeField(ch.Event.Source, ch.Event.ID))
@@ -347,8 +380,6 @@ func (s *Store) changeCall(ch saga.Change, def string) *call {
 	move(c, "s.", &ch.Success)
 	if ch.Failure != nil {
 		move(c, "f.", ch.Failure)
-	} else {
-		move(c, "f.", &saga.Move{})
 	}
 	if dl := ch.DeadLetter; dl != nil {
 		c.key("k", "dl", s.l.deadLetterKey(sh))
@@ -364,6 +395,20 @@ func (s *Store) changeCall(ch saga.Change, def string) *call {
 		c.arg("dl.event", dl.Event)
 	}
 	return c
+}
+
+// indexed reports whether a change may write the index of status st: the
+// saga's status before it (one of Allow, or none for a new saga) and
+// after it (a new saga's first, or a move's). The script gets only those
+// keys: every key is more work for Redis.
+func indexed(ch saga.Change, st saga.Status) bool {
+	if ch.Success.Status == st || ch.Failure != nil && ch.Failure.Status == st || slices.Contains(ch.Allow, st) {
+		return true
+	}
+	if ch.Create != nil {
+		return st == saga.StatusRunning || ch.Create.Accept && st == saga.StatusAccepted
+	}
+	return false
 }
 
 // addEffect adds an effect's keys and arguments to a call.
@@ -410,16 +455,16 @@ func changeErr(ch saga.Change, err error) error {
 func move(c *call, prefix string, m *saga.Move) {
 	var typ, rid, src string
 	var data []byte
-	own := "0"
+	own := ""
 	if m.Emit != nil {
 		typ, rid, src, data = m.Emit.Type, m.Emit.ID, m.Emit.Source, m.Emit.Data
 		if data == nil {
 			own = "1"
 		}
 	}
-	var due int64
+	due := "" // none
 	if !m.Due.IsZero() {
-		due = m.Due.UnixMilli()
+		due = strconv.FormatInt(m.Due.UnixMilli(), 10)
 	}
 	for _, kv := range []struct {
 		name string
@@ -443,11 +488,12 @@ func allowList(allow []saga.Status) string {
 	return b.String()
 }
 
+// flag is a boolean argument: "1", or "" (left out) for false.
 func flag(b bool) string {
 	if b {
 		return "1"
 	}
-	return "0"
+	return ""
 }
 
 // isScriptError tells a Lua error (a bug or a failed effect without a

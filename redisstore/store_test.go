@@ -1,7 +1,10 @@
 package redisstore_test
 
 import (
+	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -34,4 +37,61 @@ func TestStoreCluster(t *testing.T) {
 		}
 		return s, rdb
 	})
+}
+
+// TestBusinessKeyExpiresWithItsSaga checks that a saga's business key
+// lives as long as its record: set at the create, kept when the saga ends
+// (retention), and lengthened again when it is resumed. A change gets the
+// key only when it may write it.
+func TestBusinessKeyExpiresWithItsSaga(t *testing.T) {
+	rdb := sagatest.Redis(t)
+	s, err := redisstore.New(rdb, redisstore.Options{Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const def = "keyed"
+	ttls := func(id, key string, want time.Duration) {
+		t.Helper()
+		rec, err := rdb.TTL(ctx, "ksaga:{"+id+"}").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := rdb.TTL(ctx, "ksaga:idx:"+def+":k:"+key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := rec - want; d < -5*time.Second || d > 0 {
+			t.Fatalf("saga %s expires in %s, want %s", id, rec, want)
+		}
+		if d := k - rec; d < -time.Second || d > time.Second {
+			t.Fatalf("business key %s expires in %s, its saga in %s", key, k, rec)
+		}
+	}
+	apply := func(c saga.Change) {
+		t.Helper()
+		r, err := s.Apply(ctx, c)
+		if err != nil || !r.Applied {
+			t.Fatalf("%s: %+v %v", c.Event.ID, r, err)
+		}
+	}
+	change := func(id string, v int64, allow saga.Status, to saga.Status) saga.Change {
+		return saga.Change{SagaID: id, Saga: def, Key: "key-" + id, Event: saga.EventRef{Source: "/t", ID: fmt.Sprintf("%s-%d", id, v), Type: "t"},
+			Version: v, Allow: []saga.Status{allow}, Step: "s", Success: saga.Move{Outcome: "ok", Status: to}}
+	}
+	for _, id := range []string{"ends", "resumed"} {
+		apply(saga.Change{SagaID: id, Saga: def, Event: saga.EventRef{Source: "/t", ID: id, Type: "t"}, Allow: []saga.Status{saga.StatusAccepted},
+			Create:  &saga.Create{Saga: def, Key: "key-" + id, Data: []byte(`{}`), Deadline: time.Now().Add(time.Hour)},
+			Success: saga.Move{Outcome: "ok", Status: saga.StatusRunning}})
+		ttls(id, "key-"+id, 2*time.Hour) // its deadline, then the retention
+		apply(change(id, 1, saga.StatusRunning, saga.StatusRunning))
+		ttls(id, "key-"+id, 2*time.Hour)
+	}
+	apply(change("ends", 2, saga.StatusRunning, saga.StatusCompleted))
+	ttls("ends", "key-ends", time.Hour)
+
+	apply(change("resumed", 2, saga.StatusRunning, saga.StatusCompensationFailed))
+	ttls("resumed", "key-resumed", time.Hour)
+	apply(change("resumed", 3, saga.StatusCompensationFailed, saga.StatusCompensating))
+	ttls("resumed", "key-resumed", 2*time.Hour)
 }
