@@ -123,6 +123,31 @@ func TestRedisCrashesLoseNoAcceptedOrder(t *testing.T) {
 		}
 	}
 
+	// A saga stored whose 202 was lost in a crash (the client saw an error)
+	// is not among the accepted orders: the sweeper ends it too.
+	sagatest.Eventually(t, 3*time.Minute, func() error {
+		var open []string
+		for cursor := ""; ; {
+			p, err := store.List(ctx, saga.Query{Saga: ordersaga.Saga.Name, Limit: 500, Cursor: cursor})
+			if err != nil {
+				return err
+			}
+			for _, st := range p.Sagas {
+				if !st.Status.Terminal() {
+					open = append(open, st.ID+" "+string(st.Status))
+				}
+			}
+			if cursor = p.Next; cursor == "" {
+				break
+			}
+		}
+		if len(open) > 0 {
+			ping()
+			return fmt.Errorf("%d sagas not ended: %v", len(open), open)
+		}
+		return nil
+	})
+
 	// the books, over every saga in the store
 	charged := map[int32]int64{}
 	taken := map[string]int64{}

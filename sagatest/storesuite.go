@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
 	"testing"
@@ -397,11 +398,16 @@ func suiteDeadLetters(t *testing.T, s saga.Store, _ redis.UniversalClient) {
 	if ok, err := s.KeepDeadLetter(ctx, dl); err != nil || ok {
 		t.Fatalf("a redelivered dead letter is kept once: %v %v", ok, err)
 	}
+	// Dead letters are newest first by the time Redis kept them; two kept
+	// in the same millisecond on different shards of a Redis Cluster have
+	// no order between them, so each is kept in a later millisecond.
+	nextMilli()
 	other := dl
 	other.SagaID, other.EventID, other.EventType = "x2", "e2", "t.b"
 	if _, err := s.KeepDeadLetter(ctx, other); err != nil {
 		t.Fatal(err)
 	}
+	nextMilli()
 	// with a change, atomically
 	mustApply(t, s, create("x3", `{}`))
 	c := next("x3", 1, "b", "t.b.failed")
@@ -448,5 +454,14 @@ func suiteNotes(t *testing.T, s saga.Store, _ redis.UniversalClient) {
 	}
 	if err := s.Note(ctx, "nope", saga.StepRecord{Outcome: "x"}); !errors.Is(err, saga.ErrNotFound) {
 		t.Fatalf("note of an unknown saga: %v", err)
+	}
+}
+
+// nextMilli returns once the clock has moved to a later millisecond than
+// the one it was called in, plus one (a Redis server on this machine has
+// then moved past it too).
+func nextMilli() {
+	for t0 := time.Now().UnixMilli(); time.Now().UnixMilli() < t0+2; {
+		runtime.Gosched()
 	}
 }
