@@ -373,6 +373,9 @@ elseif terminal(st) then
   redis.call('ZREM', k.due, id)
 end
 local retention = tonumber(a.retention)
+-- the business key follows the saga that holds it: a newer saga with the
+-- same key has taken it over, and this one's end must not expire it
+local function ownkey() return k.key and redis.call('GET', k.key) == id end
 if fresh then
   redis.call('ZADD', k.created, now, id)
   redis.call('SADD', k.defs, a.saga)
@@ -383,7 +386,7 @@ if fresh then
 end
 if terminal(st) and not terminal(prev) then
   redis.call('EXPIRE', h, retention)
-  if k.key then redis.call('EXPIRE', k.key, retention) end
+  if ownkey() then redis.call('EXPIRE', k.key, retention) end
   redis.call('LPUSH', k.stats, now .. ':' .. (now - ca) .. ':' .. st)
   redis.call('LTRIM', k.stats, 0, tonumber(a.recent) - 1)
 elseif prev and terminal(prev) and not terminal(st) then
@@ -392,7 +395,7 @@ elseif prev and terminal(prev) and not terminal(st) then
   local score = math.max(tonumber(cur[13] or '0'), now)
   local ttl = math.floor((score - now) / 1000) + retention
   redis.call('EXPIRE', h, ttl)
-  if k.key then redis.call('EXPIRE', k.key, ttl) end
+  if ownkey() then redis.call('EXPIRE', k.key, ttl) end
 end
 -- a dead letter recorded with the change
 if a['dl.id'] == '1' then

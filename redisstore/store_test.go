@@ -95,3 +95,61 @@ func TestBusinessKeyExpiresWithItsSaga(t *testing.T) {
 	apply(change("resumed", 3, saga.StatusCompensationFailed, saga.StatusCompensating))
 	ttls("resumed", "key-resumed", 2*time.Hour)
 }
+
+// TestBusinessKeyFollowsItsNewestSaga checks that a business key taken
+// over by a newer saga (the same order submitted again once the first
+// ended, or while it runs) follows the newer saga only: the older one's
+// end or resumption must not shorten or lengthen it, or ByKey would lose
+// the newer, still running saga.
+func TestBusinessKeyFollowsItsNewestSaga(t *testing.T) {
+	rdb := sagatest.Redis(t)
+	s, err := redisstore.New(rdb, redisstore.Options{Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const def, key = "keyed", "order-1"
+	apply := func(c saga.Change) {
+		t.Helper()
+		r, err := s.Apply(ctx, c)
+		if err != nil || !r.Applied {
+			t.Fatalf("%s: %+v %v", c.Event.ID, r, err)
+		}
+	}
+	create := func(id string, deadline time.Duration) {
+		apply(saga.Change{SagaID: id, Saga: def, Event: saga.EventRef{Source: "/t", ID: id, Type: "t"},
+			Create:  &saga.Create{Saga: def, Key: key, Data: []byte(`{}`), Deadline: time.Now().Add(deadline)},
+			Success: saga.Move{Outcome: "ok", Status: saga.StatusRunning}})
+	}
+	change := func(id string, v int64, allow, to saga.Status) {
+		apply(saga.Change{SagaID: id, Saga: def, Key: key, Event: saga.EventRef{Source: "/t", ID: fmt.Sprintf("%s-%d", id, v), Type: "t"},
+			Version: v, Allow: []saga.Status{allow}, Step: "s", Success: saga.Move{Outcome: "ok", Status: to}})
+	}
+	check := func(when string) {
+		t.Helper()
+		id, err := s.ByKey(ctx, def, key)
+		if err != nil || id != "newer" {
+			t.Fatalf("%s: ByKey = %q, %v; want the newer saga", when, id, err)
+		}
+		rec, err := rdb.TTL(ctx, "ksaga:{newer}").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := rdb.TTL(ctx, "ksaga:idx:"+def+":k:"+key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := k - rec; d < -time.Second || d > time.Second {
+			t.Fatalf("%s: the business key expires in %s, the newer saga holding it in %s", when, k, rec)
+		}
+	}
+	create("older", time.Hour)
+	create("newer", 10*time.Hour)
+	check("created")
+	change("older", 1, saga.StatusRunning, saga.StatusCompensationFailed)
+	check("the older saga ended")
+	change("older", 2, saga.StatusCompensationFailed, saga.StatusCompensating)
+	check("the older saga resumed")
+	change("older", 3, saga.StatusCompensating, saga.StatusCompensated)
+	check("the older saga ended again")
+}
