@@ -97,8 +97,12 @@ func (d *DeadLetters) Handle(ctx context.Context, e event.Event) (*event.Event, 
 		if err != nil {
 			return nil, err
 		}
-		if res.Skipped != "" {
-			continue // the saga moved between the read and the change: decide again
+		if res.Skipped != "" || res.Duplicate {
+			// the saga moved between the read and the change, or its step
+			// handled this very event meanwhile (a late retry; on a Redis
+			// Cluster, a change left pending that the Store resolved):
+			// decide again, on a fresh read
+			continue
 		}
 		saga.ReportResult(ctx, c.Step, res)
 		d.op.logger().ErrorContext(ctx, "dead letter", "handling", c.DeadLetter.Handling, "reason", dl.Reason)

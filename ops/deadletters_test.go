@@ -430,3 +430,41 @@ func TestDeadLettersNeedASink(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadLetterOfStepThatRanMeanwhileIsKept: the step handles the very
+// event the Broker dead-lettered (a late retry that succeeded) between the
+// sink's read and its change, whose dedupe then answers a duplicate: the
+// dead letter is still kept for operators, the step's reply published
+// again, and the saga moves no further.
+func TestDeadLetterOfStepThatRanMeanwhileIsKept(t *testing.T) {
+	e := newEnv(t)
+	sent := e.abc.Run("s1", order, "t.a.done")
+	var reply *event.Event
+	op := *e.op
+	op.Store = &movingStore{Store: e.store, move: func() {
+		var err error
+		if reply, err = e.steps(abc, nil).Handle(context.Background(), sent); err != nil || reply == nil {
+			t.Errorf("step b: %v %v", reply, err)
+		}
+	}}
+	sink, err := ops.NewDeadLetters(&op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sink.Handle(context.Background(), deadLettered(sent, "http://b.saga.svc.cluster.local", "504", "")); err != nil {
+		t.Fatal(err)
+	}
+	if reply == nil {
+		t.FailNow()
+	}
+	st := e.get("s1")
+	if st.Status != saga.StatusRunning || st.Steps[len(st.Steps)-1].Step != "b" || st.Steps[len(st.Steps)-1].Outcome != "done" {
+		t.Fatalf("saga %+v", st)
+	}
+	if pub := e.sink.Events(); len(pub) != 1 || !same(pub[0], *reply) {
+		t.Fatalf("published %v, want the stored %s", e.sink.Types(), reply.Type())
+	}
+	if dls := e.deadLetters(); len(dls) != 1 || dls[0].Handling != ops.HandlingKept || dls[0].EventID != sent.ID() {
+		t.Fatalf("dead letters %+v, want the dead-lettered %s kept", dls, sent.ID())
+	}
+}
