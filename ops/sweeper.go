@@ -160,15 +160,18 @@ func (s *Sweeper) sweepOne(ctx context.Context, id string, now time.Time) (bool,
 			return false, err
 		}
 		due := now.Add(s.op.nudge())
-		if rec.Status == saga.StatusRunning || rec.Status == saga.StatusAccepted {
+		switch rec.Status {
+		case saga.StatusRunning:
 			i, _ := d.Awaited(rec.Compensate)
-			if rec.Status == saga.StatusAccepted {
-				i = 0
-			}
 			due = saga.DueAwaiting(d, i, rec.Deadline, now, s.op.Nudge)
 			if sd := saga.StepDeadline(d, i, rec.UpdatedAt); !sd.IsZero() && sd.Before(due) {
-				due = sd
+				due = sd // not past: a running saga past it was aborted above
 			}
+		case saga.StatusAccepted:
+			// its first step has not run: its timeout runs from the
+			// command sent now, not from the acceptance (long past, maybe:
+			// due then would be in the past, and the saga due at every pass)
+			due = saga.DueAwaiting(d, 0, rec.Deadline, now, s.op.Nudge)
 		}
 		if _, err := s.op.Store.Reschedule(ctx, rec.Saga, id, rec.Version, due); err != nil {
 			return false, err

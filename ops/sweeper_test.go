@@ -510,3 +510,39 @@ func TestSweeperIsNotBlockedByOthersSagas(t *testing.T) {
 		}
 	}
 }
+
+// TestSweeperReschedulesAcceptedPastItsFirstStepTimeout: an accepted saga
+// whose first step has a timeout of its own, still not started once that
+// timeout has passed since it was accepted, gets its start command again
+// and is looked at again later — not rescheduled into the past, where
+// every pass would send the command again and it would stay at the head of
+// the due index (with a page of such sagas, the sweeper would reach no
+// other).
+func TestSweeperReschedulesAcceptedPastItsFirstStepTimeout(t *testing.T) {
+	e := newEnv(t)
+	gated := *abc
+	gated.Name = "gated"
+	gated.Steps = append([]saga.StepDef(nil), abc.Steps...)
+	gated.Steps[0].Timeout = saga.Duration(time.Minute)
+	reg, err := ops.NewRegistry(&gated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := *e.op
+	op.Sagas = reg
+	sw := e.sweeper(&op)
+	cmd := e.accept(&gated, "s1")
+	e.later(2 * time.Minute) // past the first step's timeout, not the saga's deadline
+	if n := e.sweep(sw); n != 1 {
+		t.Fatalf("acted on %d sagas, want 1", n)
+	}
+	if pub := e.sink.Events(); len(pub) != 1 || !same(pub[0], cmd) {
+		t.Fatalf("published %v, want the start command", e.sink.Types())
+	}
+	if st := e.get("s1"); st.Status != saga.StatusAccepted || !st.Due.After(e.now()) {
+		t.Fatalf("saga %s due %v, the pass ran at %v: rescheduled into the past", st.Status, st.Due, e.now())
+	}
+	if n := e.sweep(sw); n != 0 || len(e.sink.Events()) != 1 {
+		t.Fatalf("the next pass acted on %d sagas, published %v", n, e.sink.Types())
+	}
+}
