@@ -374,7 +374,9 @@ func (s *Store) Stats(ctx context.Context, def string, now time.Time) (saga.Stat
 
 // ByKey implements saga.Store. On a Redis Cluster the business key is
 // indexed in its saga's shard, which the key does not name: every shard
-// is asked, in one pipeline.
+// is asked, in one pipeline. A key given to several sagas (in several
+// shards) finds the one created last, as on one primary, where the newer
+// saga's create overwrites the key.
 func (s *Store) ByKey(ctx context.Context, def, key string) (string, error) {
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.StringCmd, s.l.shards())
@@ -384,12 +386,33 @@ func (s *Store) ByKey(ctx context.Context, def, key string) (string, error) {
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return "", saga.Transient(err, "redis")
 	}
+	var ids []string
 	for _, c := range cmds {
 		if id, err := c.Result(); err == nil {
-			return id, nil
+			ids = append(ids, id)
 		}
 	}
-	return "", saga.ErrNotFound
+	switch len(ids) {
+	case 0:
+		return "", saga.ErrNotFound
+	case 1:
+		return ids[0], nil
+	}
+	pipe = s.rdb.Pipeline()
+	created := make([]*redis.StringCmd, len(ids))
+	for i, id := range ids {
+		created[i] = pipe.HGet(ctx, s.l.sagaKey(id), "ca")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return "", saga.Transient(err, "redis")
+	}
+	newest, at := ids[0], int64(-1)
+	for i, c := range created {
+		if ms, err := c.Int64(); err == nil && ms > at {
+			newest, at = ids[i], ms
+		}
+	}
+	return newest, nil
 }
 
 // Compact removes index entries of sagas that have expired, up to budget

@@ -25,16 +25,17 @@ type NewStore func(t *testing.T) (saga.Store, redis.UniversalClient)
 // own store from newStore.
 func StoreSuite(t *testing.T, newStore NewStore) {
 	for name, tc := range map[string]func(t *testing.T, s saga.Store, rdb redis.UniversalClient){
-		"create":             suiteCreate,
-		"duplicate":          suiteDuplicate,
-		"compare and set":    suiteCAS,
-		"effects by name":    suiteEffects,
-		"compensation stack": suiteStack,
-		"accept then start":  suiteAccept,
-		"list and page":      suiteList,
-		"due and stats":      suiteDue,
-		"dead letters":       suiteDeadLetters,
-		"notes":              suiteNotes,
+		"create":              suiteCreate,
+		"duplicate":           suiteDuplicate,
+		"compare and set":     suiteCAS,
+		"effects by name":     suiteEffects,
+		"compensation stack":  suiteStack,
+		"accept then start":   suiteAccept,
+		"list and page":       suiteList,
+		"due and stats":       suiteDue,
+		"dead letters":        suiteDeadLetters,
+		"notes":               suiteNotes,
+		"business key reused": suiteKeyReused,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -463,5 +464,22 @@ func suiteNotes(t *testing.T, s saga.Store, _ redis.UniversalClient) {
 func nextMilli() {
 	for t0 := time.Now().UnixMilli(); time.Now().UnixMilli() < t0+2; {
 		runtime.Gosched()
+	}
+}
+
+// suiteKeyReused: a business key given to a newer saga (the same order
+// submitted again) finds the newer saga, wherever the two are kept.
+func suiteKeyReused(t *testing.T, s saga.Store, _ redis.UniversalClient) {
+	for i := range 8 {
+		older, newer, key := fmt.Sprintf("older-%d", i), fmt.Sprintf("newer-%d", i), fmt.Sprintf("reused-%d", i)
+		for _, id := range []string{older, newer} {
+			c := create(id, `{}`)
+			c.Create.Key = key
+			mustApply(t, s, c)
+			nextMilli()
+		}
+		if id, err := s.ByKey(ctx, suiteDef, key); err != nil || id != newer {
+			t.Errorf("by key %s: %q %v, want the newer saga %s", key, id, err, newer)
+		}
 	}
 }
