@@ -350,8 +350,11 @@ func (s *Store) changeCall(ch saga.Change, def string) *call {
 	var create, accept, deadline, traceID string
 	var data []byte
 	if ch.Create != nil {
-		create, data, deadline, key, traceID = "1", ch.Create.Data, strconv.FormatInt(ch.Create.Deadline.UnixMilli(), 10), ch.Create.Key, ch.Create.TraceID
+		create, data, deadline, traceID = "1", ch.Create.Data, strconv.FormatInt(ch.Create.Deadline.UnixMilli(), 10), ch.Create.TraceID
 		accept = flag(ch.Create.Accept)
+		if key == "" { // a new saga's; the start of an accepted one keeps its record's key (ch.Key)
+			key = ch.Create.Key
+		}
 	}
 	if key != "" && (ch.Create != nil || ends || resumes) {
 		c.key("k", "key", s.l.businessKey(sh, def, key))

@@ -153,3 +153,49 @@ func TestBusinessKeyFollowsItsNewestSaga(t *testing.T) {
 	change("older", 3, saga.StatusCompensating, saga.StatusCompensated)
 	check("the older saga ended again")
 }
+
+// TestAcceptedKeyFollowsItsSagaStartedWithout checks that the business
+// key an accepted saga was recorded with follows the saga when its start
+// gives none (or another): the start of an accepted saga keeps the
+// record's key, so its end must expire that key with the record.
+func TestAcceptedKeyFollowsItsSagaStartedWithout(t *testing.T) {
+	rdb := sagatest.Redis(t)
+	s, err := redisstore.New(rdb, redisstore.Options{Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const def = "keyed"
+	for _, startKey := range []string{"", "another"} {
+		id := "s-" + startKey
+		key := "accepted-" + id
+		deadline := time.Now().Add(10 * time.Hour)
+		r, err := s.Apply(ctx, saga.Change{SagaID: id, Saga: def, Key: key, Event: saga.EventRef{Source: "/t", ID: id + ".accept", Type: "t"},
+			Create:  &saga.Create{Saga: def, Key: key, Data: []byte(`{}`), Deadline: deadline, Accept: true},
+			Step:    "a",
+			Success: saga.Move{Outcome: "accepted", Status: saga.StatusAccepted}})
+		if err != nil || !r.Applied {
+			t.Fatalf("accept: %+v %v", r, err)
+		}
+		// the start fails at once: nothing to undo, the saga ends
+		r, err = s.Apply(ctx, saga.Change{SagaID: id, Saga: def, Key: key, Event: saga.EventRef{Source: "/t", ID: id, Type: "t"},
+			Create:  &saga.Create{Saga: def, Key: startKey, Data: []byte(`{}`), Deadline: deadline},
+			Version: r.Version, Allow: []saga.Status{saga.StatusAccepted}, Step: "a",
+			Success: saga.Move{Outcome: "done", Status: saga.StatusRunning},
+			Failure: &saga.Move{Outcome: "rejected", Status: saga.StatusCompensated}, Fail: true})
+		if err != nil || !r.Applied || r.Status != saga.StatusCompensated {
+			t.Fatalf("start: %+v %v", r, err)
+		}
+		rec, err := rdb.TTL(ctx, "ksaga:{"+id+"}").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := rdb.TTL(ctx, "ksaga:idx:"+def+":k:"+key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := k - rec; d < -time.Second || d > time.Second {
+			t.Errorf("start key %q: the business key %s expires in %s, its ended saga in %s", startKey, key, k, rec)
+		}
+	}
+}
