@@ -77,7 +77,7 @@ local function parse(argv)
     local kind = byte(name)
     if kind == 107 or kind == 75 then val = KEYS[tonumber(val)] end
     local tbl = t[kind]
-    if byte(name, -1) == 93 then -- "<kind>.<name>[]": a list
+    if byte(name, -1) == 93 and byte(name, -2) == 91 then -- "<kind>.<name>[]": a list
       local key = sub(name, 3, -3)
       local l = tbl[key]
       if not l then l = {} tbl[key] = l end

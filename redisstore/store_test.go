@@ -199,3 +199,27 @@ func TestAcceptedKeyFollowsItsSagaStartedWithout(t *testing.T) {
 		}
 	}
 }
+
+// TestEffectArgumentNamedWithABracket checks that only a name ending in
+// "[]" is a list: an effect's argument or key whose name merely ends in
+// "]" reaches the effect under its name, as the effect's own script on a
+// Redis Cluster reads it.
+func TestEffectArgumentNamedWithABracket(t *testing.T) {
+	rdb := sagatest.Redis(t)
+	s, err := redisstore.New(rdb, redisstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	fx := saga.Effect{Name: "bracket", Lua: `redis.call('SET', keys['out]'], args['v]'] or 'missing')`}
+	r, err := s.Apply(ctx, saga.Change{SagaID: "b1", Saga: "br", Event: saga.EventRef{Source: "/t", ID: "b1", Type: "t"},
+		Create:  &saga.Create{Saga: "br", Data: []byte(`{}`), Deadline: time.Now().Add(time.Hour)},
+		Effect:  fx.Call().Key("out]", "bracket:out").Arg("v]", "value"),
+		Success: saga.Move{Outcome: "ok", Status: saga.StatusRunning}})
+	if err != nil || !r.Applied {
+		t.Fatalf("%+v %v", r, err)
+	}
+	if got, err := rdb.Get(ctx, "bracket:out").Result(); err != nil || got != "value" {
+		t.Fatalf("the effect wrote %q (%v), want the argument's value", got, err)
+	}
+}
