@@ -249,3 +249,15 @@ func (b *Broker) Events() []event.Event {
 	}
 	return out
 }
+
+// Refused reports whether the function logged a refused event (a security
+// event, see saga.Participant) whose reason contains why.
+func (f *Func) Refused(t testing.TB, why string) bool {
+	t.Helper()
+	for _, l := range f.Out.Lines(t) {
+		if r, _ := l["why"].(string); l["security_event"] == "refused" && strings.Contains(r, why) {
+			return true
+		}
+	}
+	return false
+}

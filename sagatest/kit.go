@@ -20,8 +20,11 @@ package sagatest
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -269,6 +272,19 @@ func (k *Kit) Record(id string) saga.State {
 		k.T.Fatalf("sagatest: saga %s: %v", id, err)
 	}
 	return st
+}
+
+// Unchanged fails the test unless saga before.ID's record is still
+// before: its version, status, history, compensation stack and outputs (an
+// event that must change nothing).
+func (k *Kit) Unchanged(before saga.State) {
+	k.T.Helper()
+	after := k.Record(before.ID)
+	if after.Version != before.Version || after.Status != before.Status || !slices.Equal(Outcomes(after), Outcomes(before)) ||
+		!slices.Equal(after.Compensate, before.Compensate) || !maps.EqualFunc(after.Outputs, before.Outputs, func(a, b json.RawMessage) bool { return string(a) == string(b) }) {
+		k.T.Fatalf("sagatest: the saga moved: %s v%d %v → %s v%d %v", before.Status, before.Version, Outcomes(before),
+			after.Status, after.Version, Outcomes(after))
+	}
 }
 
 // Outcomes lists a record's history as "step/outcome" entries.

@@ -37,8 +37,8 @@ func TestConfirmRefusesATamperedEvent(t *testing.T) {
 			t.Fatalf("%s: %d %s", name, r.Status, r.Body)
 		}
 	}
-	sameRecord(t, w.kit, before)
-	if s := w.order(t, o.OrderID)["status"]; s != "pending" || !w.refusedLogged(t, "data differs") {
+	w.kit.Unchanged(before)
+	if s := w.order(t, o.OrderID)["status"]; s != "pending" || !w.fn.Refused(t, "data differs") {
 		t.Fatalf("order %s after the forged events, or no security log line", s)
 	}
 	if r := w.post(t, e, false); r.Reply == nil || r.Reply.Type() != ordersaga.Confirmed {
@@ -60,7 +60,7 @@ func TestCancelRefusedWhileRunning(t *testing.T) {
 			t.Fatalf("%s: %d %s", typ, r.Status, r.Body)
 		}
 	}
-	sameRecord(t, w.kit, before)
+	w.kit.Unchanged(before)
 	if s := w.order(t, o.OrderID)["status"]; s != "pending" {
 		t.Fatalf("order %s", s)
 	}
@@ -78,7 +78,7 @@ func TestReplayIntoAnotherSaga(t *testing.T) {
 	if r := w.post(t, replayed, true); r.Status != http.StatusBadRequest {
 		t.Fatalf("replay into b: %d %s", r.Status, r.Body)
 	}
-	sameRecord(t, w.kit, before)
+	w.kit.Unchanged(before)
 	for _, id := range []string{"a", "b"} {
 		if s := w.order(t, orders.OrderIDFor(id))["status"]; s != "pending" {
 			t.Fatalf("order of %s is %s", id, s)
@@ -102,7 +102,7 @@ func TestEventsThatNameNoVersionOrSaga(t *testing.T) {
 			t.Fatalf("without %s: %d %s", ext, r.Status, r.Body)
 		}
 	}
-	sameRecord(t, w.kit, before)
+	w.kit.Unchanged(before)
 }
 
 // TestVersions: an event of a version the saga has moved past, or of an
@@ -130,7 +130,7 @@ func TestVersions(t *testing.T) {
 			t.Fatalf("%s: %d %s", name, stale.Status, stale.Body)
 		}
 	}
-	sameRecord(t, w.kit, done)
+	w.kit.Unchanged(done)
 	if w.orderCount(t) != 1 {
 		t.Fatalf("%d orders", w.orderCount(t))
 	}

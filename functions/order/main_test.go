@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -97,30 +96,6 @@ func (w *world) orderCount(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(keys)
-}
-
-// refusedLogged reports whether the function logged a security event
-// whose reason contains why.
-func (w *world) refusedLogged(t *testing.T, why string) bool {
-	t.Helper()
-	for _, l := range w.fn.Out.Lines(t) {
-		if l["security_event"] == "refused" && strings.Contains(l["why"].(string), why) {
-			return true
-		}
-	}
-	return false
-}
-
-// sameRecord fails the test unless the saga's record is still before: an
-// event that changes nothing.
-func sameRecord(t *testing.T, k *sagatest.Kit, before saga.State) {
-	t.Helper()
-	after := k.Record(before.ID)
-	if after.Version != before.Version || after.Status != before.Status || len(after.Steps) != len(before.Steps) ||
-		strings.Join(after.Compensate, ",") != strings.Join(before.Compensate, ",") {
-		t.Fatalf("the saga moved: %s v%d %v → %s v%d %v", before.Status, before.Version, sagatest.Outcomes(before),
-			after.Status, after.Version, sagatest.Outcomes(after))
-	}
 }
 
 // withData returns e with its data replaced by v (a forged notification).

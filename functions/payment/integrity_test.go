@@ -35,8 +35,8 @@ func TestAuthorizeRefusesForgedData(t *testing.T) {
 		}
 	}
 	w.wantBalances(t, nil)
-	sameRecord(t, w.kit, before)
-	if !w.refusedLogged(t, "data differs") {
+	w.kit.Unchanged(before)
+	if !w.fn.Refused(t, "data differs") {
 		t.Fatal("no security log line for the forged events")
 	}
 	if r := w.post(t, e, false); r.Reply == nil || r.Reply.Type() != ordersaga.PayAuthorized {
@@ -73,7 +73,7 @@ func TestAuthorizeRefusesWhatTheSagaDidNotEmit(t *testing.T) {
 		}
 	}
 	w.wantBalances(t, nil)
-	sameRecord(t, w.kit, before)
+	w.kit.Unchanged(before)
 }
 
 // TestReplayIntoAnotherSaga: a genuine event of alice's saga replayed with
@@ -91,7 +91,7 @@ func TestReplayIntoAnotherSaga(t *testing.T) {
 		t.Fatalf("replay into bob's saga: %d %s", r.Status, r.Body)
 	}
 	w.wantBalances(t, nil)
-	sameRecord(t, w.kit, before)
+	w.kit.Unchanged(before)
 
 	first := w.post(t, alice, false)
 	if first.Reply == nil || first.Reply.Type() != ordersaga.PayAuthorized {
@@ -126,7 +126,7 @@ func TestRefundRefusedUnlessPaymentIsNextToUndo(t *testing.T) {
 			}
 		}
 		w.wantBalances(t, charged)
-		sameRecord(t, w.kit, before)
+		w.kit.Unchanged(before)
 	}
 	refundsAt("running", versionOf(t, *r.Reply))
 

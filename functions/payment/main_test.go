@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"maps"
-	"slices"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -93,29 +90,6 @@ func (w *world) charge(t *testing.T, id string) (ordersaga.Charge, bool) {
 		t.Fatal(err)
 	}
 	return c, ok
-}
-
-// refusedLogged reports whether the function logged a security event
-// whose reason contains why.
-func (w *world) refusedLogged(t *testing.T, why string) bool {
-	t.Helper()
-	for _, l := range w.fn.Out.Lines(t) {
-		if l["security_event"] == "refused" && strings.Contains(l["why"].(string), why) {
-			return true
-		}
-	}
-	return false
-}
-
-// sameRecord fails the test unless the saga's record is still before.
-func sameRecord(t *testing.T, k *sagatest.Kit, before saga.State) {
-	t.Helper()
-	after := k.Record(before.ID)
-	if after.Version != before.Version || after.Status != before.Status || !slices.Equal(sagatest.Outcomes(after), sagatest.Outcomes(before)) ||
-		!slices.Equal(after.Compensate, before.Compensate) || !maps.EqualFunc(after.Outputs, before.Outputs, func(a, b json.RawMessage) bool { return string(a) == string(b) }) {
-		t.Fatalf("the saga moved: %s v%d %v → %s v%d %v", before.Status, before.Version, sagatest.Outcomes(before),
-			after.Status, after.Version, sagatest.Outcomes(after))
-	}
 }
 
 // sagaEvent is an event of saga sagaID at version.

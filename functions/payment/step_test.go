@@ -161,5 +161,5 @@ func TestRefundWithoutACharge(t *testing.T) {
 		t.Fatalf("%d %s", r.Status, r.Body)
 	}
 	w.wantBalances(t, nil)
-	sameRecord(t, w.kit, before)
+	w.kit.Unchanged(before)
 }
