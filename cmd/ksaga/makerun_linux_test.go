@@ -66,7 +66,10 @@ func TestE2EMakeRunInterrupt(t *testing.T) {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		t.Fatalf("make run did not stop within a minute of Ctrl-C\n%s", devproc.Tail(out.String(), 30))
 	}
-	time.Sleep(100 * time.Millisecond) // the last output in the terminal's buffer
+	// the terminal's buffer may still hold the last output: poll for it
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out.String(), "msg=stopped") && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond) // poll, bounded by the deadline
+	}
 	for _, want := range []string{"go build -o ", `msg="building functions" count=10`, "msg=seeded file=deploy/demo/seed.redis", "msg=stopped"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("make run's output lacks %q", want)

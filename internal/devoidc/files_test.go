@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -17,7 +19,8 @@ func TestTokenFilesAreRenewed(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := time.Now()
-	is.now = func() time.Time { return clock }
+	var reads atomic.Int64 // the issuer's clock is read by every write a run makes
+	is.now = func() time.Time { reads.Add(1); return clock }
 	dir := filepath.Join(t.TempDir(), "tokens")
 	files, err := NewTokenFiles(is, dir, nil)
 	if err != nil {
@@ -45,8 +48,14 @@ func TestTokenFilesAreRenewed(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	before := reads.Load()
 	go func() { defer close(done); files.Run(ctx, time.Millisecond) }()
-	time.Sleep(20 * time.Millisecond) // runs happen; the token is still fresh
+	for deadline := time.Now().Add(10 * time.Second); reads.Load() < before+3; { // a few runs; the token is still fresh
+		if time.Now().After(deadline) {
+			t.Fatal("no renewal run within 10s")
+		}
+		runtime.Gosched()
+	}
 	cancel()
 	<-done
 	if read() != first {
