@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/ksaga/ksaga/internal/devtest"
 	"github.com/ksaga/ksaga/knfunc"
 	"github.com/ksaga/ksaga/ordersaga"
 	"github.com/ksaga/ksaga/saga"
@@ -160,7 +161,7 @@ func forgedEventsMoveNothing(t *testing.T, oidc bool) {
 		// order-api's identity, stolen (its SinkBinding's token, for the
 		// Broker's audience): the Broker takes its starts and abort
 		// failures only, a function no token for another audience.
-		b, err := os.ReadFile(environ(t, s.dev.Pids()["saga/order-api"])["KSAGA_SINK_TOKEN_FILE"])
+		b, err := os.ReadFile(devtest.Environ(t, s.dev.Pids()["saga/order-api"])["KSAGA_SINK_TOKEN_FILE"])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -285,20 +286,4 @@ func forgedEventsMoveNothing(t *testing.T, oidc bool) {
 	if n < 2*(deadLettered-2) { // all but the two without a sagaversion, directly and through the broker
 		t.Errorf("%d security events logged, want at least %d", n, 2*(deadLettered-2))
 	}
-}
-
-// environ reads a function process's environment (Linux /proc).
-func environ(t *testing.T, pid int) map[string]string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-	if err != nil {
-		t.Skipf("no /proc environ: %v", err)
-	}
-	m := map[string]string{}
-	for kv := range strings.SplitSeq(string(b), "\x00") {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
 }

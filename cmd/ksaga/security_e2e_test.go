@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/ksaga/ksaga/internal/devoidc"
+	"github.com/ksaga/ksaga/internal/devtest"
 	"github.com/ksaga/ksaga/internal/testredis"
 	"github.com/ksaga/ksaga/redisstore"
 	"github.com/ksaga/ksaga/sagatest"
@@ -43,22 +43,6 @@ func (d *devProc) postEvent(host, path, typ, sagaID string, hdr http.Header) int
 		req.Header[k] = v
 	}
 	return d.do(req)
-}
-
-// environ reads a function process's environment (Linux).
-func environ(t *testing.T, pid int) map[string]string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-	if err != nil {
-		t.Skipf("no /proc environ: %v", err)
-	}
-	m := map[string]string{}
-	for kv := range strings.SplitSeq(string(b), "\x00") {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
 }
 
 // TestE2ESenderIdentity runs `ksaga dev` as shipped (sender identity and
@@ -126,7 +110,7 @@ func TestE2ESenderIdentity(t *testing.T) {
 			Expiry: jwt.NewNumericDate(time.Now().Add(time.Hour))}).CompactSerialize()
 		// A real token of the dev issuer, for the Broker's audience: what
 		// order-api holds (its SinkBinding's), stolen.
-		sinkToken, err := os.ReadFile(environ(t, pids["saga/order-api"])["KSAGA_SINK_TOKEN_FILE"])
+		sinkToken, err := os.ReadFile(devtest.Environ(t, pids["saga/order-api"])["KSAGA_SINK_TOKEN_FILE"])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,7 +154,7 @@ func TestE2ESenderIdentity(t *testing.T) {
 	})
 
 	t.Run("a function's Redis user cannot write another's domain", func(t *testing.T) {
-		url := environ(t, pids["saga/payment"])["REDIS_URL"]
+		url := devtest.Environ(t, pids["saga/payment"])["REDIS_URL"]
 		if !strings.HasPrefix(url, "redis://payment:") {
 			t.Fatalf("payment's REDIS_URL %q is not its own user", url)
 		}

@@ -181,7 +181,7 @@ func (d *devProcess) readFunctions(ctx context.Context) ([]function, error) {
 		return nil, fmt.Errorf("no function processes in ksaga dev's services: %+v", doc)
 	}
 	for i := range fs {
-		if fs[i].Env, err = processEnviron(fs[i].PID); err != nil {
+		if fs[i].Env, err = devproc.Environ(fs[i].PID); err != nil {
 			return nil, fmt.Errorf("environment of %s (pid %d): %w", fs[i].Name, fs[i].PID, err)
 		}
 	}

@@ -127,21 +127,6 @@ func processMem(pid int) (memUsage, error) {
 	return parseMemUsage(b)
 }
 
-// processEnviron reads a process's environment (KEY=VALUE entries).
-func processEnviron(pid int) ([]string, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-	if err != nil {
-		return nil, err
-	}
-	var env []string
-	for kv := range bytes.SplitSeq(b, []byte{0}) {
-		if len(kv) > 0 {
-			env = append(env, string(kv))
-		}
-	}
-	return env, nil
-}
-
 // sysCPU is the first line of /proc/stat: the whole machine's CPU time in
 // clock ticks.
 type sysCPU struct {

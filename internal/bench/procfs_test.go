@@ -4,6 +4,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/ksaga/ksaga/internal/devproc"
 )
 
 func TestParseProcStat(t *testing.T) {
@@ -59,7 +61,7 @@ func TestProcessCPUAndRSSOfSelf(t *testing.T) {
 	if _, err := processCPU(1 << 30); err == nil {
 		t.Error("CPU of a missing pid: no error")
 	}
-	env, err := processEnviron(os.Getpid())
+	env, err := devproc.Environ(os.Getpid())
 	if err != nil || len(env) == 0 {
 		t.Errorf("own environ: %d entries, %v", len(env), err)
 	}

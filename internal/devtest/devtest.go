@@ -268,3 +268,20 @@ func (d *Dev) Lines(t testing.TB, service string) []map[string]any {
 	}
 	return out
 }
+
+// Environ returns a function process's environment by name; it skips the
+// test where /proc cannot be read.
+func Environ(t testing.TB, pid int) map[string]string {
+	t.Helper()
+	env, err := devproc.Environ(pid)
+	if err != nil {
+		t.Skipf("no /proc environ: %v", err)
+	}
+	m := map[string]string{}
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
