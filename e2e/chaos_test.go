@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,7 +35,13 @@ import (
 // shortened) sends again whatever a saga waited on when Redis went away.
 func TestRedisCrashesLoseNoAcceptedOrder(t *testing.T) {
 	t.Parallel()
-	srv := testredis.Start(t, testredis.Option{"--appendonly", "yes", "--appendfsync", "always"})
+	// an ACL file, as a cluster's Redis has: the functions' users (ksaga
+	// dev saves them there) come back with the data after each crash
+	aclfile := filepath.Join(t.TempDir(), "users.acl")
+	if err := os.WriteFile(aclfile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := testredis.Start(t, testredis.Option{"--appendonly", "yes", "--appendfsync", "always", "--aclfile", aclfile})
 	dev := devtest.Start(t, nil, "--redis-url", srv.URL(), "--seed", "deploy/demo/seed.redis",
 		"--env", "KSAGA_NUDGE_AFTER=2s", "--duplicate-deliveries=0.2")
 	rdb := srv.Client(t)
@@ -147,6 +156,10 @@ func TestRedisCrashesLoseNoAcceptedOrder(t *testing.T) {
 		}
 		return nil
 	})
+
+	if strings.Contains(dev.Log(), "ACL users were gone") {
+		t.Error("redis-server came back without the functions' users: they were not saved to its ACL file")
+	}
 
 	// the books, over every saga in the store
 	charged := map[int32]int64{}
