@@ -357,13 +357,14 @@ func TestTwoSweepersActOnce(t *testing.T) {
 // their index entries: they are no longer counted, nor due.
 func TestSweeperCompactsIndexes(t *testing.T) {
 	e := newEnv(t)
-	short, err := redisstore.New(e.rdb, redisstore.Options{Retention: time.Second})
+	// Long enough for the sagas to run and be counted on a slow machine.
+	short, err := redisstore.New(e.rdb, redisstore.Options{Retention: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
 	// a saga left running, due at its deadline, expires then; a
-	// completed one a second after it completed
+	// completed one a retention after it completed
 	p := steps(t, abc, short, nil, time.Millisecond)
 	if _, err := p.Handle(ctx, start(abc, "running")); err != nil {
 		t.Fatal(err)
@@ -381,7 +382,7 @@ func TestSweeperCompactsIndexes(t *testing.T) {
 	if err != nil || stats.ByStatus[saga.StatusRunning] != 1 || stats.ByStatus[saga.StatusCompleted] != 1 {
 		t.Fatalf("before: %+v %v", stats, err)
 	}
-	sagatest.Eventually(t, 10*time.Second, func() error {
+	sagatest.Eventually(t, 20*time.Second, func() error {
 		for _, id := range []string{"running", "done"} {
 			if _, err := short.Get(ctx, id); !errors.Is(err, saga.ErrNotFound) {
 				return errors.New(id + " has not expired yet")

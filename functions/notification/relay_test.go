@@ -278,11 +278,12 @@ func TestRelayClaimsUnderSteadyLoad(t *testing.T) {
 		if s.count("lost") != 1 {
 			return errString("the abandoned entry is not sent yet")
 		}
+		// A slow first batch may let the claim run before feed1 is read.
+		if s.count("feed1") != 1 {
+			return errString("the steady load is not sent yet")
+		}
 		return nil
 	})
-	if s.count("feed1") != 1 {
-		t.Errorf("the steady load was not sent: %v", s.sent)
-	}
 }
 
 // cancellingSender cancels the relay's context while it sends.

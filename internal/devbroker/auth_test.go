@@ -153,7 +153,7 @@ func TestSenderIdentity(t *testing.T) {
 		t.Errorf("the delivery's token works for another function: %v", err)
 	}
 	o.waitIdle()
-	if n := o.obs.get("received"); n != 3 { // start, done, and the worker's reply
+	if n := o.obs.settled("received", 3); n != 3 { // start, done, and the worker's reply
 		t.Errorf("received %d events, want 3", n)
 	}
 

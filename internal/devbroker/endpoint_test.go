@@ -26,7 +26,7 @@ import (
 func TestEndpointPlacesAndHoldsAttempts(t *testing.T) {
 	e := newEnv(t)
 	d := delivery(2, eventingduckv1.BackoffPolicyLinear, "PT0.05S", "")
-	d.Timeout = ptr.To("PT0.2S")
+	d.Timeout = ptr.To("PT1S") // longer than the attempt on a slow machine, shorter than the hold
 	cfg := e.config(brokers(nil), []*eventingv1.Trigger{trigger("held", withDelivery(d))})
 	// The subscriber's own host does not exist: only the endpoint works.
 	unreachable, _ := apis.ParseURL("http://held.saga.localhost.invalid:1/held")
@@ -39,7 +39,7 @@ func TestEndpointPlacesAndHoldsAttempts(t *testing.T) {
 		}
 		acquired.Add(1)
 		select { // held, like a request to a service at zero
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(1500 * time.Millisecond):
 		case <-ctx.Done():
 			return devbroker.Endpoint{}, ctx.Err()
 		}

@@ -174,6 +174,18 @@ func (c *counts) get(key string) int {
 	return c.m[key]
 }
 
+// settled polls until key counts want, and returns its count then (or at
+// the deadline). The broker counts a reply as received once it has stored
+// it, which can be after the reply has been delivered and the stream has
+// drained.
+func (c *counts) settled(key string, want int) int {
+	deadline := time.Now().Add(waitFor)
+	for c.get(key) != want && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return c.get(key)
+}
+
 func (c *counts) Received(l devbroker.Labels)               { c.add("received", l, 0) }
 func (c *counts) Rejected(l devbroker.Labels, code int)     { c.add("rejected", l, code) }
 func (c *counts) Delivered(l devbroker.Labels, code int)    { c.add("delivered", l, code) }

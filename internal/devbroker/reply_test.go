@@ -80,7 +80,7 @@ func TestReplies(t *testing.T) {
 			t.Errorf("reply delivery headers %v", r.Header)
 		}
 	}
-	if n := e.obs.get("received"); n != 10 {
+	if n := e.obs.settled("received", 10); n != 10 {
 		t.Errorf("received = %d, want 10 (6 sent + 4 replies)", n)
 	}
 }
@@ -391,7 +391,7 @@ func TestDuplicateDeliveries(t *testing.T) {
 	if n := len(e.sink.got("/done")); n != 6 {
 		t.Errorf("%d reply deliveries, want 6 (each stored once, delivered twice)", n)
 	}
-	if n := e.obs.get("received"); n != 6 {
+	if n := e.obs.settled("received", 6); n != 6 {
 		t.Errorf("%d events stored, want 6 (3 sent, 3 replies)", n)
 	}
 }
@@ -418,7 +418,7 @@ func TestDuplicateChainGrowsLinearly(t *testing.T) {
 	e.send(newEvent("step", "k", "0"))
 	e.sink.wait(t, "/step", 2*(n+1))
 	e.waitIdle()
-	if got := e.obs.get("received"); got != n+1 {
+	if got := e.obs.settled("received", n+1); got != n+1 {
 		t.Errorf("%d events stored for a chain of %d replies, want %d", got, n, n+1)
 	}
 	if got := len(e.sink.got("/step")); got != 2*(n+1) {
