@@ -80,6 +80,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	acted := 0
 	var errs []error
 	seen := map[string]bool{}
+	compacted := false
 	for {
 		// Only the definitions it serves: due sagas of others (another
 		// deployment's, a removed definition's) must not fill its pages.
@@ -101,12 +102,31 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 				acted++
 			}
 		}
-		if len(ids) < s.Page || fresh == 0 {
+		if len(ids) < s.Page {
 			break
 		}
+		if fresh == 0 {
+			// A full page this pass has seen and left: index entries
+			// whose records expired hold the head of the due index.
+			// Compact them away once, then read on past them.
+			if compacted {
+				break
+			}
+			compacted = true
+			n, err := s.op.Store.Compact(ctx, now, s.Budget)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("compact indexes: %w", err))
+				break
+			}
+			if n == 0 {
+				break
+			}
+		}
 	}
-	if _, err := s.op.Store.Compact(ctx, now, s.Budget); err != nil {
-		errs = append(errs, fmt.Errorf("compact indexes: %w", err))
+	if !compacted {
+		if _, err := s.op.Store.Compact(ctx, now, s.Budget); err != nil {
+			errs = append(errs, fmt.Errorf("compact indexes: %w", err))
+		}
 	}
 	return acted, errors.Join(errs...)
 }

@@ -3,6 +3,8 @@ package ops_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -545,5 +547,48 @@ func TestSweeperReschedulesAcceptedPastItsFirstStepTimeout(t *testing.T) {
 	}
 	if n := e.sweep(sw); n != 0 || len(e.sink.Events()) != 1 {
 		t.Fatalf("the next pass acted on %d sagas, published %v", n, e.sink.Types())
+	}
+}
+
+// TestSweeperReadsPastExpiredEntries: a full page of due index entries
+// whose records have expired does not end a pass before the live due saga
+// behind them.
+func TestSweeperReadsPastExpiredEntries(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	short, err := redisstore.New(e.rdb, redisstore.Options{Retention: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := steps(t, abc, short, nil, time.Millisecond)
+	for _, id := range []string{"gone1", "gone2"} {
+		if _, err := gone.Handle(ctx, start(abc, id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sagatest.Eventually(t, 20*time.Second, func() error {
+		for _, id := range []string{"gone1", "gone2"} {
+			if _, err := short.Get(ctx, id); !errors.Is(err, saga.ErrNotFound) {
+				return errors.New(id + " has not expired yet")
+			}
+		}
+		return nil
+	})
+	if _, err := steps(t, abc, e.store, nil, time.Millisecond).Handle(ctx, start(abc, "live")); err != nil {
+		t.Fatal(err)
+	}
+	sagatest.Eventually(t, 5*time.Second, func() error { // its 1 ms deadline has passed
+		if ids, err := e.store.Due(ctx, time.Now(), 3); err != nil || !slices.Contains(ids, "live") {
+			return fmt.Errorf("due: %v %v", ids, err)
+		}
+		return nil
+	})
+	sw := e.sweeper(nil)
+	sw.Page = 2 // one page holds exactly the expired entries
+	if n := e.sweep(sw); n != 1 {
+		t.Fatalf("acted on %d sagas, want 1 (the live one behind a page of expired entries)", n)
+	}
+	if st := e.get("live"); st.Status == saga.StatusRunning {
+		t.Fatalf("live saga still %s: %v", st.Status, sagatest.Outcomes(st))
 	}
 }
