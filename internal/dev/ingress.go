@@ -248,6 +248,7 @@ type guardedBody struct {
 	done        bool // read to its end, or the handler returned
 	interrupted atomic.Bool
 	timedOut    atomic.Bool
+	eof         atomic.Bool // read to its end
 }
 
 // err is the error of a body that did not arrive in time.
@@ -289,10 +290,20 @@ func isStream(r *http.Request) bool {
 	return strings.HasPrefix(ct, "application/grpc") || strings.HasPrefix(ct, "application/connect+")
 }
 
+// Read reads the body. Its end sticks: once it has said io.EOF, it says so
+// again without reading the server's body, which the server may have
+// closed meanwhile (an HTTP/1 server consumes and closes the rest of a
+// request body when the response starts). The proxy's transport reads once
+// more after the last byte of a body with a length, to check that it
+// ended; that read failing on a closed body cut the function's response.
 func (g *guardedBody) Read(p []byte) (int, error) {
+	if g.eof.Load() {
+		return 0, io.EOF
+	}
 	n, err := g.ReadCloser.Read(p)
 	switch {
 	case err == io.EOF:
+		g.eof.Store(true)
 		g.mu.Lock()
 		if !g.done {
 			g.done = true
