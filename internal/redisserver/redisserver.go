@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -109,6 +110,10 @@ func (s *Server) start(ctx context.Context) error {
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
 		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--logfile", logfile,
 	}, s.args...)
+	var logFrom int64 // a restart appends to the same log
+	if fi, err := os.Stat(logfile); err == nil {
+		logFrom = fi.Size()
+	}
 	cmd := exec.Command("redis-server", args...)
 	cmd.SysProcAttr = procAttr()
 	if err := cmd.Start(); err != nil {
@@ -120,6 +125,7 @@ func (s *Server) start(ctx context.Context) error {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer func() { _ = c.Close() }()
 	deadline := time.Now().Add(10 * time.Second)
+	var answeredAt time.Time
 	for {
 		select {
 		case <-done:
@@ -132,8 +138,18 @@ func (s *Server) start(ctx context.Context) error {
 		cancel()
 		var answered redis.Error // NOAUTH and the like: the server is up
 		if err == nil || errors.As(err, &answered) {
-			s.cmd, s.done = cmd, done
-			return nil
+			// Up, but is it ours? Another server may hold the port (it was
+			// free a moment ago): then ours fails to bind and exits. Ours
+			// logs that it accepts connections once it listens; a version
+			// that words it otherwise is taken as ours once it has stayed
+			// up a while.
+			if answeredAt.IsZero() {
+				answeredAt = time.Now()
+			}
+			if logSince(logfile, logFrom, "Ready to accept connections") || time.Since(answeredAt) > 2*time.Second {
+				s.cmd, s.done = cmd, done
+				return nil
+			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			_ = cmd.Process.Kill()
@@ -152,6 +168,15 @@ func FreePort() (int, error) {
 	}
 	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// logSince reports whether the log at path has line after offset from.
+func logSince(path string, from int64, line string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil || int64(len(b)) < from {
+		return false
+	}
+	return strings.Contains(string(b[from:]), line)
 }
 
 func tail(s string, n int) string {
