@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -86,9 +87,12 @@ func TestE2ESenderIdentity(t *testing.T) {
 				t.Errorf("%s posted to the broker: %d, want 403", typ, code)
 			}
 		}
-		if !strings.Contains(d.Log(), "may not send io.ksaga.inventory.reserved here") {
-			t.Error("the refusal is not logged")
-		}
+		sagatest.Eventually(t, 5*time.Second, func() error { // the log comes through a pipe, after the answer
+			if !strings.Contains(d.Log(), "may not send io.ksaga.inventory.reserved here") {
+				return errors.New("the refusal is not logged")
+			}
+			return nil
+		})
 		// 403 is answered before anything is stored: there is nothing in flight to wait for
 		if _, after, _ := d.saga(id); after != before {
 			t.Errorf("the saga changed:\n%s\n%s", before, after)

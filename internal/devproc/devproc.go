@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -90,7 +91,9 @@ func discardIfNil(w io.Writer) io.Writer {
 }
 
 // waitReady finds the ingress port in the log, then polls GET /readyz
-// (every function ready, the broker delivering).
+// (every function ready, the broker delivering) until it answers 200 and
+// the start-up log, which comes through a pipe, has reached its "ready"
+// line: tests read what was logged before it.
 func (p *Process) waitReady(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	client := &http.Client{Timeout: 2 * time.Second}
@@ -103,7 +106,7 @@ func (p *Process) waitReady(ctx context.Context, timeout time.Duration) error {
 		if p.Port != 0 {
 			if resp, err := client.Get(p.URL("/readyz")); err == nil {
 				_ = resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
+				if resp.StatusCode == http.StatusOK && strings.Contains(p.log.String(), "msg=ready ") {
 					return nil
 				}
 			}

@@ -252,7 +252,13 @@ func (d *Dev) FirePingSource(t testing.TB, name string) int {
 func (d *Dev) Lines(t testing.TB, service string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(d.Out.String()))
+	text := d.Out.String()
+	if i := strings.LastIndexByte(text, '\n'); i >= 0 {
+		text = text[:i+1] // a last line still being copied from the pipe is not whole yet
+	} else {
+		text = ""
+	}
+	sc := bufio.NewScanner(strings.NewReader(text))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		name, rest, ok := strings.Cut(sc.Text(), "|")
