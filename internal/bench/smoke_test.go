@@ -31,7 +31,14 @@ func TestSmoke(t *testing.T) {
 	}
 	ksaga := devtest.Binary(t)
 	out := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// The bench builds every function twice (ksaga dev's build, and the
+	// stripped one for cold starts, which shares little of the build cache):
+	// on a fresh machine that alone takes minutes. Bound it by the test's
+	// own deadline, with time left to report.
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	if dl, ok := t.Deadline(); ok {
+		ctx, cancel = context.WithDeadline(context.Background(), dl.Add(-30*time.Second))
+	}
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	err := bench.Command(ctx, []string{"--duration", "2s", "--warmup", "1s", "--inflight", "4",

@@ -213,10 +213,15 @@ func TestWaitReady(t *testing.T) {
 	f := testFunction(t, "a", "TESTFN_NOT_READY="+notReady)
 	runFunction(t, sup, f, 1)
 
-	err := waitReady(context.Background(), []*function{f}, 300*time.Millisecond)
-	if err == nil || !strings.Contains(err.Error(), "saga/a (0 of 1 ready: replica 1 running (GET /readyz: 503 redis down))") {
-		t.Errorf("not ready: err = %v", err)
-	}
+	// The process may take a while to start (a -race test binary, on a
+	// busy machine): wait until its probe answers, then give up on it.
+	sagatest.Eventually(t, 20*time.Second, func() error {
+		err := waitReady(context.Background(), []*function{f}, 300*time.Millisecond)
+		if err == nil || !strings.Contains(err.Error(), "saga/a (0 of 1 ready: replica 1 running (GET /readyz: 503 redis down))") {
+			return fmt.Errorf("not ready: err = %v", err)
+		}
+		return nil
+	})
 	if err := os.Remove(notReady); err != nil {
 		t.Fatal(err)
 	}
