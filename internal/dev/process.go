@@ -54,7 +54,7 @@ type function struct {
 	nn         types.NamespacedName
 	importPath string
 	binary     string
-	port       int      // the first replica's port, kept for the life of ksaga dev
+	port       int      // the first replica's port (picked with the others' at start)
 	h2c        bool     // the container port is named h2c
 	env        []string // with PORT and LISTEN_ADDRESS of port
 	url        *apis.URL
@@ -71,6 +71,7 @@ type function struct {
 	mu       sync.Mutex
 	replicas []*replica // starting, running, ready or being stopped
 	last     replicaStatus
+	portUsed bool // port has had a replica: the next ones take fresh ports
 }
 
 // replica is one process of a function. Its fields are guarded by the
@@ -175,14 +176,19 @@ func (f *function) startLocked() (*replica, error) {
 	for used[id] {
 		id++
 	}
+	// Only the first replica takes the port picked at start. Any later one
+	// (scale out, or from zero) takes a fresh port, as a new pod gets a new
+	// address: a port left free at zero may have been taken since, and the
+	// function would fail to bind it again and again.
 	port := f.port
-	if ports[port] {
+	if ports[port] || f.portUsed {
 		p, err := freePorts(1)
 		if err != nil {
 			return nil, err
 		}
 		port = p[0]
 	}
+	f.portUsed = true
 	ctx, cancel := context.WithCancel(f.ctx)
 	r := &replica{id: id, port: port, cancel: cancel, done: make(chan struct{}), state: "starting"}
 	f.replicas = append(f.replicas, r)

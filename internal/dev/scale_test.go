@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -161,7 +163,7 @@ func TestScaleToZeroAndActivation(t *testing.T) {
 	})
 	zero, warm := fl.fs["zero"], fl.fs["warm"]
 	reps, _ := zero.status()
-	pid := reps[0].PID
+	pid, oldPort := reps[0].PID, reps[0].Port
 	sagatest.Eventually(t, 30*time.Second, func() error {
 		if reps, _ := zero.status(); len(reps) != 0 {
 			return fmt.Errorf("zero still has %+v", reps)
@@ -181,6 +183,12 @@ func TestScaleToZeroAndActivation(t *testing.T) {
 		t.Errorf("zero's status %+v", st)
 	}
 
+	// Another process takes the port zero's replica left free: the next
+	// replica must not depend on it.
+	// (If the port is taken already, someone else is the squatter.)
+	if squatter, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(oldPort))); err == nil {
+		defer func() { _ = squatter.Close() }()
+	}
 	r, err := fl.work("zero", 0)
 	if err != nil {
 		t.Fatal(err)
