@@ -37,7 +37,7 @@ run: ksaga ## Run the whole order saga locally with the demo data (ksaga dev; em
 .PHONY: test
 test: redis-server chromium ## go vet, all tests with the race detector, a short fuzz of each decoder
 	$(GO) vet ./...
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 25m ./... # the e2e packages take minutes (a cold build of every function), more on a slow machine
 	@set -e; for f in $(FUZZ); do pkg=$${f%%:*}; target=$${f##*:}; \
 	  if grep -qs "func $$target(" $$pkg/*_test.go; then \
 	    echo "fuzz $$pkg $$target ($(FUZZTIME))"; \

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -59,8 +60,16 @@ func deadLetter(t *testing.T, f *fixture, e sagatest.Received, body string) {
 func TestBrowserSagaPages(t *testing.T) {
 	f := newFixture(t, nil)
 	k := f.Kit
+	// created in distinct milliseconds, so that "newest first" is one order
+	nextMilli := func() {
+		for ms := time.Now().UnixMilli(); time.Now().UnixMilli() == ms; {
+			runtime.Gosched()
+		}
+	}
 	k.Run("done-1", map[string]any{"who": "alice"}, "test.mail.sent")
+	nextMilli()
 	k.Run("comp-1", map[string]any{"who": xss}, "test.mail.sent", sagatest.Fail("hotel", xss))
+	nextMilli()
 	waits := k.Run("cf-1", map[string]any{"who": "bob"}, "test.car.failed", sagatest.Fail("car", "no cars"))
 	deadLetter(t, f, sagatest.Received{Event: waits}, xss)
 	if st := f.record(t, "cf-1"); st.Status != saga.StatusCompensationFailed {

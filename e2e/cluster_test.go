@@ -130,7 +130,7 @@ func TestClusterChaos(t *testing.T) {
 				for range 1 + rng.IntN(2) {
 					req.Items = append(req.Items, item([]string{"book", "book", "book", "lamp"}[rng.IntN(4)], 1+rng.IntN(3)))
 				}
-				a, code := s.order(t, req.UserID, req.Items...)
+				a, code := s.orderQuietly(req) // a request cut by the failover is refused, not a test failure
 				placed.Add(1)
 				mu.Lock()
 				if code == http.StatusAccepted {

@@ -314,8 +314,12 @@ func TestStuckConfirmCompensates(t *testing.T) {
 				}
 				if tc.outcome == "timed_out" {
 					sagatest.Eventually(t, 10*time.Second, func() error { // past its deadline, waiting on the confirm
-						if st := s.record(t, a.SagaID); !st.Overdue(time.Now()) {
+						st := s.record(t, a.SagaID)
+						if !st.Overdue(time.Now()) {
 							return fmt.Errorf("saga %s is %s, not overdue yet", a.SagaID, st.Status)
+						}
+						if h := sagatest.Outcomes(st); len(h) == 0 || h[len(h)-1] != "inventory/reserved" {
+							return fmt.Errorf("saga %s is overdue at %v, before the confirm: slower than its deadline", a.SagaID, h)
 						}
 						return nil
 					})

@@ -90,10 +90,14 @@ func discardIfNil(w io.Writer) io.Writer {
 	return w
 }
 
+// bannerEnd is the last line of ksaga dev's start-up banner.
+const bannerEnd = "Ctrl-C stops everything."
+
 // waitReady finds the ingress port in the log, then polls GET /readyz
 // (every function ready, the broker delivering) until it answers 200 and
-// the start-up log, which comes through a pipe, has reached its "ready"
-// line: tests read what was logged before it.
+// the start-up output, which comes through a pipe, has reached the end of
+// the banner (written after the "ready" log line): tests read what was
+// written before it.
 func (p *Process) waitReady(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	client := &http.Client{Timeout: 2 * time.Second}
@@ -106,7 +110,7 @@ func (p *Process) waitReady(ctx context.Context, timeout time.Duration) error {
 		if p.Port != 0 {
 			if resp, err := client.Get(p.URL("/readyz")); err == nil {
 				_ = resp.Body.Close()
-				if resp.StatusCode == http.StatusOK && strings.Contains(p.log.String(), "msg=ready ") {
+				if resp.StatusCode == http.StatusOK && strings.Contains(p.log.String(), bannerEnd) {
 					return nil
 				}
 			}
