@@ -95,7 +95,7 @@ func TestBrowserSagaPages(t *testing.T) {
 	}
 
 	// the compensated saga: its steps in order on the timeline
-	must(tab.Do(10*time.Second, chromedp.Click(chromedp.CSS(`tr[data-id="comp-1"] td.id a`))))
+	must(tab.Click(10*time.Second, `tr[data-id="comp-1"] td.id a`))
 	must(tab.Poll(10*time.Second, `document.querySelectorAll('svg.timeline g.row').length > 0 && document.querySelector('.sagaid').textContent === 'comp-1'`))
 	rows, err := browsertest.Eval[[]string](tab, `[...document.querySelectorAll('svg.timeline g.row')].map(g => g.dataset.kind + ':' + g.dataset.step + '/' + g.dataset.outcome)`)
 	must(err)
@@ -123,14 +123,15 @@ func TestBrowserSagaPages(t *testing.T) {
 	if inPage {
 		t.Fatal("the token is in the page")
 	}
+	// the saga's sections are re-rendered live: click in the page
+	must(tab.Click(10*time.Second, `#saga-deadletters button[data-action="replay"]`))
 	must(tab.Do(10*time.Second,
-		chromedp.Click(chromedp.CSS(`#saga-deadletters button[data-action="replay"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
 		chromedp.Click(chromedp.CSS(`#confirm button[value="yes"]`))))
 	must(tab.Poll(10*time.Second, `[...document.querySelectorAll('svg.timeline g.row')].some(g => g.dataset.outcome === 'dead_letter_replayed' && g.textContent.includes('Ada (token)'))`))
 
+	must(tab.Click(10*time.Second, `button[data-action="redrive"]`))
 	must(tab.Do(10*time.Second,
-		chromedp.Click(chromedp.CSS(`button[data-action="redrive"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
 		chromedp.Click(chromedp.CSS(`#confirm button[value="yes"]`))))
 	must(tab.Poll(10*time.Second, `document.querySelector('.sagahead .badge').textContent === 'compensating'`))
@@ -154,8 +155,8 @@ func TestBrowserSagaPages(t *testing.T) {
 	if body != xss {
 		t.Fatalf("the dead letter's body shown as %q", body)
 	}
+	must(tab.Click(navTimeout, `.toolbar button.action`))
 	must(tab.Do(navTimeout,
-		chromedp.Click(chromedp.CSS(`.toolbar button.action`)),
 		chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
 		chromedp.Click(chromedp.CSS(`#confirm button[value="yes"]`))))
 	must(tab.Poll(pollTimeout, `[...document.querySelectorAll('.toast.ok')].some(t => t.textContent === 'replayed 1')`))

@@ -58,7 +58,7 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	// the list, then the compensated saga, opened from it
 	must(tab.Do(30*time.Second, chromedp.Navigate(base+"/sagas")))
 	must(tab.Poll(10*time.Second, js(`!!document.querySelector('tr[data-id=%q]') && !!document.querySelector('tr[data-id=%q]')`, comp.SagaID, cf.SagaID)))
-	must(tab.Do(10*time.Second, chromedp.Click(chromedp.CSS(js(`tr[data-id=%q] td.id a`, comp.SagaID)))))
+	must(tab.Click(10*time.Second, js(`tr[data-id=%q] td.id a`, comp.SagaID)))
 	must(tab.Poll(10*time.Second, js(`document.querySelector('.sagaid')?.textContent === %q && document.querySelectorAll('svg.timeline g.row').length > 0`, comp.SagaID)))
 	rows, err := browsertest.Eval[[]string](tab, `[...document.querySelectorAll('svg.timeline g.row')].map(g => g.dataset.kind + ':' + g.dataset.step + '/' + g.dataset.outcome)`)
 	must(err)
@@ -73,7 +73,7 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	// the compensation_failed saga: sign in, replay its dead letter
 	must(tab.Do(10*time.Second, chromedp.Click(chromedp.CSS(`header nav a[data-nav="sagas"]`))))
 	must(tab.Poll(10*time.Second, js(`!!document.querySelector('tr[data-id=%q] td.id a')`, cf.SagaID)))
-	must(tab.Do(10*time.Second, chromedp.Click(chromedp.CSS(js(`tr[data-id=%q] td.id a`, cf.SagaID)))))
+	must(tab.Click(10*time.Second, js(`tr[data-id=%q] td.id a`, cf.SagaID)))
 	must(tab.Poll(10*time.Second, `document.querySelector('.sagahead .badge')?.textContent === 'compensation_failed' && !!document.querySelector('.live.on') && !!document.querySelector('#saga-deadletters button[data-action="replay"]')`))
 	_, err = browsertest.Eval[bool](tab, `window.__sameDocument = true`)
 	must(err)
@@ -81,16 +81,18 @@ func TestConsoleInTheBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`#who`)),
 		chromedp.SendKeys(chromedp.CSS(`#identity input[name="actor"]`), "Ada"),
 		chromedp.SendKeys(chromedp.CSS(`#identity input[name="token"]`), consoleToken),
-		chromedp.Click(chromedp.CSS(`#identity button[value="save"]`)),
-		chromedp.Click(chromedp.CSS(`#saga-deadletters button[data-action="replay"]`)),
+		chromedp.Click(chromedp.CSS(`#identity button[value="save"]`))))
+	// the saga's sections are re-rendered live: click in the page
+	must(tab.Click(10*time.Second, `#saga-deadletters button[data-action="replay"]`))
+	must(tab.Do(10*time.Second,
 		chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
 		chromedp.Click(chromedp.CSS(`#confirm button[value="yes"]`))))
 	must(tab.Poll(15*time.Second, `[...document.querySelectorAll('svg.timeline g.row')].some(g => g.dataset.outcome === 'dead_letter_replayed' && g.textContent.includes('Ada (token)'))`))
 
 	// payment is fixed; redrive: the status changes live to compensated
 	s.rdb.Set(ctx, refund, 0, 0)
+	must(tab.Click(10*time.Second, `button[data-action="redrive"]`))
 	must(tab.Do(10*time.Second,
-		chromedp.Click(chromedp.CSS(`button[data-action="redrive"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
 		chromedp.Click(chromedp.CSS(`#confirm button[value="yes"]`))))
 	// compensated comes with order/cancelled; the notification (Finally) follows

@@ -6,6 +6,7 @@ package browsertest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -157,6 +158,19 @@ func (t *Tab) Do(timeout time.Duration, actions ...chromedp.Action[chromedp.Void
 	ctx, cancel := context.WithTimeout(t.Ctx, timeout)
 	defer cancel()
 	return chromedp.Do(ctx, actions...)
+}
+
+// Click clicks the element selector matches once there is one, with a
+// click dispatched in the page in the same evaluation that finds it. An
+// element a live update (server-sent events) may re-render is clicked this
+// way: chromedp's Click resolves a node first and acts on it after, and a
+// node replaced in between fails with "Could not find node with given id".
+func (t *Tab) Click(timeout time.Duration, selector string) error {
+	q, err := json.Marshal(selector)
+	if err != nil {
+		return err
+	}
+	return t.Poll(timeout, `(() => { const e = document.querySelector(`+string(q)+`); if (!e) return false; e.click(); return true })()`)
 }
 
 // Eval evaluates expr (JavaScript) in the tab and decodes its value; a
