@@ -53,14 +53,7 @@ func TestBusinessKeyExpiresWithItsSaga(t *testing.T) {
 	const def = "keyed"
 	ttls := func(id, key string, want time.Duration) {
 		t.Helper()
-		rec, err := rdb.TTL(ctx, "ksaga:{"+id+"}").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, err := rdb.TTL(ctx, "ksaga:idx:"+def+":k:"+key).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
+		rec, k := recordAndKeyTTL(t, rdb, id, def, key)
 		if d := rec - want; d < -5*time.Second || d > 0 {
 			t.Fatalf("saga %s expires in %s, want %s", id, rec, want)
 		}
@@ -131,14 +124,7 @@ func TestBusinessKeyFollowsItsNewestSaga(t *testing.T) {
 		if err != nil || id != "newer" {
 			t.Fatalf("%s: ByKey = %q, %v; want the newer saga", when, id, err)
 		}
-		rec, err := rdb.TTL(ctx, "ksaga:{newer}").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, err := rdb.TTL(ctx, "ksaga:idx:"+def+":k:"+key).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
+		rec, k := recordAndKeyTTL(t, rdb, "newer", def, key)
 		if d := k - rec; d < -time.Second || d > time.Second {
 			t.Fatalf("%s: the business key expires in %s, the newer saga holding it in %s", when, k, rec)
 		}
@@ -152,6 +138,21 @@ func TestBusinessKeyFollowsItsNewestSaga(t *testing.T) {
 	check("the older saga resumed")
 	change("older", 3, saga.StatusCompensating, saga.StatusCompensated)
 	check("the older saga ended again")
+}
+
+// recordAndKeyTTL returns how long saga id's record and its business key
+// (of definition def) have left to live.
+func recordAndKeyTTL(t *testing.T, rdb redis.UniversalClient, id, def, key string) (rec, k time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	rec, err := rdb.TTL(ctx, "ksaga:{"+id+"}").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, err = rdb.TTL(ctx, "ksaga:idx:"+def+":k:"+key).Result(); err != nil {
+		t.Fatal(err)
+	}
+	return rec, k
 }
 
 // TestAcceptedKeyFollowsItsSagaStartedWithout checks that the business
@@ -186,14 +187,7 @@ func TestAcceptedKeyFollowsItsSagaStartedWithout(t *testing.T) {
 		if err != nil || !r.Applied || r.Status != saga.StatusCompensated {
 			t.Fatalf("start: %+v %v", r, err)
 		}
-		rec, err := rdb.TTL(ctx, "ksaga:{"+id+"}").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, err := rdb.TTL(ctx, "ksaga:idx:"+def+":k:"+key).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
+		rec, k := recordAndKeyTTL(t, rdb, id, def, key)
 		if d := k - rec; d < -time.Second || d > time.Second {
 			t.Errorf("start key %q: the business key %s expires in %s, its ended saga in %s", startKey, key, k, rec)
 		}
